@@ -1,0 +1,202 @@
+"""Trimaps for Confidence-Guided Matting.
+
+* :func:`confidence_trimap` -- the BEN paper's Algorithms 1 + 2 (Meyer & Spruyt, arXiv 2501.06230):
+  threshold the base model's probability map into foreground / background / unknown and widen the
+  thresholds step by step until enough pixels are unknown.  Computed in a bounded number of passes
+  (two bucketize passes per map) but bit-identical to the naive loop.
+* :func:`band_trimap` -- an unknown band of a given radius around the edge of a hard mask, for masks
+  that carry no confidence information.
+
+Trimap values: 0.0 = sure background, 0.5 = unknown, 1.0 = sure foreground.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["confidence_trimap", "band_trimap", "threshold_sequence", "default_min_unknown"]
+
+#: Paper constants (N_min is 60,000 pixels for a 1024 x 1024 map).
+PAPER_MIN_UNKNOWN = 60000
+PAPER_AREA = 1024 * 1024
+
+
+def default_min_unknown(height: int, width: int) -> int:
+    """N_min for an ``height x width`` map: ``round(60000 * H * W / 1024**2)`` (Python round)."""
+    return int(round(PAPER_MIN_UNKNOWN * height * width / PAPER_AREA))
+
+
+def _check_thresholds(t_low, t_high, t_min, t_max, step) -> tuple[float, float, float, float, float]:
+    vals = {}
+    for name, v in (("t_low", t_low), ("t_high", t_high), ("t_min", t_min), ("t_max", t_max), ("step", step)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
+        v = float(v)
+        if not math.isfinite(v):
+            raise ValueError(f"{name} must be finite, got {v}")
+        vals[name] = v
+    tl, th, tmin, tmax, s = (vals[k] for k in ("t_low", "t_high", "t_min", "t_max", "step"))
+    if not (0.0 <= tmin <= tl < th <= tmax <= 1.0):
+        raise ValueError(
+            "thresholds must satisfy 0 <= t_min <= t_low < t_high <= t_max <= 1, got "
+            f"t_min={tmin}, t_low={tl}, t_high={th}, t_max={tmax}; fix the threshold values")
+    if s <= 0.0:
+        raise ValueError(f"step must be > 0, got {s}")
+    if max(tl - tmin, tmax - th) / s > 1_000_000:
+        raise ValueError(f"step={s} is too small for the threshold range (more than 1e6 steps); use a larger step")
+    return tl, th, tmin, tmax, s
+
+
+def threshold_sequence(t_low: float = 0.10, t_high: float = 0.90, t_min: float = 0.03, t_max: float = 0.97,
+                       step: float = 0.001) -> tuple[list[float], list[float]]:
+    """The float64 threshold pairs Algorithm 2 visits, in order.
+
+    Element 0 is ``(t_low, t_high)``; element k+1 is ``(max(tl_k - step, t_min), min(th_k + step, t_max))``.
+    The sequence ends with the first pair for which ``not (tl > t_min or th < t_max)`` (both clamped),
+    i.e. the last pair Algorithm 2 can reach.  Returns two Python-float lists of equal length >= 1.
+    """
+    tl, th, tmin, tmax, s = _check_thresholds(t_low, t_high, t_min, t_max, step)
+    lows, highs = [tl], [th]
+    while tl > tmin or th < tmax:
+        tl = max(tl - s, tmin)
+        th = min(th + s, tmax)
+        lows.append(tl)
+        highs.append(th)
+    return lows, highs
+
+
+def _check_map(x, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape [..., H, W], got {type(x).__name__}")
+    if x.dim() < 2:
+        raise ValueError(f"{name} must have at least 2 dims [..., H, W], got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor with values in 0..1, got dtype {x.dtype}; "
+                        "convert with x.float() / 255 for uint8 masks")
+    return x
+
+
+def confidence_trimap(probs: torch.Tensor, t_low: float = 0.10, t_high: float = 0.90, t_min: float = 0.03,
+                      t_max: float = 0.97, step: float = 0.001, min_unknown: int | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Confidence trimap of the BEN paper (Algorithms 1 + 2), per map.
+
+    Args:
+        probs: ``[..., H, W]`` floating tensor of probabilities in ``[0, 1]`` (sigmoid of the logits);
+            any leading dims, any device. Not modified.
+        t_low, t_high: starting thresholds (paper: 0.10, 0.90).
+        t_min, t_max: limits of the thresholds (paper: 0.03, 0.97). Need ``0<=t_min<=t_low<t_high<=t_max<=1``.
+        step: threshold step s (paper: 0.001), > 0.
+        min_unknown: N_min, the wanted number of unknown pixels per map; default
+            ``round(60000 * H * W / 1024**2)``.
+
+    Semantics: the thresholds follow the float64 sequence of :func:`threshold_sequence`; a pixel p
+    (converted to float64) is foreground if ``p >= t_high``, background if ``p <= t_low``, otherwise
+    unknown. Each map stops at the first pair with ``n_unknown >= min_unknown`` or at the last pair.
+
+    Returns:
+        ``(trimap, t_low_final, t_high_final)``: trimap ``[..., H, W]`` with values {0, 0.5, 1} in
+        ``probs``' dtype and device; final thresholds as float64 tensors ``[N]`` on the CPU, N = number
+        of maps (product of the leading dims, 1 for a plain ``[H, W]`` map).
+    """
+    probs = _check_map(probs, "probs")
+    lows, highs = threshold_sequence(t_low, t_high, t_min, t_max, step)
+    H, W = probs.shape[-2:]
+    if min_unknown is None:
+        n_min = default_min_unknown(H, W)
+    else:
+        if isinstance(min_unknown, bool) or not isinstance(min_unknown, int):
+            raise TypeError(f"min_unknown must be an int or None, got {type(min_unknown).__name__}")
+        if min_unknown < 0:
+            raise ValueError(f"min_unknown must be >= 0, got {min_unknown}")
+        n_min = min_unknown
+
+    lead = probs.shape[:-2]
+    flat = probs.reshape(-1, H * W)
+    n_maps = flat.shape[0]
+    out = torch.empty(flat.shape, dtype=probs.dtype, device=probs.device)
+    fin_low = torch.empty(n_maps, dtype=torch.float64)
+    fin_high = torch.empty(n_maps, dtype=torch.float64)
+    if n_maps == 0 or H * W == 0:
+        fin_low.fill_(lows[0])
+        fin_high.fill_(highs[0])
+        return out.reshape(probs.shape), fin_low, fin_high
+
+    dev = probs.device
+    dt64 = torch.float64 if dev.type != "mps" else None
+    # sorted distinct thresholds used as bucket boundaries (one bucketize pass per side)
+    bounds_list = sorted(set(lows) | set(highs))
+    low_idx = torch.tensor([bounds_list.index(v) for v in lows], dtype=torch.long)
+    high_idx = torch.tensor([bounds_list.index(v) for v in highs], dtype=torch.long)
+    nb = len(bounds_list)
+    for i in range(n_maps):
+        row = flat[i]
+        p = row.to(dtype=torch.float64) if dt64 is not None else row.cpu().to(torch.float64)
+        if not bool(torch.isfinite(p).all()):
+            raise ValueError(f"probs contains NaN or infinite values (map {i}); pass sigmoid probabilities")
+        if bool((p < 0).any()) or bool((p > 1).any()):
+            raise ValueError(f"probs must lie in [0, 1] (map {i} has min {float(p.min())}, max {float(p.max())}); "
+                             "pass sigmoid(logits), not logits")
+        bounds = torch.tensor(bounds_list, dtype=torch.float64, device=p.device)
+        # n_lt[j] = #(p < b_j) ; n_le[j] = #(p <= b_j)
+        idx_r = torch.bucketize(p, bounds, right=True)   # #(b <= p): p < b_j  <=> idx_r <= j
+        n_lt = torch.bincount(idx_r, minlength=nb + 1).cumsum(0)[:nb].cpu()
+        del idx_r
+        idx_l = torch.bucketize(p, bounds, right=False)  # #(b < p): p <= b_j <=> idx_l <= j
+        n_le = torch.bincount(idx_l, minlength=nb + 1).cumsum(0)[:nb].cpu()
+        del idx_l
+        # unknown count per step k: #(t_l < p < t_h) = #(p < t_h) - #(p <= t_l)   (t_l < t_h always)
+        n_unknown = n_lt[high_idx] - n_le[low_idx]
+        ok = (n_unknown >= n_min).nonzero()
+        k = int(ok[0, 0]) if ok.numel() else len(lows) - 1
+        tl, th = lows[k], highs[k]
+        fin_low[i], fin_high[i] = tl, th
+        tri = torch.full_like(p, 0.5)
+        tri[p >= th] = 1.0
+        tri[p <= tl] = 0.0
+        out[i] = tri.to(device=dev, dtype=probs.dtype)
+    return out.reshape(*lead, H, W), fin_low, fin_high
+
+
+def band_trimap(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Trimap from a hard mask: an unknown band of ``radius`` pixels on both sides of its edge.
+
+    Args:
+        mask: ``[..., H, W]`` floating tensor in 0..1 (binarised: foreground where ``mask >= 0.5``),
+            any leading dims, any device. Not modified.
+        radius: band half-width in pixels (int >= 0). A pixel is unknown if a pixel of the other
+            class lies within its ``(2*radius+1)``-square neighbourhood (Chebyshev distance <= radius);
+            the image border does not count as an edge. ``radius=0`` gives the binarised mask.
+
+    Returns: ``[..., H, W]`` trimap {0, 0.5, 1} in ``mask``'s dtype and device.
+    Cost: two separable max-pool passes per map (fine at 4K).
+    """
+    mask = _check_map(mask, "mask")
+    if isinstance(radius, bool) or not isinstance(radius, int):
+        raise TypeError(f"radius must be an int, got {type(radius).__name__}")
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    if torch.isnan(mask).any():
+        raise ValueError("mask contains NaN values")
+    H, W = mask.shape[-2:]
+    flat = mask.reshape(-1, 1, H, W)
+    out = torch.empty(flat.shape, dtype=mask.dtype, device=mask.device)
+    k = 2 * radius + 1
+    for i in range(flat.shape[0]):
+        fg = (flat[i:i + 1] >= 0.5).to(torch.float32)
+        if radius == 0 or H * W == 0:
+            out[i:i + 1] = fg.to(mask.dtype)
+            continue
+
+        def _dilate(x):
+            x = F.max_pool2d(x, (1, k), stride=1, padding=(0, radius))
+            return F.max_pool2d(x, (k, 1), stride=1, padding=(radius, 0))
+
+        # max_pool pads with -inf, so the image border never counts as the other class
+        dil = _dilate(fg)
+        ero = 1.0 - _dilate(1.0 - fg)
+        tri = torch.where(dil > ero, torch.full_like(fg, 0.5), fg)
+        out[i:i + 1] = tri.to(mask.dtype)
+    return out.reshape(mask.shape)
