@@ -1,0 +1,253 @@
+"""Video background removal, streamed through PyAV.
+
+Frames are decoded, predicted and encoded in batches of ``batch_size``; the whole video is never held in
+memory. Output is VP9 WebM with an alpha channel (``yuva420p``) when no background colour is given, or
+H.264 MP4 (MPEG-4 Part 2 if libx264 is unavailable) / VP9 WebM composited over a colour. The first audio
+stream is kept: copied when the output container accepts its codec, else transcoded (Opus for WebM,
+AAC for MP4). Frame timestamps (hence the frame rate) are passed through unchanged.
+
+PyAV (``pip install av``; ComfyUI installs it) is an optional dependency of ben_core: it is imported
+only when a video is processed, with a clear error when missing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+# audio codecs each output container takes as-is (others are transcoded)
+_REMUX_AUDIO = {
+    "webm": {"opus", "vorbis"},
+    "mp4": {"aac", "mp3", "opus", "ac3", "eac3", "alac", "flac"},
+    "mov": {"aac", "mp3", "alac", "ac3", "pcm_s16le", "pcm_s24le"},
+    "mkv": None,  # matroska takes nearly everything
+}
+_TRANSCODE_AUDIO = {"webm": ("libopus", 48000), "mp4": ("aac", None), "mov": ("aac", None), "mkv": ("libopus", 48000)}
+
+
+class VideoDependencyError(ImportError):
+    """PyAV is not installed."""
+
+
+@dataclass
+class VideoInfo:
+    """What was written: frame count, frame rate, size and how audio was handled (None: no audio)."""
+
+    frames: int
+    fps: Fraction
+    width: int
+    height: int
+    audio: str | None
+    path: Path
+
+
+def _import_av():
+    try:
+        import av  # noqa: F401
+    except ImportError as e:
+        raise VideoDependencyError(
+            "video support needs PyAV: install it with `pip install av` (ComfyUI ships it)") from e
+    return av
+
+
+def _container_kind(path: Path) -> str:
+    ext = path.suffix.lower()
+    kinds = {".webm": "webm", ".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "mkv"}
+    if ext not in kinds:
+        raise ValueError(f"output {path}: unsupported video container {ext!r}; use .webm, .mp4, .mov or .mkv")
+    return kinds[ext]
+
+
+def _codec_available(av, name: str) -> bool:
+    try:
+        av.codec.Codec(name, "w")
+        return True
+    except Exception:
+        return False
+
+
+def _add_video_stream(av, out, kind: str, rate: Fraction, width: int, height: int, time_base, alpha: bool):
+    if kind in ("webm", "mkv") or alpha:
+        if alpha and kind not in ("webm", "mkv"):
+            raise ValueError("a transparent video needs a .webm (or .mkv) output; give --background #RRGGBB for MP4")
+        stream = out.add_stream("libvpx-vp9", rate=rate)
+        stream.pix_fmt = "yuva420p" if alpha else "yuv420p"
+        # alt-ref frames drop the alpha plane in libvpx; constant quality keeps the file small but clean
+        stream.options = {"auto-alt-ref": "0", "crf": "24", "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}
+    elif _codec_available(av, "libx264"):
+        stream = out.add_stream("libx264", rate=rate)
+        odd = width % 2 or height % 2
+        stream.pix_fmt = "yuv444p" if odd else "yuv420p"  # 4:2:0 needs even sizes
+        stream.options = {"crf": "18", "preset": "medium"}
+    else:
+        stream = out.add_stream("mpeg4", rate=rate)
+        stream.pix_fmt = "yuv420p"
+        stream.bit_rate = 8_000_000
+    stream.width, stream.height = width, height
+    if time_base is not None and (stream.codec_context.name != "mpeg4" or time_base.denominator < 65536):
+        stream.codec_context.time_base = time_base
+    return stream
+
+
+def _add_audio_stream(av, out, kind: str, astream):
+    name = astream.codec_context.name
+    ok = _REMUX_AUDIO.get(kind)
+    if ok is None or name in ok:
+        try:
+            return out.add_stream_from_template(astream), f"copied ({name})", False
+        except Exception:
+            pass
+    codec, rate = _TRANSCODE_AUDIO[kind]
+    if not _codec_available(av, codec):
+        codec = "opus" if codec == "libopus" else codec
+    s = out.add_stream(codec, rate=rate or astream.codec_context.sample_rate or 48000)
+    try:
+        s.layout = astream.codec_context.layout.name
+    except Exception:
+        pass
+    return s, f"transcoded ({name} -> {codec})", True
+
+
+def _frames_to_output(rgb: np.ndarray, alpha: np.ndarray, fg: np.ndarray | None, background, mask_only: bool) -> np.ndarray:
+    """uint8 frames for the encoder: [B,H,W,4] RGBA (background None) or [B,H,W,3] RGB."""
+    a = alpha[..., None]
+    if mask_only:
+        g = np.rint(np.clip(alpha, 0, 1) * 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=-1)
+    colour = fg if fg is not None else rgb.astype(np.float32) / 255.0
+    if background is None:
+        out = np.concatenate([colour, a], axis=-1)
+    else:
+        bg = np.asarray(background, dtype=np.float32) / 255.0
+        out = colour * a + bg * (1.0 - a)
+    return np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+def remove_background_video(
+    predictor,
+    src: str | Path,
+    dst: str | Path,
+    *,
+    background: tuple[int, int, int] | None = None,
+    batch_size: int = 4,
+    refine_foreground: bool = False,
+    mask_only: bool = False,
+    progress: Callable[[int, int | None], None] | None = None,
+    should_stop: Callable[[], None] | None = None,
+) -> VideoInfo:
+    """Remove the background of every frame of ``src`` and write ``dst``.
+
+    predictor: object with ``predict_alpha(frames uint8 [B,H,W,3]) -> [B,H,W] float 0..1`` (a
+      ``BENPredictor``); its ``device`` attribute (if any) is used for foreground refinement.
+    background: None -> transparent output (``dst`` must be .webm/.mkv: VP9, yuva420p); (r, g, b)
+      0..255 -> composited over that colour (.mp4 H.264, or .webm/.mkv VP9 without alpha).
+    batch_size: frames per predictor call (memory holds at most this many decoded frames).
+    refine_foreground: blur-fusion foreground colours (ben_core.foreground.estimate_foreground).
+    mask_only: write the alpha matte as a greyscale video instead.
+    progress(done_frames, total_frames_or_None) after each batch; should_stop() before each batch
+      (raise to abort; the partial output file is removed).
+    Returns a VideoInfo. Raises VideoDependencyError without PyAV, ValueError for unusable inputs.
+    """
+    av = _import_av()
+    src, dst = Path(src), Path(dst)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    kind = _container_kind(dst)
+    alpha_out = background is None and not mask_only
+    if mask_only and background is not None:
+        raise ValueError("mask_only writes the alpha matte; do not give a background colour too")
+
+    inp = av.open(str(src))
+    try:
+        if not inp.streams.video:
+            raise ValueError(f"{src}: no video stream")
+        vin = inp.streams.video[0]
+        ain = inp.streams.audio[0] if inp.streams.audio else None
+        vin.thread_type = "AUTO"
+        rate = vin.average_rate or vin.guessed_rate or vin.base_rate or Fraction(30)
+        total = vin.frames or None
+        width, height = vin.codec_context.width, vin.codec_context.height
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        out = av.open(str(dst), "w")
+        ok = False
+        try:
+            vout = _add_video_stream(av, out, kind, rate, width, height, vin.time_base, alpha_out)
+            aout, audio_desc, transcode = (None, None, False)
+            if ain is not None:
+                aout, audio_desc, transcode = _add_audio_stream(av, out, kind, ain)
+            frames_done = 0
+            pending: list = []  # decoded video frames waiting for a full batch
+
+            def flush_batch() -> None:
+                nonlocal frames_done
+                if not pending:
+                    return
+                if should_stop is not None:
+                    should_stop()
+                rgb = np.stack([f.to_ndarray(format="rgb24") for f in pending])
+                if rgb.shape[1:3] != (height, width):
+                    raise ValueError(f"{src}: frame size changed mid-stream ({rgb.shape[2]}x{rgb.shape[1]})")
+                alpha = predictor.predict_alpha(rgb)
+                alpha = np.asarray(alpha.float().cpu() if hasattr(alpha, "cpu") else alpha, dtype=np.float32)
+                fg = _refine(predictor, rgb, alpha) if refine_foreground and not mask_only else None
+                data = _frames_to_output(rgb, alpha, fg, background, mask_only)
+                fmt = "rgba" if data.shape[-1] == 4 else "rgb24"
+                for src_frame, arr in zip(pending, data):
+                    vf = av.VideoFrame.from_ndarray(arr, format=fmt)
+                    vf.pts, vf.time_base = src_frame.pts, src_frame.time_base
+                    out.mux(vout.encode(vf))
+                frames_done += len(pending)
+                pending.clear()
+                if progress is not None:
+                    progress(frames_done, total)
+
+            streams = [vin] + ([ain] if ain is not None else [])
+            next_pts = 0
+            for packet in inp.demux(streams):
+                if packet.stream.type == "video":
+                    for frame in packet.decode():
+                        if frame.pts is None:  # synthesise timestamps from the frame rate
+                            frame.pts = next_pts
+                            frame.time_base = 1 / rate
+                        next_pts = frame.pts + 1
+                        pending.append(frame)
+                        if len(pending) >= batch_size:
+                            flush_batch()
+                elif aout is not None:
+                    if not transcode:
+                        if packet.dts is None:
+                            continue
+                        packet.stream = aout
+                        out.mux(packet)
+                    else:
+                        for af in packet.decode():
+                            out.mux(aout.encode(af))
+            flush_batch()
+            out.mux(vout.encode(None))
+            if aout is not None and transcode:
+                out.mux(aout.encode(None))
+            if frames_done == 0:
+                raise ValueError(f"{src}: no decodable video frames")
+            ok = True
+        finally:
+            out.close()
+            if not ok:
+                dst.unlink(missing_ok=True)
+    finally:
+        inp.close()
+    return VideoInfo(frames=frames_done, fps=Fraction(rate), width=width, height=height, audio=audio_desc, path=dst)
+
+
+def _refine(predictor, rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Blur-fusion foreground colours for a batch: rgb uint8 [B,H,W,3], alpha [B,H,W] -> float [B,H,W,3] 0..1."""
+    import torch
+
+    from ben_core.foreground import estimate_foreground
+
+    device = getattr(predictor, "device", None) or torch.device("cpu")
+    img = torch.from_numpy(rgb).to(device).permute(0, 3, 1, 2).float() / 255.0
+    a = torch.from_numpy(alpha).to(device)
+    return estimate_foreground(img, a).float().permute(0, 2, 3, 1).cpu().numpy()
