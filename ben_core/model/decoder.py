@@ -1,0 +1,329 @@
+"""BEN2's MVANet-style decoder blocks: conv blocks, MCLM, MCRM and the positional encoding.
+
+Layout convention of the decoder: for ``B`` input images the backbone sees ``5*B`` images, in
+groups of five per input image: the four quadrants of the full-resolution image (order
+top-left, top-right, bottom-left, bottom-right) followed by the half-resolution global view.
+Blocks here take grouped tensors ``[B, 5, C, h, w]`` (or ``[B*5, C, h, w]``) and process all
+``B`` images at once.
+
+Attention uses :func:`torch.nn.functional.scaled_dot_product_attention`; the projection
+parameters keep the names of :class:`torch.nn.MultiheadAttention` (``in_proj_weight``,
+``in_proj_bias``, ``out_proj.*``) so the official checkpoint loads unchanged.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "ConvNormGELU", "MultiheadProjections", "MCLM", "MCRM", "sine_position_encoding",
+    "patches_to_image", "image_to_patches", "instance_norm_gelu_",
+]
+
+
+def image_to_patches(x: Tensor) -> Tensor:
+    """``[..., C, 2h, 2w]`` -> ``[..., 4, C, h, w]`` quadrants in order TL, TR, BL, BR."""
+    *lead, c, hh, ww = x.shape
+    x = x.reshape(*lead, c, 2, hh // 2, 2, ww // 2)
+    nd = len(lead)
+    perm = list(range(nd)) + [nd + 1, nd + 3, nd, nd + 2, nd + 4]
+    return x.permute(perm).reshape(*lead, 4, c, hh // 2, ww // 2)
+
+
+def patches_to_image(x: Tensor) -> Tensor:
+    """Inverse of :func:`image_to_patches`: ``[..., 4, C, h, w]`` -> ``[..., C, 2h, 2w]``."""
+    *lead, four, c, h, w = x.shape
+    x = x.reshape(*lead, 2, 2, c, h, w)
+    nd = len(lead)
+    perm = list(range(nd)) + [nd + 2, nd, nd + 3, nd + 1, nd + 4]
+    return x.permute(perm).reshape(*lead, c, 2 * h, 2 * w)
+
+
+def instance_norm_gelu_(x: Tensor, eps: float = 1e-5) -> Tensor:
+    """In-place ``GELU(InstanceNorm2d(x))`` (no affine, biased variance) on ``[B, C, H, W]``.
+
+    ``x`` must be a temporary owned by the caller (it is overwritten and returned). Works for
+    contiguous and channels-last layouts. Statistics are computed in float32 for half inputs.
+    """
+    if x.requires_grad and torch.is_grad_enabled():
+        return F.gelu(F.instance_norm(x, eps=eps))
+    stat_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    var, mean = torch.var_mean(x.to(stat_dtype), dim=(2, 3), keepdim=True, correction=0)
+    rstd = torch.rsqrt(var + eps)
+    x.sub_(mean.to(x.dtype)).mul_(rstd.to(x.dtype))
+    # GELU has no in-place kernel: go slice by slice to keep the extra memory small.
+    _gelu_inplace(x)
+    return x
+
+
+def _gelu_inplace(x: Tensor, rows: int = 64) -> None:
+    """Apply exact GELU to ``x [B, C, H, W]`` in place, ``rows`` image rows at a time."""
+    h = x.shape[2]
+    if h <= rows:
+        x.copy_(F.gelu(x))
+        return
+    for start in range(0, h, rows):
+        part = x[:, :, start:start + rows]
+        part.copy_(F.gelu(part))
+
+
+class ConvNormGELU(nn.Sequential):
+    """``Conv3x3 -> InstanceNorm2d -> GELU`` (upstream ``make_cbr``; keys ``0.weight``, ``0.bias``).
+
+    ``[N, Cin, H, W] -> [N, Cout, H, W]``.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_dim, out_dim, kernel_size=3, padding=1),
+            nn.InstanceNorm2d(out_dim),
+            nn.GELU(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102 - see class docstring
+        return instance_norm_gelu_(self[0](x))
+
+
+class MultiheadProjections(nn.Module):
+    """Parameters of ``nn.MultiheadAttention(dim, num_heads)`` used with SDPA.
+
+    Keys: ``in_proj_weight [3*dim, dim]``, ``in_proj_bias [3*dim]``, ``out_proj.weight``,
+    ``out_proj.bias``. The attention itself is computed by the owning block (often several of
+    these are stacked and applied together).
+    """
+
+    def __init__(self, dim: int, num_heads: int = 1) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+
+def _stacked_projection(mods: Sequence[MultiheadProjections], which: str) -> Tuple[Tensor, Tensor]:
+    """Stack one projection of several attention modules.
+
+    Args:
+        mods: ``G`` attention modules of width ``C``.
+        which: ``"q"``, ``"k"``, ``"v"`` or ``"out"``.
+
+    Returns:
+        ``(weight [G, C, C] transposed for ``x @ w``, bias [G, 1, C])``.
+    """
+    if which == "out":
+        w = torch.stack([m.out_proj.weight for m in mods])
+        b = torch.stack([m.out_proj.bias for m in mods])
+    else:
+        i = "qkv".index(which)
+        c = mods[0].out_proj.weight.shape[0]
+        w = torch.stack([m.in_proj_weight[i * c:(i + 1) * c] for m in mods])
+        b = torch.stack([m.in_proj_bias[i * c:(i + 1) * c] for m in mods])
+    return w.transpose(1, 2), b.unsqueeze(1)
+
+
+def _grouped_linear(x: Tensor, wb: Tuple[Tensor, Tensor]) -> Tensor:
+    """Per-group affine map: ``x [G, L, C] -> [G, L, C']`` with ``wb`` from ``_stacked_projection``."""
+    w, b = wb
+    return torch.baddbmm(b.to(x.dtype), x, w.to(x.dtype))
+
+
+def grouped_attention(mods: Sequence[MultiheadProjections], query: Tensor, key: Tensor,
+                      value: Tensor) -> Tensor:
+    """Single-head attention of ``G`` independent ``nn.MultiheadAttention`` modules, batched.
+
+    Args:
+        mods: ``G`` modules (group ``g`` of the inputs uses ``mods[g]``); one head each.
+        query: ``[B, G, Lq, C]``; key, value: ``[B, G, Lk, C]``.
+
+    Returns:
+        ``[B, G, Lq, C]`` = ``out_proj(softmax(q k^T / sqrt(C)) v)`` per group, as
+        ``nn.MultiheadAttention`` in eval mode (no dropout), computed with SDPA.
+    """
+    if any(m.num_heads != 1 for m in mods):
+        raise NotImplementedError("grouped_attention supports single-head modules only")
+    b, g, lq, c = query.shape
+    lk = key.shape[2]
+
+    def proj(t: Tensor, which: str, length: int) -> Tensor:
+        t = t.transpose(0, 1).reshape(g, b * length, c)
+        return _grouped_linear(t, _stacked_projection(mods, which)).view(g, b, length, c).transpose(0, 1)
+
+    q = proj(query, "q", lq)
+    k = proj(key, "k", lk)
+    v = proj(value, "v", lk)
+    out = F.scaled_dot_product_attention(q, k, v)  # [B, G, Lq, C]
+    out = out.transpose(0, 1).reshape(g, b * lq, c)
+    out = _grouped_linear(out, _stacked_projection(mods, "out"))
+    return out.view(g, b, lq, c).transpose(0, 1)
+
+
+def sine_position_encoding(h: int, w: int, num_pos_feats: int, device, dtype,
+                           temperature: float = 10000.0) -> Tensor:
+    """Normalised 2-D sine positional encoding (DETR ``PositionEmbeddingSine``, ``normalize=True``).
+
+    Returns:
+        ``[h*w, 2*num_pos_feats]`` (row-major positions; channels ``[y-part, x-part]``, each
+        interleaving sin/cos), computed in float32 on ``device`` and cast to ``dtype``.
+    """
+    scale, eps = 2 * math.pi, 1e-6
+    y = torch.arange(1, h + 1, device=device, dtype=torch.float32)
+    x = torch.arange(1, w + 1, device=device, dtype=torch.float32)
+    y = (y - 0.5) / (y[-1:] + eps) * scale
+    x = (x - 0.5) / (x[-1:] + eps) * scale
+    dim_t = torch.arange(num_pos_feats, device=device, dtype=torch.float32)
+    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_pos_feats)
+
+    def encode(pos: Tensor) -> Tensor:  # [n] -> [n, num_pos_feats]
+        p = pos[:, None] / dim_t
+        return torch.stack((p[:, 0::2].sin(), p[:, 1::2].cos()), dim=2).flatten(1)
+
+    pos_y = encode(y)[:, None, :].expand(h, w, num_pos_feats)
+    pos_x = encode(x)[None, :, :].expand(h, w, num_pos_feats)
+    return torch.cat((pos_y, pos_x), dim=2).reshape(h * w, 2 * num_pos_feats).to(dtype)
+
+
+def _pool_size(size: int, ratio: int) -> int:
+    """Pooled side length, Python ``round`` (banker's rounding) exactly as upstream."""
+    return round(size / ratio)
+
+
+def _ffn(x: Tensor, lin_a: nn.Linear, lin_b: nn.Linear) -> Tensor:
+    """Feed-forward ``lin_b(GELU(lin_a(x)))`` on ``[..., C]`` tokens."""
+    return lin_b(F.gelu(lin_a(x)))
+
+
+class MCLM(nn.Module):
+    """Multi-view complementary localisation module on the deepest features.
+
+    The global view attends to multi-scale pooled copies of the stitched local views (with sine
+    positional encodings), then each local view attends to its quadrant of the refreshed global
+    view. Keys: ``attention.{0..4}``, ``linear1..4``, ``norm1``, ``norm2``.
+
+    Args:
+        d_model: channels ``C``.
+        num_heads: heads of each attention (BEN2 uses 1).
+        pool_ratios: pooling ratios relative to the local view size (BEN2: 1, 4, 8).
+    """
+
+    def __init__(self, d_model: int = 128, num_heads: int = 1, pool_ratios: Sequence[int] = (1, 4, 8)) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.pool_ratios = tuple(pool_ratios)
+        self.attention = nn.ModuleList([MultiheadProjections(d_model, num_heads) for _ in range(5)])
+        self.linear1 = nn.Linear(d_model, 2 * d_model)
+        self.linear2 = nn.Linear(2 * d_model, d_model)
+        self.linear3 = nn.Linear(d_model, 2 * d_model)
+        self.linear4 = nn.Linear(2 * d_model, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self._pos_cache: Dict[tuple, Tuple[Tensor, Tensor]] = {}
+
+    def _positions(self, h: int, w: int, device, dtype) -> Tuple[Tensor, Tensor]:
+        """``(global [h*w, C], pooled [L_pool, C])`` encodings, cached per (h, w, device, dtype)."""
+        key = (h, w, device, dtype)
+        if key not in self._pos_cache:
+            npf = self.d_model // 2
+            glob = sine_position_encoding(h, w, npf, device, dtype)
+            pooled = torch.cat([
+                sine_position_encoding(_pool_size(h, r), _pool_size(w, r), npf, device, dtype)
+                for r in self.pool_ratios
+            ])
+            if len(self._pos_cache) > 8:
+                self._pos_cache.clear()
+            self._pos_cache[key] = (glob, pooled)
+        return self._pos_cache[key]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args:
+            x: ``[B, 5, C, h, w]``: four local views then the global view per image.
+
+        Returns:
+            ``[B, 5, C, h, w]`` refreshed local and global features.
+        """
+        b, _, c, h, w = x.shape
+        loc, glb = x[:, :4], x[:, 4]
+        stitched = patches_to_image(loc)  # [B, C, 2h, 2w]
+        pools = torch.cat([
+            F.adaptive_avg_pool2d(stitched, (_pool_size(h, r), _pool_size(w, r))).flatten(2)
+            for r in self.pool_ratios
+        ], dim=2).transpose(1, 2)  # [B, Lp, C]
+        g_pos, p_pos = self._positions(h, w, x.device, x.dtype)
+
+        g = glb.flatten(2).transpose(1, 2)  # [B, hw, C]
+        attn = grouped_attention(self.attention[:1], (g + g_pos)[:, None], (pools + p_pos)[:, None],
+                                 pools[:, None])[:, 0]
+        g = self.norm1(g + attn)
+        g = self.norm2(g + _ffn(g, self.linear1, self.linear2))  # [B, hw, C]
+
+        # Each local view attends to its quadrant of the refreshed global view.
+        g_map = g.transpose(1, 2).reshape(b, c, h, w)
+        g_quads = image_to_patches(g_map).flatten(3).transpose(2, 3)  # [B, 4, hw/4, C]
+        l = loc.flatten(3).transpose(2, 3)  # [B, 4, hw, C]
+        attn = grouped_attention(self.attention[1:], l, g_quads, g_quads)
+        l = self.norm1(l + attn)
+        l = self.norm2(l + _ffn(l, self.linear3, self.linear4))  # [B, 4, hw, C]
+
+        out = torch.cat([l, g[:, None]], dim=1)  # [B, 5, hw, C]
+        return out.transpose(2, 3).reshape(b, 5, c, h, w)
+
+
+class MCRM(nn.Module):
+    """Multi-view complementary refinement module (one decoder stage).
+
+    Local views are gated by a saliency map of the global view, attend to multi-scale pools of
+    their quadrant of the global view, and the refreshed local views are written back into the
+    global view (nearest-neighbour downsampling). Keys: ``attention.{0..3}``, ``linear3``,
+    ``linear4``, ``norm1``, ``norm2``, ``sal_conv``.
+
+    Args:
+        d_model: channels ``C``.
+        num_heads: heads of each attention (BEN2 uses 1).
+        pool_ratios: pooling ratios relative to the local view size (BEN2: 2, 4, 8).
+    """
+
+    def __init__(self, d_model: int = 128, num_heads: int = 1, pool_ratios: Sequence[int] = (2, 4, 8)) -> None:
+        super().__init__()
+        self.pool_ratios = tuple(pool_ratios)
+        self.attention = nn.ModuleList([MultiheadProjections(d_model, num_heads) for _ in range(4)])
+        self.linear3 = nn.Linear(d_model, 2 * d_model)
+        self.linear4 = nn.Linear(2 * d_model, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.sal_conv = nn.Conv2d(d_model, 1, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args:
+            x: ``[B, 5, C, h, w]`` (four local views, then the global view; ``h, w`` even).
+
+        Returns:
+            ``[B, 5, C, h, w]``.
+        """
+        b, _, c, h, w = x.shape
+        loc, glb = x[:, :4], x[:, 4]  # [B,4,C,h,w], [B,C,h,w]
+        glb_quads = image_to_patches(glb)  # [B, 4, C, h/2, w/2]
+
+        # Saliency gate: nearest 2x upsampling of the global map's quadrants onto each view.
+        gate = torch.sigmoid(self.sal_conv(glb))  # [B, 1, h, w]
+        gate = image_to_patches(gate)  # [B, 4, 1, h/2, w/2]
+        gate = gate[..., :, None, :, None].expand(b, 4, 1, h // 2, 2, w // 2, 2).reshape(b, 4, 1, h, w)
+        loc = loc * gate
+
+        flat_quads = glb_quads.reshape(b * 4, c, h // 2, w // 2)
+        pools = torch.cat([
+            F.adaptive_avg_pool2d(flat_quads, (_pool_size(h, r), _pool_size(w, r))).flatten(2)
+            for r in self.pool_ratios
+        ], dim=2)  # [B*4, C, Lp]
+        pools = pools.view(b, 4, c, -1).transpose(2, 3)  # [B, 4, Lp, C]
+
+        tokens = loc.flatten(3).transpose(2, 3)  # [B, 4, hw, C]
+        src = self.norm1(tokens + grouped_attention(self.attention, tokens, pools, pools))
+        src = self.norm2(src + _ffn(src, self.linear3, self.linear4))
+        src = src.transpose(2, 3).reshape(b, 4, c, h, w)
+
+        glb = glb + patches_to_image(src)[..., ::2, ::2]
+        return torch.cat([src, glb[:, None]], dim=1)
