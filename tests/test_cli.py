@@ -1,0 +1,243 @@
+"""``python -m ben_core``: inputs, outputs, failures, exit codes (stand-in predictor unless marked slow)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ben_core import cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class RedPredictor:
+    """Stand-in for BENPredictor: alpha = red channel / 255; records the batch size of every call."""
+
+    device = torch.device("cpu")
+
+    def __init__(self):
+        self.calls: list[int] = []
+
+    def predict_alpha(self, images, progress=None, should_stop=None):
+        imgs = images if isinstance(images, list) else [images]
+        assert all(isinstance(im, Image.Image) and im.mode == "RGB" for im in imgs)
+        self.calls.append(len(imgs))
+        out = [torch.from_numpy(np.asarray(im, dtype=np.float32)[..., 0] / 255.0) for im in imgs]
+        if not isinstance(images, list):
+            return out[0][None]
+        return out
+
+
+def rand_image(path: Path, w: int, h: int, seed: int, **save_kw) -> np.ndarray:
+    arr = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path, **save_kw)
+    return arr
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    arrs = {
+        "a": rand_image(d / "a.png", 40, 30, 1),
+        "b": rand_image(d / "b.png", 17, 23, 2),
+        "c": rand_image(d / "c.bmp", 32, 32, 3),
+    }
+    (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+    full = (d / "a.png").read_bytes()
+    (d / "truncated.png").write_bytes(full[: len(full) // 2])
+    (d / "notes.txt").write_text("not an image")
+    return d, arrs
+
+
+def run(argv, predictor=None):
+    return cli.main([str(a) for a in argv], predictor=predictor if predictor is not None else RedPredictor())
+
+
+def test_folder_with_broken_files_reports_and_writes_the_rest(folder, tmp_path, capsys):
+    d, arrs = folder
+    out = tmp_path / "out"
+    code = run([d, "-o", out])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_FAILED
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
+    assert "broken.png" in err and "truncated.png" in err and "2 of 5 input(s) failed" in err
+    assert "notes.txt" in err  # ignored files are named, not dropped silently
+    for name, arr in arrs.items():
+        im = Image.open(out / f"{name}.png")
+        assert im.mode == "RGBA" and im.size == (arr.shape[1], arr.shape[0])
+        got = np.asarray(im)
+        np.testing.assert_array_equal(got[..., :3], arr)
+        np.testing.assert_array_equal(got[..., 3], arr[..., 0])  # alpha = stand-in's red channel
+
+
+def test_all_good_exit_zero_and_colour_background_composite(tmp_path, capsys):
+    src = tmp_path / "x.png"
+    arr = rand_image(src, 25, 19, 7)
+    out = tmp_path / "o"
+    assert run([src, "-o", out, "--background", "#102030", "-q"]) == cli.EXIT_OK
+    im = Image.open(out / "x.png")
+    assert im.mode == "RGB" and im.size == (25, 19)
+    a = arr[..., :1].astype(np.float64) / 255
+    expect = np.rint((arr / 255 * a + np.array([0x10, 0x20, 0x30]) / 255 * (1 - a)) * 255)
+    assert np.abs(np.asarray(im).astype(np.float64) - expect).max() <= 1
+    assert capsys.readouterr().err == ""  # -q: nothing on stderr when all is well
+
+    assert run([src, "-o", out, "--background", "00ff00", "--format", "jpg", "-q"]) == cli.EXIT_OK
+    assert Image.open(out / "x.jpg").mode == "RGB"
+
+
+def test_mask_only_writes_greyscale_alpha(tmp_path):
+    src = tmp_path / "m.png"
+    arr = rand_image(src, 12, 9, 3)
+    assert run([src, "-o", tmp_path / "o", "--mask-only"]) == 0
+    im = Image.open(tmp_path / "o" / "m.png")
+    assert im.mode == "L"
+    np.testing.assert_array_equal(np.asarray(im), arr[..., 0])
+
+
+@pytest.mark.parametrize("bs,expected", [(1, [1] * 5), (2, [2, 2, 1]), (8, [5])])
+def test_batch_size_chunks(tmp_path, bs, expected):
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(5):
+        rand_image(d / f"{i}.png", 10 + i, 8, i)  # mixed sizes in one batch
+    pred = RedPredictor()
+    assert run([d, "-o", tmp_path / "o", "--batch-size", bs, "-q"], pred) == 0
+    assert pred.calls == expected
+    assert len(list((tmp_path / "o").iterdir())) == 5
+
+
+def test_broken_file_in_a_batch_does_not_sink_the_batch(folder, tmp_path):
+    d, _ = folder
+    pred = RedPredictor()
+    assert run([d, "-o", tmp_path / "o", "--batch-size", 3, "-q"], pred) == cli.EXIT_FAILED
+    assert sum(pred.calls) == 3 and len(list((tmp_path / "o").iterdir())) == 3
+
+
+def test_predictor_failure_is_isolated_to_the_bad_image(tmp_path, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    for i, w in enumerate([10, 11, 12]):
+        rand_image(d / f"{i}.png", w, 8, i)
+
+    class Picky(RedPredictor):
+        def predict_alpha(self, images, **kw):
+            imgs = images if isinstance(images, list) else [images]
+            if any(im.size[0] == 11 for im in imgs):
+                raise RuntimeError("cannot handle width 11")
+            return super().predict_alpha(images, **kw)
+
+    assert run([d, "-o", tmp_path / "o", "--batch-size", 3], Picky()) == cli.EXIT_FAILED
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["0.png", "2.png"]
+    assert "1.png" in capsys.readouterr().err
+
+
+def test_output_names_never_collide(tmp_path):
+    for sub in ("a", "b", "a/deep"):
+        (tmp_path / sub).mkdir(parents=True, exist_ok=True)
+    rand_image(tmp_path / "a" / "x.png", 8, 8, 1)
+    rand_image(tmp_path / "a" / "x.jpg", 8, 8, 2)
+    rand_image(tmp_path / "b" / "x.png", 8, 8, 3)
+    rand_image(tmp_path / "a" / "deep" / "y.png", 8, 8, 4)
+    out = tmp_path / "out"
+    assert run([tmp_path / "a", tmp_path / "b", "-o", out, "-r", "-q"]) == 0
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert written == sorted(["a/x_png.png", "a/x_jpg.png", "b/x.png", "a/deep/y.png"])
+
+
+def test_exif_orientation_applied(tmp_path):
+    src = tmp_path / "rot.jpg"
+    arr = np.zeros((10, 30, 3), np.uint8)
+    arr[:, :5] = 255  # white band on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    Image.fromarray(arr).save(src, exif=exif, quality=100)
+    assert run([src, "-o", tmp_path / "o", "-q"]) == 0
+    im = np.asarray(Image.open(tmp_path / "o" / "rot.png"))
+    assert im.shape[:2] == (30, 10)  # displayed orientation
+    assert im[:5, :, 0].mean() > 200 and im[-5:, :, 0].mean() < 50  # band now on top
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    src = tmp_path / "x.png"
+    rand_image(src, 8, 8, 0)
+    assert run([tmp_path / "missing.png", "-o", tmp_path / "o"]) == cli.EXIT_USAGE
+    assert "missing.png" in capsys.readouterr().err
+    assert run([src, "-o", tmp_path / "o", "--background", "purple"]) == cli.EXIT_USAGE
+    assert "#00FF00" in capsys.readouterr().err
+    assert run([src, "-o", tmp_path / "o", "--batch-size", "0"]) == cli.EXIT_USAGE
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run([empty, "-o", tmp_path / "o"]) == cli.EXIT_USAGE
+    assert run([src, "-o", tmp_path / "o", "--mask-only", "--background", "#000000"]) == cli.EXIT_USAGE
+
+
+def test_background_parsing():
+    assert cli.parse_background("transparent") is None
+    assert cli.parse_background("#00FF00") == (0, 255, 0)
+    assert cli.parse_background("0a0B0c") == (10, 11, 12)
+    assert cli.parse_background("#fff") == (255, 255, 255)
+    for bad in ("#12345", "green", "#gg0000", ""):
+        with pytest.raises(ValueError):
+            cli.parse_background(bad)
+
+
+def test_missing_weights_offline_gives_clear_message(tmp_path):
+    """No --checkpoint, empty HF cache, offline: exit 3 and a message saying where the weights go."""
+    src = tmp_path / "x.png"
+    rand_image(src, 8, 8, 0)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
+               HF_HUB_CACHE=str(tmp_path / "hf" / "hub"), PYTHONPATH=str(REPO))
+    env.pop("HUGGINGFACE_HUB_CACHE", None)
+    r = subprocess.run([sys.executable, "-m", "ben_core", str(src), "-o", str(tmp_path / "o"), "--device", "cpu"],
+                       env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == cli.EXIT_MODEL, r.stderr
+    assert "PramaLLC/BEN2" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "o" / "x.png").exists()
+
+
+def test_checkpoint_path_missing_exit_3(tmp_path, capsys):
+    src = tmp_path / "x.png"
+    rand_image(src, 8, 8, 0)
+    code = cli.main([str(src), "-o", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "nope.pth"), "--device", "cpu"])
+    assert code == cli.EXIT_MODEL
+    assert "nope.pth" in capsys.readouterr().err
+
+
+def test_video_input_through_cli(tmp_path):
+    av = pytest.importorskip("av")
+    from test_video import DiskPredictor, make_clip
+
+    del av
+
+    class Both(DiskPredictor):
+        def predict_alpha(self, images, **kw):
+            if isinstance(images, Image.Image):  # the still image goes through the image path
+                return RedPredictor().predict_alpha(images)
+            return super().predict_alpha(images)
+
+    make_clip(tmp_path / "clip.mp4", n=4)
+    rand_image(tmp_path / "still.png", 8, 8, 0)
+    out = tmp_path / "o"
+    pred = Both()
+    assert cli.main([str(tmp_path / "clip.mp4"), str(tmp_path / "still.png"), "-o", str(out), "-q",
+                     "--batch-size", "2"], predictor=pred) == 0
+    assert pred.calls == [2, 2]
+    assert (out / "clip.webm").is_file() and (out / "still.png").is_file()
+    assert cli.main([str(tmp_path / "clip.mp4"), "-o", str(out), "-q", "--background", "#0000ff"],
+                    predictor=DiskPredictor()) == 0
+    assert (out / "clip.mp4").is_file()
+
+
+def test_help_runs_as_module():
+    r = subprocess.run([sys.executable, "-m", "ben_core", "--help"], capture_output=True, text=True,
+                       timeout=60, cwd=REPO)
+    assert r.returncode == 0 and "--refine-foreground" in r.stdout and "--batch-size" in r.stdout
