@@ -1,0 +1,119 @@
+"""Load BEN node: a BEN2 checkpoint from models/BEN -> BEN_MODEL (cached and shared)."""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from . import comfy_env, model_cache
+
+log = logging.getLogger("ComfyUI-BEN2")
+
+CATEGORY = "image/BEN2"
+DEVICES = ["auto", "cpu"]
+PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(choice: str) -> torch.device:
+    """"auto" -> ComfyUI's compute device (CUDA/MPS/XPU/... or CPU), "cpu" -> CPU."""
+    if choice == "auto":
+        return comfy_env.torch_device()
+    if choice == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"device must be one of {DEVICES}, got {choice!r}")
+
+
+def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
+    """Inference dtype for a precision choice on ``device``.
+
+    "auto": fp16 where ComfyUI considers fp16 advisable on that GPU (the predictor recomputes any batch
+    with a non-finite result in fp32), else bf16 where advisable, else fp32; always fp32 on CPU.
+    "fp16" on CPU falls back to fp32 (CPU half-precision convolutions are slow or missing).
+    """
+    if choice == "auto":
+        if comfy_env.supports_fp16(device):
+            return torch.float16
+        if comfy_env.supports_bf16(device):
+            return torch.bfloat16
+        return torch.float32
+    if choice not in _DTYPES:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {choice!r}")
+    if choice == "fp16" and device.type == "cpu":
+        log.warning("BEN2: fp16 is not supported on the CPU here, using fp32")
+        return torch.float32
+    return _DTYPES[choice]
+
+
+def model_choices() -> list:
+    """Files in the BEN model folders, plus the official file name (downloadable) if it is missing."""
+    files = comfy_env.list_model_files()
+    if comfy_env.OFFICIAL_DOWNLOAD_NAME not in files:
+        files = files + [comfy_env.OFFICIAL_DOWNLOAD_NAME]
+    return files
+
+
+def find_or_download(model_name: str, download: bool) -> str:
+    """Full path of ``model_name``; downloads the official weights when allowed and missing."""
+    try:
+        return comfy_env.resolve_model_path(model_name)
+    except FileNotFoundError:
+        if not download or model_name != comfy_env.OFFICIAL_DOWNLOAD_NAME:
+            hint = ("Turn on 'download_official_weights' to fetch model.safetensors from "
+                    "huggingface.co/PramaLLC/BEN2, or put" if model_name == comfy_env.OFFICIAL_DOWNLOAD_NAME
+                    else "Put")
+            raise FileNotFoundError(
+                f"BEN model {model_name!r} is not in {comfy_env.model_folders()}. {hint} the checkpoint "
+                "(BEN2_Base.pth or model.safetensors) into one of these folders and refresh (press 'r').")
+    from ..ben_core.hub import download_official_weights
+
+    target = comfy_env.download_folder()
+    os.makedirs(target, exist_ok=True)
+    log.info("BEN2: downloading the official weights (PramaLLC/BEN2) into %s", target)
+    return str(download_official_weights(local_dir=target))
+
+
+class BEN2LoadModel:
+    DESCRIPTION = ("Loads a BEN2 background-removal network from ComfyUI/models/BEN (also folders declared as "
+                   "'BEN' in extra_model_paths.yaml). The network is loaded once and shared by every node and run "
+                   "that asks for the same file, device and precision, and ComfyUI may offload it when other models "
+                   "need the VRAM.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = ("BEN_MODEL",)
+    RETURN_NAMES = ("ben_model",)
+    OUTPUT_TOOLTIPS = ("The loaded BEN2 network, for Remove Background (BEN2).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        choices = model_choices()
+        return {
+            "required": {
+                "model_name": (choices, {
+                    "default": choices[0],
+                    "tooltip": "Checkpoint in models/BEN: BEN2_Base.pth or model.safetensors from "
+                               "huggingface.co/PramaLLC/BEN2. 'model.safetensors' is listed even when absent; "
+                               "turn on download_official_weights to fetch it."}),
+                "device": (DEVICES, {
+                    "default": "auto",
+                    "tooltip": "auto: the device ComfyUI computes on (your GPU if it has one); cpu: always the CPU "
+                               "(slow: tens of seconds per image at 1024)."}),
+                "precision": (PRECISIONS, {
+                    "default": "auto",
+                    "tooltip": "auto: fp16 on GPUs where ComfyUI uses fp16, else bf16 where supported, else fp32 "
+                               "(always fp32 on the CPU). A batch that comes out NaN/inf in fp16/bf16 is recomputed "
+                               "in fp32, so you never get a blank mask."}),
+                "download_official_weights": ("BOOLEAN", {
+                    "default": False,
+                    "tooltip": "Opt-in: if model_name is 'model.safetensors' and it is missing, download it once from "
+                               "the official huggingface.co/PramaLLC/BEN2 repository into the first BEN model folder "
+                               "(ComfyUI/models/BEN unless extra_model_paths.yaml says otherwise)."}),
+            }
+        }
+
+    def load(self, model_name, device="auto", precision="auto", download_official_weights=False):
+        dev = resolve_device(device)
+        dtype = resolve_precision(precision, dev)
+        path = find_or_download(model_name, bool(download_official_weights))
+        return (model_cache.get_model(path, dev, dtype),)
