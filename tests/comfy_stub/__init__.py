@@ -1,0 +1,146 @@
+"""Stand-ins for the parts of ComfyUI the BEN2 nodes touch (folder_paths, comfy.model_management,
+comfy.model_patcher, comfy.utils), written for these tests: small, recording, no ComfyUI needed.
+
+Use ``make_folder_paths(models_dir)`` / ``install_comfy(monkeypatch)`` and put the returned modules
+into ``sys.modules`` with monkeypatch so they vanish after the test.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import types
+
+import torch
+
+PT_EXTENSIONS = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
+
+
+def make_folder_paths(models_dir: str) -> types.ModuleType:
+    """A fresh fake ``folder_paths`` with ComfyUI's semantics for the functions the pack uses."""
+    fp = types.ModuleType("folder_paths")
+    fp.models_dir = str(models_dir)
+    fp.supported_pt_extensions = set(PT_EXTENSIONS)
+    fp.folder_names_and_paths = {
+        "checkpoints": ([os.path.join(models_dir, "checkpoints")], set(PT_EXTENSIONS)),
+    }
+    fp.filename_list_cache = {}
+
+    def add_model_folder_path(folder_name, full_folder_path, is_default=False):
+        # as ComfyUI does for extra_model_paths.yaml: a new entry gets an EMPTY extension set
+        if folder_name in fp.folder_names_and_paths:
+            paths = fp.folder_names_and_paths[folder_name][0]
+            if full_folder_path in paths:
+                if is_default and paths[0] != full_folder_path:
+                    paths.remove(full_folder_path)
+                    paths.insert(0, full_folder_path)
+            elif is_default:
+                paths.insert(0, full_folder_path)
+            else:
+                paths.append(full_folder_path)
+        else:
+            fp.folder_names_and_paths[folder_name] = ([full_folder_path], set())
+
+    def get_folder_paths(folder_name):
+        return fp.folder_names_and_paths[folder_name][0][:]
+
+    def get_filename_list(folder_name):
+        paths, exts = fp.folder_names_and_paths[folder_name]
+        out = set()
+        for d in paths:
+            if not os.path.isdir(d):
+                continue
+            for root, _dirs, files in os.walk(d):
+                for f in files:
+                    rel = os.path.relpath(os.path.join(root, f), d)
+                    if len(exts) == 0 or os.path.splitext(rel)[1].lower() in exts:
+                        out.add(rel)
+        return sorted(out)
+
+    def get_full_path(folder_name, filename):
+        if folder_name not in fp.folder_names_and_paths:
+            return None
+        filename = os.path.relpath(os.path.join("/", filename), "/")
+        for d in fp.folder_names_and_paths[folder_name][0]:
+            p = os.path.join(d, filename)
+            if os.path.isfile(p):
+                return p
+        return None
+
+    fp.add_model_folder_path = add_model_folder_path
+    fp.get_folder_paths = get_folder_paths
+    fp.get_filename_list = get_filename_list
+    fp.get_full_path = get_full_path
+    return fp
+
+
+class InterruptProcessingException(Exception):
+    pass
+
+
+def install_comfy(monkeypatch, device="cpu", interrupt_after=None):
+    """Install fake ``comfy``, ``comfy.model_management``, ``comfy.model_patcher``, ``comfy.utils``.
+
+    Returns a namespace with: ``calls`` (list of (name, args) tuples recorded), ``progress`` (list of
+    (value, total) updates), ``patchers`` (created ModelPatcher stand-ins), and ``interrupt`` (set
+    ``.interrupt.after = n`` to raise InterruptProcessingException on the n-th check, 1-based).
+    """
+    ns = types.SimpleNamespace(calls=[], progress=[], patchers=[], checks=0)
+    ns.interrupt_after = interrupt_after
+
+    comfy = types.ModuleType("comfy")
+    comfy.__path__ = []  # a package
+    mm = types.ModuleType("comfy.model_management")
+    mm.InterruptProcessingException = InterruptProcessingException
+    mm.get_torch_device = lambda: torch.device(device)
+    mm.intermediate_device = lambda: torch.device("cpu")
+    mm.unet_offload_device = lambda: torch.device("cpu")
+    mm.should_use_fp16 = lambda device=None, **kw: torch.device(device).type != "cpu"
+    mm.should_use_bf16 = lambda device=None, **kw: torch.device(device).type != "cpu"
+
+    def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
+                        force_full_load=False):
+        ns.calls.append(("load_models_gpu", list(models), memory_required, force_full_load))
+
+    def throw_exception_if_processing_interrupted():
+        ns.checks += 1
+        if ns.interrupt_after is not None and ns.checks >= ns.interrupt_after:
+            raise InterruptProcessingException()
+
+    mm.load_models_gpu = load_models_gpu
+    mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
+
+    mp = types.ModuleType("comfy.model_patcher")
+
+    class ModelPatcher:
+        def __init__(self, model, load_device, offload_device, size=0, weight_inplace_update=False):
+            self.model, self.load_device, self.offload_device, self.size = model, load_device, offload_device, size
+            self.detached = False
+            ns.patchers.append(self)
+
+        def detach(self, unpatch_all=True):
+            self.detached = True
+            return self.model
+
+    mp.ModelPatcher = ModelPatcher
+
+    ut = types.ModuleType("comfy.utils")
+
+    class ProgressBar:
+        def __init__(self, total, node_id=None):
+            self.total, self.current = total, 0
+
+        def update_absolute(self, value, total=None, preview=None):
+            if total is not None:
+                self.total = total
+            self.current = min(value, self.total)
+            ns.progress.append((self.current, self.total))
+
+        def update(self, value):
+            self.update_absolute(self.current + value)
+
+    ut.ProgressBar = ProgressBar
+    comfy.model_management, comfy.model_patcher, comfy.utils = mm, mp, ut
+    for name, mod in (("comfy", comfy), ("comfy.model_management", mm), ("comfy.model_patcher", mp),
+                      ("comfy.utils", ut)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    return ns
