@@ -1,0 +1,118 @@
+"""Packaging checks: pyproject.toml (Comfy Registry fields, no torch) and the example workflows
+(UI-format graphs whose links, slots, types and widget values match the nodes they use)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from test_nodes import NODE_IDS, ROOT, load_pack
+
+WORKFLOWS = sorted((ROOT / "example_workflows").glob("*.json"))
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+#: ComfyUI core nodes the examples use: (input socket names, output types, widget count)
+CORE_NODES = {
+    "LoadImage": ([], ["IMAGE", "MASK"], 2),          # image + the upload button's value
+    "SaveImage": (["images"], [], 1),
+    "PreviewImage": (["images"], [], 0),
+    "MaskPreview": (["mask"], [], 0),
+    "InvertMask": (["mask"], ["MASK"], 0),
+    "JoinImageWithAlpha": (["image", "alpha"], ["IMAGE"], 0),
+    "MarkdownNote": ([], [], 1),
+}
+
+
+def _toml():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        tomllib = pytest.importorskip("tomli")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def test_pyproject_registry_fields_and_dependencies():
+    data = _toml()
+    project = data["project"]
+    assert project["name"] == project["name"].lower() and project["name"]
+    assert project["version"] and project["description"]
+    reqs = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+    assert project["dependencies"] == reqs
+    assert not any(d.lower().startswith(("torch", "torchvision", "timm")) for d in project["dependencies"])
+    assert {"Repository", "Documentation", "Bug Tracker"} <= set(project["urls"])
+    comfy = data["tool"]["comfy"]
+    assert {"PublisherId", "DisplayName", "Icon", "includes"} <= set(comfy)
+    assert "web" not in comfy  # WEB_DIRECTORY registers web/ already
+    assert "build-system" not in data  # not a pip-installable wheel
+
+
+def _widget_inputs(cls):
+    """[(name, spec)] of the inputs that become widgets, in the frontend's order (required, optional)."""
+    out = []
+    spec = cls.INPUT_TYPES()
+    for section in ("required", "optional"):
+        for name, entry in spec.get(section, {}).items():
+            kind = entry[0]
+            if isinstance(kind, list) or kind in WIDGET_TYPES:
+                out.append((name, entry))
+    return out
+
+
+def _socket_inputs(cls):
+    spec = cls.INPUT_TYPES()
+    return [(name, entry[0]) for section in ("required", "optional") for name, entry in spec.get(section, {}).items()
+            if not (isinstance(entry[0], list) or entry[0] in WIDGET_TYPES)]
+
+
+def _check_widget_value(node_id, name, entry, value):
+    kind, opts = entry[0], entry[1]
+    if isinstance(kind, list):
+        assert value in kind or name == "model_name", f"{node_id}.{name}={value!r} not in {kind}"
+    elif kind == "BOOLEAN":
+        assert isinstance(value, bool), f"{node_id}.{name}"
+    elif kind in ("INT", "FLOAT"):
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{node_id}.{name}"
+        assert opts.get("min", value) <= value <= opts.get("max", value), f"{node_id}.{name}={value}"
+    elif kind == "STRING":
+        assert isinstance(value, str)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_example_workflow_matches_the_nodes(path):
+    pack = load_pack()
+    wf = json.loads(path.read_text(encoding="utf-8"))
+    assert wf["version"] == 0.4 and isinstance(wf["nodes"], list) and isinstance(wf["links"], list)
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    assert len(nodes) == len(wf["nodes"]) and wf["last_node_id"] >= max(nodes)
+    assert wf["last_link_id"] >= max(link[0] for link in wf["links"])
+    for link_id, src, src_slot, dst, dst_slot, typ in wf["links"]:
+        out = nodes[src]["outputs"][src_slot]
+        inp = nodes[dst]["inputs"][dst_slot]
+        assert link_id in out["links"] and inp["link"] == link_id
+        assert out["type"] == inp["type"] == typ
+        assert nodes[src]["order"] < nodes[dst]["order"]
+    for n in wf["nodes"]:
+        for inp in n.get("inputs", []):
+            assert inp["link"] is None or any(link[0] == inp["link"] for link in wf["links"])
+        if n["type"] in pack.NODE_CLASS_MAPPINGS:
+            cls = pack.NODE_CLASS_MAPPINGS[n["type"]]
+            sockets = _socket_inputs(cls)
+            assert [(i["name"], i["type"]) for i in n["inputs"]] == sockets, n["type"]
+            assert [(o["name"], o["type"]) for o in n["outputs"]] == list(zip(cls.RETURN_NAMES, cls.RETURN_TYPES))
+            widgets = _widget_inputs(cls)
+            assert len(n["widgets_values"]) == len(widgets), n["type"]
+            for (name, entry), value in zip(widgets, n["widgets_values"]):
+                _check_widget_value(n["type"], name, entry, value)
+        else:
+            assert n["type"] in CORE_NODES, f"unexpected node type {n['type']}"
+            ins, outs, n_widgets = CORE_NODES[n["type"]]
+            assert [i["name"] for i in n.get("inputs", [])] == ins
+            assert [o["type"] for o in n.get("outputs", [])] == outs
+            assert len(n["widgets_values"]) == n_widgets
+
+
+def test_main_example_covers_the_whole_chain():
+    wf = json.loads((ROOT / "example_workflows" / "ben2_remove_background.json").read_text(encoding="utf-8"))
+    types_ = {n["type"] for n in wf["nodes"]}
+    assert set(NODE_IDS) | {"LoadImage", "SaveImage"} <= types_
