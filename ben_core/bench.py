@@ -225,8 +225,16 @@ def _net_worker(spec: dict) -> int:
             with profile(activities=acts) as prof:
                 y = forward()
                 _sync(device)
-            key = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
-            _emit({"table": prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=48)})
+            avg = prof.key_averages()
+            table = None
+            keys = ["self_device_time_total", "self_cuda_time_total"] if device.startswith("cuda") else []
+            for key in keys + ["self_cpu_time_total"]:
+                try:
+                    table = avg.table(sort_by=key, row_limit=18, max_name_column_width=48)
+                    break
+                except Exception:
+                    continue
+            _emit({"table": table})
         elif cmd == "done":
             out = None
             if y is not None and spec.get("out"):
@@ -337,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ben_core.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--size", type=int, default=1024, choices=[512, 768, 1024], help="network input size")
-    p.add_argument("--repeats", type=int, default=3, help="timed forward runs per configuration (median)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed forward runs per configuration, median reported (default: 3 on CPU, 20 on GPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 0 on CPU, 3 on GPU)")
     p.add_argument("--dtypes", nargs="+", default=None, choices=["fp32", "fp16", "bf16"],
                    help="ours: default fp32 on CPU, fp16 bf16 on CUDA (autocast)")
@@ -374,6 +383,7 @@ def _bench_network(args, device: str, tmp: Path, log) -> list[dict]:
     dtypes = args.dtypes or (["fp16", "bf16"] if on_gpu else ["fp32"])
     batches = args.batch_sizes or ([1, 8] if on_gpu else [1])
     warmup = args.warmup if args.warmup is not None else (3 if on_gpu else 0)
+    repeats = args.repeats if args.repeats is not None else (20 if on_gpu else 3)
     env = _worker_env()
     rows: list[dict] = []
     flops = None
@@ -399,11 +409,11 @@ def _bench_network(args, device: str, tmp: Path, log) -> list[dict]:
                 for i in range(warmup):
                     for w in order:
                         w.ask("run")
-                for i in range(args.repeats):
+                for i in range(repeats):
                     seq = order if i % 2 == 0 else order[::-1]  # ABBA: neither side always goes first
                     for w in seq:
                         t = w.run()
-                        log(f"  {w.spec['impl']:8s} run {i + 1}/{args.repeats}: {t:.3f} s")
+                        log(f"  {w.spec['impl']:8s} run {i + 1}/{repeats}: {t:.3f} s")
                 profiles = {}
                 if args.profile:
                     for w in order:
@@ -513,7 +523,7 @@ def main(argv=None) -> int:
     if args.upstream and not Path(args.upstream).is_file():
         print(f"error: --upstream {args.upstream}: no such file (fetch BEN2.py from github.com/PramaLLC/BEN2)", file=sys.stderr)
         return 2
-    if args.repeats < 1:
+    if args.repeats is not None and args.repeats < 1:
         print("error: --repeats must be >= 1", file=sys.stderr)
         return 2
     device = _resolve_device(args.device)

@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="auto: fp16 on CUDA, fp32 elsewhere")
     p.add_argument("--batch-size", type=_positive_int, default=1, metavar="N",
-                   help="images (or video frames) per network call (default 1; video default 4 if 1)")
+                   help="images (or video frames) per network call (default 1)")
     p.add_argument("--working-size", type=int, default=1024, choices=[512, 768, 1024],
                    help="network input size (1024 is BEN2's native size)")
     p.add_argument("--refine-foreground", action="store_true",

@@ -241,3 +241,30 @@ def test_help_runs_as_module():
     r = subprocess.run([sys.executable, "-m", "ben_core", "--help"], capture_output=True, text=True,
                        timeout=60, cwd=REPO)
     assert r.returncode == 0 and "--refine-foreground" in r.stdout and "--batch-size" in r.stdout
+
+
+@pytest.mark.slow
+def test_end_to_end_real_network_synthetic_checkpoint(tmp_path):
+    """Real BEN2 network + synthetic .pth checkpoint at working size 512: the written alpha is the
+    network's probability map (the stored 512² conformance image needs no resize), a second image of
+    another size and aspect is processed in the same run."""
+    from conftest import DATA_DIR, synth_sd
+
+    ref = np.load(DATA_DIR / "ben2_seed0_512.npz")
+    ckpt = tmp_path / "BEN2_Base.pth"
+    torch.save({"model_state_dict": synth_sd(0)}, ckpt)
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(ref["images"][0]).save(d / "conf.png")
+    rand_image(d / "wide.jpg", 150, 60, 5)
+    out = tmp_path / "out"
+    code = cli.main([str(d), "-o", str(out), "--checkpoint", str(ckpt), "--working-size", "512",
+                     "--device", "cpu", "--batch-size", "2", "-q"])
+    assert code == cli.EXIT_OK
+    conf = np.asarray(Image.open(out / "conf.png"))
+    assert conf.shape == (512, 512, 4)
+    np.testing.assert_array_equal(conf[..., :3], ref["images"][0])
+    expect = ref["probs"][0, 0] * 255
+    assert np.abs(conf[..., 3].astype(np.float64) - expect).max() <= 1.0
+    wide = Image.open(out / "wide.png")
+    assert wide.mode == "RGBA" and wide.size == (150, 60)
