@@ -62,9 +62,8 @@ class BENModel:
         self.dtype = dtype
         self.offload_device = torch.device(offload_device) if offload_device is not None else self.device
         self._holder = _Holder(net, dtype)
-        self.patcher = None
-        if self.device.type != "cpu" or self.offload_device != self.device:
-            self.patcher = comfy_env.make_patcher(self._holder, self.device, self.offload_device)
+        # inside ComfyUI (also in --cpu mode) ComfyUI manages the weights; None outside ComfyUI
+        self.patcher = comfy_env.make_patcher(self._holder, self.device, self.offload_device)
 
     def __repr__(self) -> str:
         return f"BENModel({os.path.basename(self.path)!r}, device={self.device}, dtype={self.dtype})"
