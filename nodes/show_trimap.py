@@ -19,7 +19,7 @@ CATEGORY = "image/BEN2"
 PREVIEW_MAX_SIDE = 512
 PREVIEW_MAX_IMAGES = 8
 STEP = 0.001
-DEFAULT_MIN_UNKNOWN_FRACTION = round(60000 / 1024 ** 2, 4)  # 0.0572, the paper's 60,000 px of 1024^2
+DEFAULT_MIN_UNKNOWN_FRACTION = 60000 / 1024 ** 2  # 0.0572...: the paper's 60,000 px of a 1024x1024 map
 
 #: Colours of the visualisation IMAGE (RGB 0..1).
 UNKNOWN_TINT = (1.0, 0.15, 0.6)
@@ -140,7 +140,7 @@ class BEN2ShowTrimap:
                 "t_max": thr(0.97, "Highest value t_high may be raised to while widening (paper: 0.97)."),
                 "min_unknown_fraction": ("FLOAT", {
                     "default": DEFAULT_MIN_UNKNOWN_FRACTION, "min": 0.0, "max": 1.0, "step": 0.0001,
-                    "round": 0.0001,
+                    "round": 0.000001,
                     "tooltip": "Wanted unknown area as a fraction of the image (paper: 60,000 px of 1024x1024 = "
                                "0.0572). The thresholds widen by 0.001 per step until this is reached or the limits "
                                "are hit."}),

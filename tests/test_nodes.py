@@ -535,3 +535,13 @@ def test_load_ben_and_remove_background_with_synthetic_checkpoint(tmp_path, monk
     assert torch.isfinite(out).all() and torch.isfinite(mask).all()
     assert float(mask.min()) >= 0.0 and float(mask.max()) <= 1.0
     assert torch.allclose(out[..., 3], mask)
+
+
+def test_show_trimap_default_minimum_is_the_papers():
+    st = sub("nodes.show_trimap")
+    default = st.BEN2ShowTrimap.INPUT_TYPES()["required"]["min_unknown_fraction"][1]["default"]
+    assert round(default * 1024 * 1024) == 60000
+    probs = soft_disc(256, 256)
+    tri, lo, hi = st.compute_trimap(probs, 0.1, 0.9, 0.03, 0.97, default)
+    ref, lo2, hi2 = importlib.import_module(f"{PACK}.ben_core.trimap").confidence_trimap(probs)  # paper defaults
+    assert torch.equal(tri, ref) and torch.equal(lo, lo2) and torch.equal(hi, hi2)
