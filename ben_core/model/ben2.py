@@ -20,15 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .decoder import MCLM, MCRM, ConvNormGELU, instance_norm_gelu_, patches_to_image, image_to_patches
+from .decoder import (MCLM, MCRM, ConvNormGELU, from_nhwc, image_to_patches, instance_norm_gelu_,
+                      stitch_nhwc, to_nhwc)
 from .swin import SwinTransformer
 
 __all__ = ["BENBase"]
-
-
-def _nearest_up2(x: Tensor) -> Tensor:
-    """Nearest-neighbour 2x upsampling ``[N, C, H, W] -> [N, C, 2H, 2W]``."""
-    return F.interpolate(x, scale_factor=2.0, mode="nearest")
 
 
 def _resize_bilinear(x: Tensor, size: Tuple[int, int]) -> Tensor:
@@ -36,6 +32,58 @@ def _resize_bilinear(x: Tensor, size: Tuple[int, int]) -> Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def conv3x3_then_box_down(x: Tensor, weight: Tensor, bias: Tensor, factor: int) -> Tensor:
+    """``bilinear_resize(conv3x3(x, pad=1), size=S/factor)`` for ``factor`` in {2, 4}, without
+    the full-resolution conv output.
+
+    Bilinear downsampling by exactly 2 or 4 (``align_corners=False``) averages a 2x2 block of
+    the conv output (rows ``f*i + f/2 - 1`` and ``f*i + f/2``), so the composition is a single
+    4x4 convolution with stride ``factor`` whose kernel is the 3x3 kernel box-filtered 2x2. With
+    padding 1 (factor 2) or 0 (factor 4) it touches exactly the zero padding the 3x3 conv did.
+
+    Args:
+        x: ``[B, Cin, S, S]``; weight ``[Cout, Cin, 3, 3]``; bias ``[Cout]``.
+
+    Returns:
+        ``[B, Cout, S/factor, S/factor]``.
+    """
+    if factor not in (2, 4):
+        raise ValueError(f"factor must be 2 or 4, got {factor}")
+    k = weight.new_zeros(weight.shape[0], weight.shape[1], 4, 4)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            k[:, :, dy:dy + 3, dx:dx + 3] += weight
+    k.mul_(0.25)
+    return F.conv2d(x, k, bias, stride=factor, padding=1 if factor == 2 else 0)
+
+
+def nearest_up2_conv3x3(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``conv3x3(nearest_upsample_2x(x), pad=1)`` computed as four 2x2 sub-pixel convolutions.
+
+    After nearest 2x upsampling, output pixel ``(2i+a, 2j+b)`` of a 3x3 conv only sees input
+    rows ``i-1+a .. i+a`` and columns ``j-1+b .. j+b``, with the 3x3 taps summed accordingly
+    (rows ``{0},{1,2}`` for ``a=0``, ``{0,1},{2}`` for ``a=1``). This needs 4/9 of the
+    multiply-adds and never builds the upsampled input.
+
+    Args:
+        x: ``[B, Cin, h, w]``; weight ``[Cout, Cin, 3, 3]``; bias ``[Cout]``.
+
+    Returns:
+        ``[B, Cout, 2h, 2w]`` (channels-last memory).
+    """
+    b, _, h, w = x.shape
+    xp = F.pad(x, (1, 1, 1, 1)).contiguous(memory_format=torch.channels_last)
+    out = torch.empty((b, weight.shape[0], 2 * h, 2 * w), dtype=x.dtype, device=x.device,
+                      memory_format=torch.channels_last)
+    taps = {0: ((0,), (1, 2)), 1: ((0, 1), (2,))}
+    for a in (0, 1):
+        rows = torch.stack([weight[:, :, list(r)].sum(2) for r in taps[a]], dim=2)  # [Co, Ci, 2, 3]
+        for c in (0, 1):
+            k = torch.stack([rows[..., list(t)].sum(3) for t in taps[c]], dim=3)  # [Co, Ci, 2, 2]
+            out[:, :, a::2, c::2] = F.conv2d(xp[:, :, a:a + h + 1, c:c + w + 1], k, bias)
+    return out
 
 
 class BENBase(nn.Module):
@@ -120,40 +168,48 @@ class BENBase(nn.Module):
 
     # ------------------------------------------------------------------ decoder
     def _decode(self, feats: Tuple[Tensor, ...], b: int) -> Tensor:
-        """Decoder up to the stitched full map: returns ``[B, C, S/4, S/4]`` (before the head)."""
+        """Decoder: five feature levels of ``5B`` views -> fused map ``[B, C, S/4, S/4]``."""
         f0, f1, f2, f3, f4 = feats
 
-        def grouped(t: Tensor) -> Tensor:
-            return t.view(b, 5, *t.shape[1:])
+        def refine(block: nn.Module, e: Tensor) -> Tensor:  # [5B, C, h, w] -> same, via NHWC
+            t = to_nhwc(e)
+            n, h, w, c = t.shape
+            return from_nhwc(block(t.view(b, 5, h, w, c)).view(n, h, w, c))
 
-        def flat(t: Tensor) -> Tensor:
-            return t.reshape(b * 5, *t.shape[2:])
-
-        e5 = flat(self.multifieldcrossatt(grouped(self.output5(f4))))
+        e5 = refine(self.multifieldcrossatt, self.output5(f4))
         e4 = self.output4(f3)
-        e4 = self.conv4(flat(self.dec_blk4(grouped(e4 + _resize_bilinear(e5, e4.shape[-2:])))))
+        e4 = self.conv4(refine(self.dec_blk4, e4.add_(_resize_bilinear(e5, e4.shape[-2:]))))
         e3 = self.output3(f2)
-        e3 = self.conv3(flat(self.dec_blk3(grouped(e3 + _resize_bilinear(e4, e3.shape[-2:])))))
+        e3 = self.conv3(refine(self.dec_blk3, e3.add_(_resize_bilinear(e4, e3.shape[-2:]))))
         e2 = self.output2(f1)
-        e2 = self.conv2(flat(self.dec_blk2(grouped(e2 + _resize_bilinear(e3, e2.shape[-2:])))))
+        e2 = self.conv2(refine(self.dec_blk2, e2.add_(_resize_bilinear(e3, e2.shape[-2:]))))
         e1 = self.output1(f0)
-        e1 = self.conv1(flat(self.dec_blk1(grouped(e1 + _resize_bilinear(e2, e1.shape[-2:])))))
-        e1 = grouped(e1)
-        stitched = patches_to_image(e1[:, :4])  # [B, C, S/4, S/4]
-        return stitched + _resize_bilinear(e1[:, 4], stitched.shape[-2:])
+        e1 = self.conv1(refine(self.dec_blk1, e1.add_(_resize_bilinear(e2, e1.shape[-2:]))))
+
+        t = to_nhwc(e1)
+        n, h, w, c = t.shape
+        t = t.view(b, 5, h, w, c)
+        stitched = from_nhwc(stitch_nhwc(t[:, :4]))  # [B, C, 2h, 2w]
+        return stitched.add_(_resize_bilinear(from_nhwc(t[:, 4]), stitched.shape[-2:]))
 
     def _head(self, x: Tensor, fused: Tensor) -> Tensor:
-        """Full-resolution head: ``fused [B, C, S/4, S/4]`` + input ``x`` -> logits ``[B, 1, S, S]``."""
-        h = self.insmask_head
-        y = instance_norm_gelu_(h[0](fused))
-        y = instance_norm_gelu_(h[3](y))
-        y = h[6](y)
-        shallow = self.shallow(x)
-        y = y + _resize_bilinear(shallow, y.shape[-2:])
-        y = self.upsample1(_nearest_up2(y))
-        y = _nearest_up2(y + _resize_bilinear(shallow, y.shape[-2:]))
-        y = self.upsample2(y)
-        return self.output(y)
+        """Full-resolution head: ``fused [B, C, S/4, S/4]`` + input ``x`` -> logits ``[B, 1, S, S]``.
+
+        Upstream order: insmask_head; + shallow (bilinear to S/4); nearest 2x; upsample1;
+        + shallow (bilinear to S/2); nearest 2x; upsample2; output conv. ``shallow`` is a 3x3
+        conv of the input; its bilinear downsamplings and the nearest-upsample + conv pairs are
+        computed in closed form (see :func:`conv3x3_then_box_down`, :func:`nearest_up2_conv3x3`).
+        """
+        head = self.insmask_head
+        y = instance_norm_gelu_(head[0](fused))
+        y = instance_norm_gelu_(head[3](y))
+        y = head[6](y)
+        sw, sb = self.shallow[0].weight, self.shallow[0].bias
+        y = y.add_(conv3x3_then_box_down(x, sw, sb, 4))
+        y = instance_norm_gelu_(nearest_up2_conv3x3(y, self.upsample1[0].weight, self.upsample1[0].bias))
+        y = y.add_(conv3x3_then_box_down(x, sw, sb, 2))
+        y = instance_norm_gelu_(nearest_up2_conv3x3(y, self.upsample2[0].weight, self.upsample2[0].bias))
+        return self.output(y).contiguous()
 
     def forward(self, x: Tensor) -> Tensor:
         """Args:

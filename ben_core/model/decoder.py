@@ -3,8 +3,8 @@
 Layout convention of the decoder: for ``B`` input images the backbone sees ``5*B`` images, in
 groups of five per input image: the four quadrants of the full-resolution image (order
 top-left, top-right, bottom-left, bottom-right) followed by the half-resolution global view.
-Blocks here take grouped tensors ``[B, 5, C, h, w]`` (or ``[B*5, C, h, w]``) and process all
-``B`` images at once.
+MCLM/MCRM take grouped channels-last tensors ``[B, 5, h, w, C]`` and process all ``B`` images
+at once; conv blocks take ``[N, C, H, W]`` and run channels-last.
 
 Attention uses :func:`torch.nn.functional.scaled_dot_product_attention`; the projection
 parameters keep the names of :class:`torch.nn.MultiheadAttention` (``in_proj_weight``,
@@ -18,6 +18,8 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .swin import gelu_
 
 __all__ = [
     "ConvNormGELU", "MultiheadProjections", "MCLM", "MCRM", "sine_position_encoding",
@@ -43,38 +45,49 @@ def patches_to_image(x: Tensor) -> Tensor:
     return x.permute(perm).reshape(*lead, c, 2 * h, 2 * w)
 
 
+def quadrants_nhwc(x: Tensor) -> Tensor:
+    """Channels-last quadrant split: ``[B, 2h, 2w, C]`` -> ``[B, 4, h, w, C]`` (TL, TR, BL, BR)."""
+    b, hh, ww, c = x.shape
+    x = x.reshape(b, 2, hh // 2, 2, ww // 2, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, 4, hh // 2, ww // 2, c)
+
+
+def stitch_nhwc(x: Tensor) -> Tensor:
+    """Inverse of :func:`quadrants_nhwc`: ``[B, 4, h, w, C]`` -> ``[B, 2h, 2w, C]``."""
+    b, _, h, w, c = x.shape
+    return x.reshape(b, 2, 2, h, w, c).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, c)
+
+
+def to_nhwc(x: Tensor) -> Tensor:
+    """``[N, C, H, W]`` -> ``[N, H, W, C]`` (a view when ``x`` is channels-last, else a copy)."""
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def from_nhwc(x: Tensor) -> Tensor:
+    """``[N, H, W, C]`` -> ``[N, C, H, W]`` view with channels-last memory."""
+    return x.permute(0, 3, 1, 2)
+
+
 def instance_norm_gelu_(x: Tensor, eps: float = 1e-5) -> Tensor:
     """In-place ``GELU(InstanceNorm2d(x))`` (no affine, biased variance) on ``[B, C, H, W]``.
 
-    ``x`` must be a temporary owned by the caller (it is overwritten and returned). Works for
-    contiguous and channels-last layouts. Statistics are computed in float32 for half inputs.
+    ``x`` must be a temporary owned by the caller (it is overwritten and returned); any memory
+    layout. Statistics are computed in float32 for half-precision inputs. With autograd
+    recording, falls back to the out-of-place functional ops.
     """
-    if x.requires_grad and torch.is_grad_enabled():
+    if torch.is_grad_enabled() and x.requires_grad:
         return F.gelu(F.instance_norm(x, eps=eps))
     stat_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     var, mean = torch.var_mean(x.to(stat_dtype), dim=(2, 3), keepdim=True, correction=0)
     rstd = torch.rsqrt(var + eps)
     x.sub_(mean.to(x.dtype)).mul_(rstd.to(x.dtype))
-    # GELU has no in-place kernel: go slice by slice to keep the extra memory small.
-    _gelu_inplace(x)
-    return x
-
-
-def _gelu_inplace(x: Tensor, rows: int = 64) -> None:
-    """Apply exact GELU to ``x [B, C, H, W]`` in place, ``rows`` image rows at a time."""
-    h = x.shape[2]
-    if h <= rows:
-        x.copy_(F.gelu(x))
-        return
-    for start in range(0, h, rows):
-        part = x[:, :, start:start + rows]
-        part.copy_(F.gelu(part))
+    return gelu_(x)
 
 
 class ConvNormGELU(nn.Sequential):
     """``Conv3x3 -> InstanceNorm2d -> GELU`` (upstream ``make_cbr``; keys ``0.weight``, ``0.bias``).
 
-    ``[N, Cin, H, W] -> [N, Cout, H, W]``.
+    ``[N, Cin, H, W] -> [N, Cout, H, W]`` (channels-last memory).
     """
 
     def __init__(self, in_dim: int, out_dim: int) -> None:
@@ -85,7 +98,7 @@ class ConvNormGELU(nn.Sequential):
         )
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102 - see class docstring
-        return instance_norm_gelu_(self[0](x))
+        return instance_norm_gelu_(self[0](x.contiguous(memory_format=torch.channels_last)))
 
 
 class MultiheadProjections(nn.Module):
@@ -194,7 +207,7 @@ def _pool_size(size: int, ratio: int) -> int:
 
 def _ffn(x: Tensor, lin_a: nn.Linear, lin_b: nn.Linear) -> Tensor:
     """Feed-forward ``lin_b(GELU(lin_a(x)))`` on ``[..., C]`` tokens."""
-    return lin_b(F.gelu(lin_a(x)))
+    return lin_b(gelu_(lin_a(x)))
 
 
 class MCLM(nn.Module):
@@ -240,36 +253,33 @@ class MCLM(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Args:
-            x: ``[B, 5, C, h, w]``: four local views then the global view per image.
+            x: ``[B, 5, h, w, C]`` channels-last views: four local views then the global view.
 
         Returns:
-            ``[B, 5, C, h, w]`` refreshed local and global features.
+            ``[B, 5, h, w, C]`` refreshed local and global features.
         """
-        b, _, c, h, w = x.shape
-        loc, glb = x[:, :4], x[:, 4]
-        stitched = patches_to_image(loc)  # [B, C, 2h, 2w]
+        b, _, h, w, c = x.shape
+        loc = x[:, :4]
+        stitched = from_nhwc(stitch_nhwc(loc))  # [B, C, 2h, 2w]
         pools = torch.cat([
-            F.adaptive_avg_pool2d(stitched, (_pool_size(h, r), _pool_size(w, r))).flatten(2)
+            to_nhwc(F.adaptive_avg_pool2d(stitched, (_pool_size(h, r), _pool_size(w, r)))).flatten(1, 2)
             for r in self.pool_ratios
-        ], dim=2).transpose(1, 2)  # [B, Lp, C]
+        ], dim=1)  # [B, Lp, C]
         g_pos, p_pos = self._positions(h, w, x.device, x.dtype)
 
-        g = glb.flatten(2).transpose(1, 2)  # [B, hw, C]
+        g = x[:, 4].reshape(b, h * w, c)
         attn = grouped_attention(self.attention[:1], (g + g_pos)[:, None], (pools + p_pos)[:, None],
                                  pools[:, None])[:, 0]
         g = self.norm1(g + attn)
         g = self.norm2(g + _ffn(g, self.linear1, self.linear2))  # [B, hw, C]
 
         # Each local view attends to its quadrant of the refreshed global view.
-        g_map = g.transpose(1, 2).reshape(b, c, h, w)
-        g_quads = image_to_patches(g_map).flatten(3).transpose(2, 3)  # [B, 4, hw/4, C]
-        l = loc.flatten(3).transpose(2, 3)  # [B, 4, hw, C]
+        g_quads = quadrants_nhwc(g.view(b, h, w, c)).flatten(2, 3)  # [B, 4, hw/4, C]
+        l = loc.reshape(b, 4, h * w, c)
         attn = grouped_attention(self.attention[1:], l, g_quads, g_quads)
         l = self.norm1(l + attn)
         l = self.norm2(l + _ffn(l, self.linear3, self.linear4))  # [B, 4, hw, C]
-
-        out = torch.cat([l, g[:, None]], dim=1)  # [B, 5, hw, C]
-        return out.transpose(2, 3).reshape(b, 5, c, h, w)
+        return torch.cat([l, g[:, None]], dim=1).view(b, 5, h, w, c)
 
 
 class MCRM(nn.Module):
@@ -298,32 +308,29 @@ class MCRM(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Args:
-            x: ``[B, 5, C, h, w]`` (four local views, then the global view; ``h, w`` even).
+            x: ``[B, 5, h, w, C]`` channels-last views (four local, then global; ``h, w`` even).
 
         Returns:
-            ``[B, 5, C, h, w]``.
+            ``[B, 5, h, w, C]``.
         """
-        b, _, c, h, w = x.shape
-        loc, glb = x[:, :4], x[:, 4]  # [B,4,C,h,w], [B,C,h,w]
-        glb_quads = image_to_patches(glb)  # [B, 4, C, h/2, w/2]
+        b, _, h, w, c = x.shape
+        loc, glb = x[:, :4], x[:, 4]  # [B, 4, h, w, C], [B, h, w, C]
 
-        # Saliency gate: nearest 2x upsampling of the global map's quadrants onto each view.
-        gate = torch.sigmoid(self.sal_conv(glb))  # [B, 1, h, w]
-        gate = image_to_patches(gate)  # [B, 4, 1, h/2, w/2]
-        gate = gate[..., :, None, :, None].expand(b, 4, 1, h // 2, 2, w // 2, 2).reshape(b, 4, 1, h, w)
-        loc = loc * gate
+        # Saliency gate: the global map's quadrants, nearest-upsampled 2x, scale each local view.
+        gate = torch.sigmoid(F.linear(glb, self.sal_conv.weight.view(1, c), self.sal_conv.bias))
+        gate = quadrants_nhwc(gate)  # [B, 4, h/2, w/2, 1]
+        gate = gate[:, :, :, None, :, None].expand(b, 4, h // 2, 2, w // 2, 2, 1).reshape(b, 4, h, w, 1)
+        tokens = (loc * gate).view(b, 4, h * w, c)
 
-        flat_quads = glb_quads.reshape(b * 4, c, h // 2, w // 2)
+        glb_quads = from_nhwc(quadrants_nhwc(glb).flatten(0, 1))  # [B*4, C, h/2, w/2]
         pools = torch.cat([
-            F.adaptive_avg_pool2d(flat_quads, (_pool_size(h, r), _pool_size(w, r))).flatten(2)
+            to_nhwc(F.adaptive_avg_pool2d(glb_quads, (_pool_size(h, r), _pool_size(w, r)))).flatten(1, 2)
             for r in self.pool_ratios
-        ], dim=2)  # [B*4, C, Lp]
-        pools = pools.view(b, 4, c, -1).transpose(2, 3)  # [B, 4, Lp, C]
+        ], dim=1).view(b, 4, -1, c)  # [B, 4, Lp, C]
 
-        tokens = loc.flatten(3).transpose(2, 3)  # [B, 4, hw, C]
         src = self.norm1(tokens + grouped_attention(self.attention, tokens, pools, pools))
-        src = self.norm2(src + _ffn(src, self.linear3, self.linear4))
-        src = src.transpose(2, 3).reshape(b, 4, c, h, w)
+        src = self.norm2(src + _ffn(src, self.linear3, self.linear4)).view(b, 4, h, w, c)
 
-        glb = glb + patches_to_image(src)[..., ::2, ::2]
+        # Refreshed global view: add the stitched local views, nearest-downsampled 2x.
+        glb = glb + stitch_nhwc(src[:, :, ::2, ::2])
         return torch.cat([src, glb[:, None]], dim=1)

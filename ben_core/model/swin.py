@@ -51,14 +51,6 @@ def window_partition(x: Tensor, window_size: int) -> Tensor:
     return x.reshape(b, (hp // ws) * (wp // ws), ws * ws, c)
 
 
-def window_merge(windows: Tensor, window_size: int, hp: int, wp: int) -> Tensor:
-    """Inverse of :func:`window_partition`: ``[B, nW, ws*ws, C]`` -> ``[B, Hp, Wp, C]``."""
-    b, _, _, c = windows.shape
-    ws = window_size
-    x = windows.view(b, hp // ws, wp // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, hp, wp, c)
-
-
 def shift_region_mask(hp: int, wp: int, window_size: int, shift: int, device, dtype) -> Tensor:
     """Additive attention mask for shifted windows on a padded ``hp x wp`` token map.
 
@@ -82,6 +74,61 @@ def shift_region_mask(hp: int, wp: int, window_size: int, shift: int, device, dt
     return mask.masked_fill_(different, _SHIFT_MASK_VALUE)
 
 
+class WindowLayout:
+    """Token bookkeeping of one stage: zero-pad to a window multiple, cyclic shift, partition.
+
+    Instead of materialising the padded map, rolling it and cutting windows (three copies),
+    one index gathers the tokens of ``[B, H*W, C]`` straight into window order, and a second
+    index brings window-ordered results back to row-major order (which also undoes the shift
+    and drops the padding). Semantics are exactly upstream's *pad then roll by -shift*.
+
+    Attributes:
+        hw: ``(H, W)``; padded: ``(Hp, Wp)``; num_windows: ``nW``.
+        gather: int64 ``[nW*ws*ws]``, source token of every window slot (``0`` for pad slots).
+        pad_slots: int64 ``[P]`` window slots that hold zero padding (empty if no padding).
+        scatter: int64 ``[H*W]``, window slot of every token.
+    """
+
+    def __init__(self, hw: Tuple[int, int], window_size: int, shift: int, device) -> None:
+        h, w = hw
+        ws = window_size
+        hp, wp = h + (-h) % ws, w + (-w) % ws
+        self.hw, self.padded, self.num_windows = (h, w), (hp, wp), (hp // ws) * (wp // ws)
+        # Padded-map coordinates seen at every window slot after rolling by -shift.
+        rows = (torch.arange(hp, device=device) + shift) % hp
+        cols = (torch.arange(wp, device=device) + shift) % wp
+        src_r = rows[:, None].expand(hp, wp)
+        src_c = cols[None, :].expand(hp, wp)
+        src_r = window_partition(src_r[None, :, :, None], ws).reshape(-1)
+        src_c = window_partition(src_c[None, :, :, None], ws).reshape(-1)
+        valid = (src_r < h) & (src_c < w)
+        token = torch.where(valid, src_r * w + src_c, torch.zeros_like(src_r))
+        self.gather = token
+        self.pad_slots = torch.nonzero(~valid).flatten()
+        scatter = torch.empty(h * w, dtype=torch.int64, device=device)
+        scatter[token[valid]] = torch.nonzero(valid).flatten()
+        self.scatter = scatter
+
+    def to_windows(self, x: Tensor) -> Tensor:
+        """``[B, H*W, C]`` -> ``[B, nW*ws*ws, C]`` (pad slots are zeros)."""
+        win = x.index_select(1, self.gather)
+        if self.pad_slots.numel():
+            win.index_fill_(1, self.pad_slots, 0)
+        return win
+
+    def from_windows(self, win: Tensor) -> Tensor:
+        """``[B, nW*ws*ws, C]`` -> ``[B, H*W, C]`` in row-major token order."""
+        return win.index_select(1, self.scatter)
+
+
+def gelu_(x: Tensor) -> Tensor:
+    """Exact (erf) GELU applied in place on a temporary ``x`` (any shape/dtype); returns ``x``.
+
+    Avoids allocating a second buffer of ``x``'s size; autograd-safe (``aten::gelu_``).
+    """
+    return torch.ops.aten.gelu_(x)
+
+
 class Mlp(nn.Module):
     """Two-layer GELU MLP: ``[..., C] -> [..., C]`` (keys ``fc1``, ``fc2``)."""
 
@@ -92,7 +139,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(gelu_(self.fc1(x)))
 
 
 class WindowAttention(nn.Module):
@@ -124,37 +171,36 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return bias.view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
 
-    def forward(self, windows: Tensor, shift_mask: Tensor | None = None) -> Tensor:
+    def forward(self, windows: Tensor, num_windows: int, shift_mask: Tensor | None = None) -> Tensor:
         """Attend within each window.
 
         Args:
-            windows: ``[B, nW, N, C]`` tokens of each window.
+            windows: ``[B, nW*N, C]`` tokens in window order (``N = ws*ws``).
+            num_windows: ``nW``.
             shift_mask: ``None`` or the additive ``[nW, N, N]`` mask of shifted windows.
 
         Returns:
-            ``[B, nW, N, C]``.
+            ``[B, nW*N, C]`` (before the output projection ``proj``).
         """
-        b, nw, n, c = windows.shape
-        nh = self.num_heads
-        qkv = self.qkv(windows).view(b, nw, n, 3, nh, c // nh)
-        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each [B, nW, nH, N, d]
+        b, _, c = windows.shape
+        nw, nh = num_windows, self.num_heads
+        n = self.window_size * self.window_size
+        qkv = self.qkv(windows).view(b * nw, n, 3, nh, c // nh)
+        # Strided views [B*nW, nH, N, d]; SDPA reads them without copies.
+        q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
         bias = self.relative_position_bias().to(windows.dtype)
         if shift_mask is None:
-            # Same bias for every window: fold windows into the batch, broadcast the mask.
-            out = F.scaled_dot_product_attention(
-                q.reshape(b * nw, nh, n, -1), k.reshape(b * nw, nh, n, -1),
-                v.reshape(b * nw, nh, n, -1), attn_mask=bias.unsqueeze(0),
-            )
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))
         else:
-            # Bias differs per head, shift mask per window: treat (window, head) as the head
-            # axis so one [1, nW*nH, N, N] mask broadcasts over the batch.
-            mask = (shift_mask.unsqueeze(1) + bias.unsqueeze(0)).view(1, nw * nh, n, n)
-            out = F.scaled_dot_product_attention(
-                q.reshape(b, nw * nh, n, -1), k.reshape(b, nw * nh, n, -1),
-                v.reshape(b, nw * nh, n, -1), attn_mask=mask,
-            )
-        out = out.view(b, nw, nh, n, -1).transpose(2, 3).reshape(b, nw, n, c)
-        return self.proj(out)
+            # The mask varies per window and per head; one call per image keeps it [nW, nH, N, N]
+            # without replicating it over the batch.
+            mask = shift_mask.unsqueeze(1) + bias.unsqueeze(0)
+            out = torch.cat([
+                F.scaled_dot_product_attention(
+                    q[i:i + nw], k[i:i + nw], v[i:i + nw], attn_mask=mask).transpose(1, 2)
+                for i in range(0, b * nw, nw)
+            ]).transpose(1, 2)
+        return out.transpose(1, 2).reshape(b, nw * n, c)
 
 
 class SwinBlock(nn.Module):
@@ -180,33 +226,23 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: Tensor, hw: Tuple[int, int], shift_mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, layout: WindowLayout, shift_mask: Tensor | None) -> Tensor:
         """Args:
             x: ``[B, H*W, C]`` tokens (row-major).
-            hw: ``(H, W)``.
-            shift_mask: ``[nW, N, N]`` additive mask for the padded map (used only when shifted).
+            layout: the stage's :class:`WindowLayout` for this block's shift.
+            shift_mask: ``[nW, N, N]`` additive mask of the padded map (shifted blocks only).
 
         Returns:
             ``[B, H*W, C]``.
         """
-        h, w = hw
-        b, _, c = x.shape
-        ws, shift = self.window_size, self.shift_size
-        y = self.norm1(x).view(b, h, w, c)
-        pad_b, pad_r = (-h) % ws, (-w) % ws
-        if pad_b or pad_r:
-            y = F.pad(y, (0, 0, 0, pad_r, 0, pad_b))  # zero tokens after norm1, as upstream
-        hp, wp = h + pad_b, w + pad_r
-        if shift:
-            y = torch.roll(y, shifts=(-shift, -shift), dims=(1, 2))
-        y = self.attn(window_partition(y, ws), shift_mask if shift else None)
-        y = window_merge(y, ws, hp, wp)
-        if shift:
-            y = torch.roll(y, shifts=(shift, shift), dims=(1, 2))
-        if pad_b or pad_r:
-            y = y[:, :h, :w, :]
-        x = x + y.reshape(b, h * w, c)
-        return x + self.mlp(self.norm2(x))
+        win = layout.to_windows(self.norm1(x))
+        win = self.attn(win, layout.num_windows, shift_mask if self.shift_size else None)
+        # proj is per token, so it commutes with the reordering; run it on unpadded tokens.
+        x = x + self.attn.proj(layout.from_windows(win))  # new tensor: never the caller's
+        y = self.mlp(self.norm2(x))
+        if torch.is_grad_enabled():
+            return x + y
+        return x.add_(y)
 
 
 class PatchMerging(nn.Module):
@@ -223,9 +259,11 @@ class PatchMerging(nn.Module):
         x = x.view(b, h, w, c)
         if h % 2 or w % 2:
             x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
-        # Channel order (row, col) = (0,0), (1,0), (0,1), (1,1), as upstream.
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
-        return self.reduction(self.norm(x.reshape(b, -1, 4 * c)))
+            h, w = h + h % 2, w + w % 2
+        # Concatenated channel order (row, col) = (0,0), (1,0), (0,1), (1,1), as upstream:
+        # column parity is the outer index, row parity the inner one.
+        x = x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5)
+        return self.reduction(self.norm(x.reshape(b, (h // 2) * (w // 2), 4 * c)))
 
 
 class SwinStage(nn.Module):
@@ -255,12 +293,11 @@ class SwinStage(nn.Module):
         """
         h, w = hw
         ws = self.window_size
-        hp, wp = h + (-h) % ws, w + (-w) % ws
-        shift_mask = None
-        if any(blk.shift_size for blk in self.blocks):
-            shift_mask = shift_region_mask(hp, wp, ws, self.shift_size, x.device, x.dtype)
+        plain = WindowLayout(hw, ws, 0, x.device)
+        shifted = WindowLayout(hw, ws, self.shift_size, x.device)
+        shift_mask = shift_region_mask(*shifted.padded, ws, self.shift_size, x.device, x.dtype)
         for blk in self.blocks:
-            x = blk(x, hw, shift_mask)
+            x = blk(x, shifted if blk.shift_size else plain, shift_mask)
         if self.downsample is None:
             return x, x, hw
         return x, self.downsample(x, hw), ((h + 1) // 2, (w + 1) // 2)
@@ -295,7 +332,7 @@ class SwinTransformer(nn.Module):
         patch_size: patch embedding stride.
         mlp_ratio: MLP width ratio.
 
-    ``forward(x [B,3,H,W])`` returns ``(f0, f1, f2, f3, f4)``, all NCHW contiguous:
+    ``forward(x [B,3,H,W])`` returns ``(f0, f1, f2, f3, f4)``, NCHW-shaped (channels-last memory):
     ``f0`` = patch embedding ``[B, C, H/4, W/4]``, ``f{i+1}`` = LayerNorm-ed output of stage ``i``
     ``[B, C*2^i, H/2^(i+2), W/2^(i+2)]`` (sizes rounded up).
     """
@@ -317,14 +354,21 @@ class SwinTransformer(nn.Module):
             self.add_module(f"norm{i}", nn.LayerNorm(dim))
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """Args:
+            x: ``[B, 3, H, W]`` float.
+
+        Returns:
+            ``(f0, ..., f4)`` NCHW-shaped feature maps stored channels-last (they are permuted
+            views of the token tensors; call ``.contiguous()`` if a plain layout is needed).
+        """
         f0 = self.patch_embed(x)
-        b, c, h, w = f0.shape
-        outs: List[Tensor] = [f0.contiguous()]
-        tokens = f0.flatten(2).transpose(1, 2)
+        b, _, h, w = f0.shape
+        outs: List[Tensor] = [f0]
+        tokens = f0.permute(0, 2, 3, 1).reshape(b, h * w, -1)
         hw = (h, w)
         for i, stage in enumerate(self.layers):
             out, tokens, next_hw = stage(tokens, hw)
             out = getattr(self, f"norm{i}")(out)
-            outs.append(out.view(b, hw[0], hw[1], -1).permute(0, 3, 1, 2).contiguous())
+            outs.append(out.view(b, hw[0], hw[1], -1).permute(0, 3, 1, 2))
             hw = next_hw
         return tuple(outs)
