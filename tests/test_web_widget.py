@@ -1,0 +1,483 @@
+"""The Show Trimap preview widget (web/js) in a real headless browser.
+
+Debian's chromium driven by Python playwright (never `playwright install`). The repo is served on
+127.0.0.1 the way ComfyUI serves WEB_DIRECTORY="./web/js": /extensions/ben2/<file> -> web/js/<file>,
+and /scripts/app.js is a stand-in for ComfyUI's app (tests/web/fake_app.js), so the widget's own
+`import { app } from "../../scripts/app.js"` is exercised unchanged.
+"""
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import io
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+WEB_JS = ROOT / "web" / "js"
+TEST_WEB = ROOT / "tests" / "web"
+
+W, H = 64, 48
+# image colours of the three columns of the synthetic preview (left = fg, middle = ramp, right = bg)
+IMG_LEFT, IMG_MID, IMG_RIGHT = (200, 50, 50), (128, 128, 128), (20, 20, 160)
+DEFAULTS = dict(t_low=0.10, t_high=0.90, t_min=0.03, t_max=0.97, step=0.001, min_unknown_fraction=60000 / 1024**2)
+
+
+# ----------------------------------------------------------------------------- reference semantics
+def py_round(x: float) -> int:
+    """Python's round(): ties to even (what the contract's round() means)."""
+    return round(x)
+
+
+def naive_trimap(probs: np.ndarray, t_low, t_high, t_min, t_max, step, min_unknown):
+    """Algorithms 1+2 exactly as the contract states them, the slow obvious way (float64)."""
+    p = probs.astype(np.float64)
+
+    def tri(tl, th):
+        return np.where(p >= th, 2, np.where(p <= tl, 0, 1)).astype(np.uint8)
+
+    tl, th = float(t_low), float(t_high)
+    lab = tri(tl, th)
+    n = int((lab == 1).sum())
+    while n < min_unknown and (tl > t_min or th < t_max):
+        tl = max(tl - step, t_min)
+        th = min(th + step, t_max)
+        lab = tri(tl, th)
+        n = int((lab == 1).sum())
+    return lab, tl, th
+
+
+def codes_to_probs(codes: np.ndarray) -> np.ndarray:
+    return codes.astype(np.float64) / 65535.0
+
+
+# ----------------------------------------------------------------------------- payload builder
+def png_b64(rgb: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def probs_b64(codes: np.ndarray) -> str:
+    return base64.b64encode(codes.astype("<u2").tobytes(order="C")).decode("ascii")
+
+
+def synthetic_codes() -> np.ndarray:
+    """uint16 codes [H, W]: x<16 -> p=0.97 (fg), 16<=x<48 -> ramp 0.15..0.85 (unknown), x>=48 -> p=0.02 (bg)."""
+    p = np.empty((H, W), np.float64)
+    p[:, :16] = 0.97
+    p[:, 16:48] = np.linspace(0.15, 0.85, 32)[None, :]
+    p[:, 48:] = 0.02
+    return np.round(p * 65535).astype(np.uint16)
+
+
+def synthetic_image() -> np.ndarray:
+    img = np.empty((H, W, 3), np.uint8)
+    img[:, :16] = IMG_LEFT
+    img[:, 16:48] = IMG_MID
+    img[:, 48:] = IMG_RIGHT
+    return img
+
+
+def make_payload(codes=None, image=None, **params) -> dict:
+    codes = synthetic_codes() if codes is None else codes
+    image = synthetic_image() if image is None else image
+    h, w = codes.shape
+    prm = {**DEFAULTS, **params}
+    return {
+        "width": w,
+        "height": h,
+        "image": png_b64(image),
+        "probs": probs_b64(codes),
+        **prm,
+        "final_t_low": prm["t_low"],
+        "final_t_high": prm["t_high"],
+        "unknown_count": 123456,
+        "full_width": w * 16,
+        "full_height": h * 16,
+    }
+
+
+# ----------------------------------------------------------------------------- server + browser
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript"}
+
+    def translate_path(self, path):
+        path = path.split("?", 1)[0].split("#", 1)[0]
+        if path == "/scripts/app.js":
+            return str(TEST_WEB / "fake_app.js")
+        for prefix, base in (("/extensions/ben2/", WEB_JS), ("/tests/web/", TEST_WEB)):
+            if path.startswith(prefix):
+                target = (base / path[len(prefix):]).resolve()
+                if base.resolve() in target.parents:
+                    return str(target)
+        return str(TEST_WEB / "__missing__")
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("python playwright is not installed (pip install playwright)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser, server):
+    pg = browser.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(f"{server}/tests/web/index.html")
+    pg.wait_for_function("window.__ready === true || window.__loadError !== undefined", timeout=15000)
+    err = pg.evaluate("window.__loadError")
+    assert err is None, f"widget module failed to load: {err}"
+    yield pg
+    assert not errors, f"uncaught page errors: {errors}"
+    pg.close()
+
+
+# JS helpers installed into the page: register the extension's hooks on a fake node type with
+# pre-existing callbacks (to check chaining), make a node, and read canvas pixels.
+SETUP_JS = """
+(opts) => {
+  const { withDOMWidget = true, values } = opts;
+  const ext = app.extensions.find((e) => e.name === "BEN2.TrimapPreview");
+  if (!ext) throw new Error("extension BEN2.TrimapPreview was not registered");
+  const NodeType = fakeNode.makeNodeType({ withDOMWidget });
+  const log = (window.protoLog = []);
+  NodeType.prototype.onNodeCreated = function () { log.push("created"); };
+  NodeType.prototype.onExecuted = function (m) { log.push(["executed", Object.keys(m)]); };
+  NodeType.prototype.onRemoved = function () { log.push("removed"); };
+  // another node type must stay untouched
+  const Other = fakeNode.makeNodeType({});
+  const otherExec = Other.prototype.onExecuted = function () {};
+  ext.beforeRegisterNodeDef(Other, { name: "SomethingElse" });
+  if (Other.prototype.onExecuted !== otherExec) throw new Error("patched a foreign node type");
+  ext.beforeRegisterNodeDef(NodeType, { name: "BEN2_ShowTrimap" });
+  window.node = new NodeType(values);
+  return true;
+}
+"""
+
+PIXELS_JS = """
+(pts) => {
+  const c = node.ben2TrimapPreview.canvas;
+  const ctx = c.getContext("2d");
+  return pts.map(([x, y]) => Array.from(ctx.getImageData(x, y, 1, 1).data));
+}
+"""
+
+LABELS_JS = """
+() => {
+  const p = node.ben2TrimapPreview;
+  return { labels: Array.from(p.result.labels), tLow: p.result.tLow, tHigh: p.result.tHigh,
+           unknown: Number(p.info.dataset.unknown), info: p.info.textContent };
+}
+"""
+
+
+def node_values():
+    return {k: DEFAULTS[k] for k in ("t_low", "t_high", "t_min", "t_max", "min_unknown_fraction")}
+
+
+def setup_node(page, payloads, with_dom=True):
+    page.evaluate(SETUP_JS, {"withDOMWidget": with_dom, "values": node_values()})
+    page.evaluate("(m) => node.onExecuted(m)", {"ben2_trimap": payloads, "images": []})
+    page.wait_for_function("node.ben2TrimapPreview.root.dataset.ready !== '0'", timeout=10000)
+    assert page.evaluate("node.ben2TrimapPreview.root.dataset.ready") == "1", page.evaluate(
+        "node.ben2TrimapPreview.status.textContent"
+    )
+
+
+def set_mode(page, mode):
+    page.click(f"[data-role=root] button[data-mode={mode}]")
+
+
+def move_slider(page, key, value):
+    page.evaluate(
+        """([key, value]) => {
+             const s = document.querySelector(`input[data-param="${key}"]`);
+             s.value = String(value);
+             s.dispatchEvent(new Event("input", { bubbles: true }));
+           }""",
+        [key, value],
+    )
+
+
+def widget_value(page, name):
+    return page.evaluate("(n) => node.widgets.find((w) => w.name === n).value", name)
+
+
+def colors(page):
+    return page.evaluate("() => ({fg: Array.from(core.COLORS.fg), bg: Array.from(core.COLORS.bg), unknown: Array.from(core.COLORS.unknown)})")
+
+
+# ----------------------------------------------------------------------------- tests
+FG_PT, MID_PT, BG_PT = (5, 24), (32, 24), (60, 24)
+
+
+def test_renders_three_regions_and_unknown_count(page):
+    setup_node(page, [make_payload()])
+    col = colors(page)
+    assert len({tuple(v) for v in col.values()}) == 3, "the three region colours must differ"
+
+    set_mode(page, "trimap")
+    px = page.evaluate(PIXELS_JS, [FG_PT, MID_PT, BG_PT])
+    assert px == [col["fg"] + [255], col["unknown"] + [255], col["bg"] + [255]]
+
+    codes = synthetic_codes()
+    mu = py_round(DEFAULTS["min_unknown_fraction"] * W * H)
+    lab, _, _ = naive_trimap(codes_to_probs(codes), DEFAULTS["t_low"], DEFAULTS["t_high"], DEFAULTS["t_min"],
+                             DEFAULTS["t_max"], DEFAULTS["step"], mu)
+    got = page.evaluate(LABELS_JS)
+    assert got["unknown"] == int((lab == 1).sum()) == 32 * H
+    assert f"unknown {32 * H} px" in got["info"]
+    assert "123456" in got["info"], "the full-resolution unknown count from the run is shown"
+    assert np.array_equal(np.array(got["labels"], np.uint8), lab.ravel())
+
+    # overlay: image blended with the region colour (JS Math.round = floor(x + 0.5))
+    set_mode(page, "overlay")
+    page.evaluate("""() => { const o = document.querySelector('[data-role=opacity]');
+                             o.value = '0.5'; o.dispatchEvent(new Event('input')); }""")
+    px = page.evaluate(PIXELS_JS, [FG_PT, MID_PT, BG_PT])
+    for (img, key), got_px in zip(((IMG_LEFT, "fg"), (IMG_MID, "unknown"), (IMG_RIGHT, "bg")), px):
+        want = [int(np.floor(a * 0.5 + b * 0.5 + 0.5)) for a, b in zip(img, col[key])]
+        assert got_px[:3] == want, (key, got_px, want)
+
+    set_mode(page, "image")
+    assert [p[:3] for p in page.evaluate(PIXELS_JS, [FG_PT, MID_PT, BG_PT])] == [list(IMG_LEFT), list(IMG_MID), list(IMG_RIGHT)]
+
+    set_mode(page, "mask")
+    grey = [round(int(codes[y, x]) * 255 / 65535) for x, y in (FG_PT, MID_PT, BG_PT)]
+    assert [p[:3] for p in page.evaluate(PIXELS_JS, [FG_PT, MID_PT, BG_PT])] == [[g] * 3 for g in grey]
+
+
+def test_slider_recomputes_trimap_and_writes_node_widgets(page):
+    setup_node(page, [make_payload()])
+    col = colors(page)
+    set_mode(page, "trimap")
+    x_low = 20  # ramp column with p ~ 0.24: unknown at t_low=0.10, background at t_low=0.5
+    assert page.evaluate(PIXELS_JS, [(x_low, 10)])[0][:3] == col["unknown"]
+
+    move_slider(page, "t_low", 0.5)
+    assert widget_value(page, "t_low") == 0.5
+    assert ["t_low", 0.5] in page.evaluate("node.widgetCallbackLog"), "the node widget's callback must fire"
+    assert page.evaluate(PIXELS_JS, [(x_low, 10)])[0][:3] == col["bg"]
+    codes = synthetic_codes()
+    mu = py_round(DEFAULTS["min_unknown_fraction"] * W * H)
+    lab, _, _ = naive_trimap(codes_to_probs(codes), 0.5, 0.9, 0.03, 0.97, 0.001, mu)
+    got = page.evaluate(LABELS_JS)
+    assert got["unknown"] == int((lab == 1).sum()) < 32 * H
+    assert np.array_equal(np.array(got["labels"], np.uint8), lab.ravel())
+
+    move_slider(page, "t_high", 0.6)
+    assert widget_value(page, "t_high") == 0.6
+    assert widget_value(page, "t_low") == 0.5, "other widgets are left alone"
+
+    # a large minimum unknown area forces Algorithm 2 to widen the thresholds
+    move_slider(page, "min_unknown_fraction", 0.45)
+    assert widget_value(page, "min_unknown_fraction") == 0.45
+    mu = py_round(0.45 * W * H)
+    lab, tl, th = naive_trimap(codes_to_probs(codes), 0.5, 0.6, 0.03, 0.97, 0.001, mu)
+    got = page.evaluate(LABELS_JS)
+    assert (got["tLow"], got["tHigh"]) == (tl, th)
+    assert tl < 0.5 and th > 0.6
+    assert np.array_equal(np.array(got["labels"], np.uint8), lab.ravel())
+
+    # crossing thresholds are prevented (t_low stays below t_high)
+    move_slider(page, "t_low", 0.9)
+    assert widget_value(page, "t_low") < widget_value(page, "t_high")
+
+    # nothing of ours went into the serialised widget values
+    assert page.evaluate("node.widgets.filter((w) => w.serialize !== false).map((w) => w.name)") == [
+        "t_low", "t_high", "t_min", "t_max", "min_unknown_fraction"]
+
+
+def test_node_widget_edit_updates_preview(page):
+    setup_node(page, [make_payload()])
+    page.evaluate("""() => { const w = node.widgets.find((w) => w.name === 't_high');
+                             w.value = 0.5; w.callback(w.value); }""")
+    assert page.evaluate("document.querySelector('input[data-param=t_high]').value") == "0.5"
+    assert ["t_high", 0.5] in page.evaluate("node.widgetCallbackLog"), "the original callback still runs"
+    mu = py_round(DEFAULTS["min_unknown_fraction"] * W * H)
+    lab, _, _ = naive_trimap(codes_to_probs(synthetic_codes()), 0.1, 0.5, 0.03, 0.97, 0.001, mu)
+    assert page.evaluate(LABELS_JS)["unknown"] == int((lab == 1).sum())
+
+
+def test_callbacks_are_chained_and_removed_node_is_inert(page):
+    setup_node(page, [make_payload()])
+    log = page.evaluate("protoLog")
+    assert log[0] == "created"
+    assert log[1] == ["executed", ["ben2_trimap", "images"]]
+    # messages without a preview are passed through and ignored
+    page.evaluate("node.onExecuted({images: []})")
+    assert page.evaluate("protoLog.length") == 3
+
+    page.evaluate("node.onRemoved()")
+    assert "removed" in page.evaluate("protoLog")
+    assert page.evaluate("document.querySelectorAll('.fake-dom-widget-host').length") == 0
+    assert page.evaluate("node.ben2TrimapPreview") is None
+    assert page.evaluate("document.querySelector('input[data-param=t_low]')") is None  # element gone
+    # node widget callbacks are restored to the originals (which still work)
+    assert page.evaluate("""() => { const w = node.widgets.find((w) => w.name === 't_low');
+                                    w.value = 0.2; w.callback(0.2); return w.callback.toString(); }""").startswith("(v)")
+    assert ["t_low", 0.2] in page.evaluate("node.widgetCallbackLog")
+
+
+def test_slider_inert_after_removal(page):
+    setup_node(page, [make_payload()])
+    page.evaluate("window.__slider = document.querySelector('input[data-param=t_low]'); node.onRemoved();")
+    page.evaluate("""() => { __slider.value = '0.6'; __slider.dispatchEvent(new Event('input')); }""")
+    assert widget_value(page, "t_low") == DEFAULTS["t_low"]
+
+
+def test_several_images_selector(page):
+    second = np.full((H, W), round(0.5 * 65535), np.uint16)  # all unknown
+    setup_node(page, [make_payload(), make_payload(codes=second)])
+    col = colors(page)
+    set_mode(page, "trimap")
+    assert page.evaluate("document.querySelector('[data-role=image-select]').options.length") == 2
+    assert page.evaluate(PIXELS_JS, [FG_PT])[0][:3] == col["fg"]
+    page.select_option("[data-role=image-select]", "1")
+    page.wait_for_function("node.ben2TrimapPreview.root.dataset.ready === '1'")
+    assert page.evaluate(PIXELS_JS, [FG_PT])[0][:3] == col["unknown"]
+    assert page.evaluate(LABELS_JS)["unknown"] == W * H
+
+
+def test_bad_payload_shows_error_and_keeps_chain(page):
+    page.evaluate(SETUP_JS, {"withDOMWidget": True, "values": node_values()})
+    bad = make_payload()
+    bad["probs"] = base64.b64encode(b"\x00\x01\x02").decode()
+    page.evaluate("(m) => node.onExecuted(m)", {"ben2_trimap": [bad]})
+    status = page.evaluate("node.ben2TrimapPreview.status.textContent")
+    assert "probs" in status and "width*height*2" in status
+    assert page.evaluate("protoLog")[1][0] == "executed"
+
+
+def test_canvas_fallback_without_dom_widgets(page):
+    setup_node(page, [make_payload()], with_dom=False)
+    kind = page.evaluate("node.widgets.find((w) => w.name === 'ben2_trimap_preview').type")
+    assert kind == "ben2_trimap_canvas"
+    col = colors(page)
+    page.evaluate("node.ben2TrimapPreview.setMode('trimap')")
+    # draw the widget like LiteGraph would, onto a 2D context, and read the pixels back
+    px = page.evaluate("""() => {
+        const c = document.createElement('canvas'); c.width = 340; c.height = 260;
+        const ctx = c.getContext('2d');
+        const w = node.widgets.find((w) => w.name === 'ben2_trimap_preview');
+        w.draw(ctx, node, 340, 0);
+        // preview is scaled to fit 320x200 (64x48 -> 266.67x200) and centred horizontally
+        const x0 = (340 - 64 * 200 / 48) / 2, s = 200 / 48;
+        return [[5, 24], [32, 24], [60, 24]].map(([x, y]) =>
+            Array.from(ctx.getImageData(Math.floor(x0 + (x + 0.5) * s), Math.floor((y + 0.5) * s), 1, 1).data));
+    }""")
+    assert [p[:3] for p in px] == [col["fg"], col["unknown"], col["bg"]]
+    # node widget edits still drive the recompute in fallback mode
+    page.evaluate("""() => { const w = node.widgets.find((w) => w.name === 't_low');
+                             w.value = 0.5; w.callback(w.value); }""")
+    assert page.evaluate(LABELS_JS)["unknown"] < 32 * H
+
+
+# ----------------------------------------------------------------------------- recompute vs reference
+def _random_cases():
+    rng = np.random.default_rng(1234)
+    cases = []
+    u = rng.integers(0, 65536, size=(37, 53), dtype=np.uint16)
+    cases.append(("uniform", u, dict(DEFAULTS)))
+    cases.append(("uniform-big-min", u, {**DEFAULTS, "min_unknown_fraction": 0.5}))
+    sat = np.where(rng.random((40, 30)) < 0.5, rng.integers(0, 800, (40, 30)), rng.integers(64800, 65536, (40, 30)))
+    sat = sat.astype(np.uint16)
+    sat[::7, ::5] = rng.integers(0, 65536, sat[::7, ::5].shape)
+    cases.append(("saturated", sat, dict(DEFAULTS)))
+    cases.append(("saturated-odd-params", sat, {**DEFAULTS, "t_low": 0.2, "t_high": 0.75, "t_min": 0.05,
+                                                  "t_max": 0.9, "step": 0.003, "min_unknown_fraction": 0.3}))
+    cases.append(("constant", np.full((8, 9), 30000, np.uint16), dict(DEFAULTS)))
+    cases.append(("constant-fg", np.full((8, 9), 65535, np.uint16), dict(DEFAULTS)))
+    cases.append(("tiny", np.array([[0, 65535, 6554]], np.uint16), {**DEFAULTS, "min_unknown_fraction": 1.0}))
+    # codes sitting exactly on threshold boundaries of the float64 sequence
+    edge = np.array([[round(t * 65535) + d for t in (0.1, 0.9, 0.03, 0.97, 0.05, 0.95) for d in (-1, 0, 1)]], np.uint16)
+    cases.append(("edges", np.repeat(edge, 3, axis=0), {**DEFAULTS, "min_unknown_fraction": 0.99}))
+    return cases
+
+
+COMPUTE_JS = """
+([codes, w, h, params]) => {
+  const probs = Uint16Array.from(codes);
+  const r = core.computeTrimap(probs, null, params, w, h);
+  return { labels: Array.from(r.labels), tLow: r.tLow, tHigh: r.tHigh, unknown: r.unknown, minUnknown: r.minUnknown };
+}
+"""
+
+
+def test_recompute_matches_python_reference(page):
+    for name, codes, prm in _random_cases():
+        h, w = codes.shape
+        mu = py_round(prm["min_unknown_fraction"] * w * h)
+        lab, tl, th = naive_trimap(codes_to_probs(codes), prm["t_low"], prm["t_high"], prm["t_min"], prm["t_max"],
+                                   prm["step"], mu)
+        got = page.evaluate(COMPUTE_JS, [codes.ravel().tolist(), w, h, prm])
+        assert got["minUnknown"] == mu, name
+        assert (got["tLow"], got["tHigh"]) == (tl, th), name
+        assert got["unknown"] == int((lab == 1).sum()), name
+        assert np.array_equal(np.array(got["labels"], np.uint8), lab.ravel()), name
+
+
+def test_min_unknown_uses_python_round(page):
+    for frac, w, h in [(0.5, 3, 1), (0.5, 5, 1), (0.5, 7, 1), (0.25, 2, 1), (60000 / 1024**2, 512, 512), (0.0572, 511, 383)]:
+        assert page.evaluate("([f, w, h]) => core.minUnknownCount(f, w, h)", [frac, w, h]) == round(frac * w * h)
+
+
+def test_recompute_matches_ben_core_trimap(page):
+    trimap_mod = pytest.importorskip("ben_core.trimap", reason="ben_core.trimap not available yet")
+    torch = pytest.importorskip("torch")
+    for name, codes, prm in _random_cases():
+        h, w = codes.shape
+        mu = py_round(prm["min_unknown_fraction"] * w * h)
+        probs = torch.from_numpy(codes_to_probs(codes))[None]  # float64 [1, H, W]
+        tri, tl, th = trimap_mod.confidence_trimap(probs, t_low=prm["t_low"], t_high=prm["t_high"], t_min=prm["t_min"],
+                                                   t_max=prm["t_max"], step=prm["step"], min_unknown=mu)
+        want = np.rint(tri[0].double().numpy() * 2).astype(np.uint8)  # {0, 0.5, 1} -> {0, 1, 2}
+        got = page.evaluate(COMPUTE_JS, [codes.ravel().tolist(), w, h, prm])
+        assert (got["tLow"], got["tHigh"]) == (float(tl[0]), float(th[0])), name
+        assert np.array_equal(np.array(got["labels"], np.uint8), want.ravel()), name
+
+
+def test_payload_json_roundtrip_is_what_the_widget_reads(page):
+    """The payload survives JSON (as ComfyUI sends it) and decodes to the same codes."""
+    payload = json.loads(json.dumps(make_payload()))
+    got = page.evaluate("(p) => Array.from(core.decodePayload(p).probs.slice(0, 64))", payload)
+    assert got == synthetic_codes()[0].tolist()
