@@ -431,6 +431,13 @@ def _random_cases():
     # codes sitting exactly on threshold boundaries of the float64 sequence
     edge = np.array([[round(t * 65535) + d for t in (0.1, 0.9, 0.03, 0.97, 0.05, 0.95) for d in (-1, 0, 1)]], np.uint16)
     cases.append(("edges", np.repeat(edge, 3, axis=0), {**DEFAULTS, "min_unknown_fraction": 0.99}))
+    # codes whose probability equals a threshold exactly in float64 (13107/65535 == 0.2, 52428/65535 == 0.8,
+    # 0.4 - 0.2 == 0.2): checks the >= / <= comparisons, not just the counts
+    exact = np.array([[13106, 13107, 13108, 26214, 39321, 52427, 52428, 52429]], np.uint16)
+    exact_params = {**DEFAULTS, "t_low": 0.2, "t_high": 0.8, "min_unknown_fraction": 0.0}
+    cases.append(("exact-thresholds", exact, exact_params))
+    cases.append(("exact-after-steps", exact, {**exact_params, "t_low": 0.4, "t_high": 0.6, "step": 0.2,
+                                               "t_min": 0.0, "t_max": 1.0, "min_unknown_fraction": 0.9}))
     return cases
 
 
