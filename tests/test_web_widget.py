@@ -1,14 +1,15 @@
 """The Show Trimap preview widget (web/js) in a real headless browser.
 
 Debian's chromium driven by Python playwright (never `playwright install`). The repo is served on
-127.0.0.1 the way ComfyUI serves WEB_DIRECTORY="./web/js": /extensions/ben2/<file> -> web/js/<file>,
-and /scripts/app.js is a stand-in for ComfyUI's app (tests/web/fake_app.js), so the widget's own
-`import { app } from "../../scripts/app.js"` is exercised unchanged.
+127.0.0.1 the way ComfyUI serves the pack's WEB_DIRECTORY (read from the pack's __init__.py):
+/extensions/ben2/<path inside WEB_DIRECTORY>, and /scripts/app.js is a stand-in for ComfyUI's app
+(tests/web/fake_app.js), so the widget's own relative `import { app } from ".../scripts/app.js"` is
+exercised unchanged and must agree with WEB_DIRECTORY.
 """
 from __future__ import annotations
 
+import ast
 import base64
-import functools
 import http.server
 import io
 import json
@@ -24,6 +25,21 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 WEB_JS = ROOT / "web" / "js"
 TEST_WEB = ROOT / "tests" / "web"
+
+
+def web_directory() -> Path:
+    """The pack's WEB_DIRECTORY (what ComfyUI serves as /extensions/<pack>/), read from __init__.py."""
+    init = ROOT / "__init__.py"
+    if init.exists():
+        for stmt in ast.parse(init.read_text(encoding="utf-8")).body:
+            if (isinstance(stmt, ast.Assign) and any(getattr(t, "id", None) == "WEB_DIRECTORY" for t in stmt.targets)
+                    and isinstance(stmt.value, ast.Constant)):
+                return (ROOT / stmt.value.value).resolve()
+    return (ROOT / "web").resolve()
+
+
+WEB_DIR = web_directory()
+JS_URL = "/extensions/ben2/" + "".join(p + "/" for p in WEB_JS.resolve().relative_to(WEB_DIR).parts)
 
 W, H = 64, 48
 # image colours of the three columns of the synthetic preview (left = fg, middle = ramp, right = bg)
@@ -116,7 +132,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         path = path.split("?", 1)[0].split("#", 1)[0]
         if path == "/scripts/app.js":
             return str(TEST_WEB / "fake_app.js")
-        for prefix, base in (("/extensions/ben2/", WEB_JS), ("/tests/web/", TEST_WEB)):
+        for prefix, base in (("/extensions/ben2/", WEB_DIR), ("/tests/web/", TEST_WEB)):
             if path.startswith(prefix):
                 target = (base / path[len(prefix):]).resolve()
                 if base.resolve() in target.parents:
@@ -161,7 +177,7 @@ def page(browser, server):
     pg = browser.new_page()
     errors = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(f"{server}/tests/web/index.html")
+    pg.goto(f"{server}/tests/web/index.html?js={JS_URL}")
     pg.wait_for_function("window.__ready === true || window.__loadError !== undefined", timeout=15000)
     err = pg.evaluate("window.__loadError")
     assert err is None, f"widget module failed to load: {err}"

@@ -3,8 +3,11 @@
 // browser from the downsampled probability map the node sends (message.ben2_trimap = [payload, ...]).
 // Chosen values are written back into the node's own widgets so the next run uses them.
 //
-// Served from WEB_DIRECTORY = "./web/js" as /extensions/<pack>/trimap_preview.js, hence "../../scripts/app.js".
-import { app } from "../../scripts/app.js";
+// The pack's __init__.py sets WEB_DIRECTORY = "./web", so ComfyUI serves this file as
+// /extensions/<pack>/js/trimap_preview.js and its app shim is /scripts/app.js = "../../../scripts/app.js".
+// (If WEB_DIRECTORY ever becomes "./web/js", this must become "../../scripts/app.js"; the widget test
+// reads WEB_DIRECTORY and serves the files the same way, so it fails on a mismatch.)
+import { app } from "../../../scripts/app.js";
 import * as core from "./trimap_core.js";
 
 export const NODE_NAME = "BEN2_ShowTrimap";
