@@ -15,8 +15,9 @@ with box size ``r``, image ``I``, current foreground ``F``, background ``B`` and
 offsets ``-(r // 2) .. r - 1 - r // 2`` (anchor at ``r // 2``, so even sizes are not centred) and
 whose border mode is ``BORDER_REFLECT_101`` (``gfedcb|abcdefgh|gfedcba``, applied repeatedly when
 the box is larger than the image). Here the box filter is separable and computed from cumulative
-sums, so its cost does not depend on ``r``: along rows by blockwise float32 cumulative sums, down
-columns (on CPU) by a float64 running row sum, elsewhere by blockwise cumulative sums again. Everything
+sums, so its cost does not depend on ``r``: along rows by blockwise float32 cumulative sums (boxes of
+<= 16 px: a direct sum of shifted slices), down columns on CPU by a float64 running row sum, on other
+devices like the rows. Everything
 runs in float32 (float64 only for the small CPU row accumulator) on the input's device.
 """
 from __future__ import annotations
@@ -85,6 +86,23 @@ def _box_cumsum(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
     return out.mul_(1.0 / r)
 
 
+_DIRECT_MAX = 16  # boxes up to this size are summed directly (r shifted slices): cheap and most accurate
+
+
+def _box_direct(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Normalised box of width ``r`` along ``dim`` as a sum of r shifted slices (for small r)."""
+    n = x.shape[dim]
+    padded = _pad_reflect101(x.to(torch.float32), r, dim)
+    out = padded.narrow(dim, 0, n).clone()
+    for j in range(1, r):
+        out.add_(padded.narrow(dim, j, n))
+    return out.mul_(1.0 / r)
+
+
+def _box_along(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    return _box_direct(x, r, dim) if r <= _DIRECT_MAX else _box_cumsum(x, r, dim)
+
+
 def _box_rows_sliding(x: torch.Tensor, r: int) -> torch.Tensor:
     """Normalised box of height ``r`` along dim -2 of ``[C,H,W]`` by a sliding running sum.
 
@@ -109,7 +127,7 @@ def _box_rows_sliding(x: torch.Tensor, r: int) -> torch.Tensor:
 def _box_rows(x: torch.Tensor, r: int) -> torch.Tensor:
     if x.device.type == "cpu":
         return _box_rows_sliding(x, r)
-    return _box_cumsum(x, r, x.dim() - 2)
+    return _box_along(x, r, x.dim() - 2)
 
 
 def box_blur(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -124,7 +142,7 @@ def box_blur(x: torch.Tensor, r: int) -> torch.Tensor:
         raise ValueError(f"box_blur expects a tensor [..., H, W], got shape {tuple(x.shape)}")
     if r == 1:
         return x.to(torch.float32)
-    return _box_rows(_box_cumsum(x, r, x.dim() - 1), r)
+    return _box_rows(_box_along(x, r, x.dim() - 1), r)
 
 
 def _blur_fusion_pass(image: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor, alpha: torch.Tensor,
