@@ -1,0 +1,183 @@
+"""Official BEN2 weights from the Hugging Face Hub (PramaLLC/BEN2 only), with clear offline errors.
+
+Nothing is downloaded at import time; ``huggingface_hub`` is imported only when a function needs it.
+The Hub library reads ``HF_HUB_OFFLINE`` / ``HF_HUB_CACHE`` / ``HF_HOME`` when it is first imported;
+pass ``cache_dir`` to override the cache location per call.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+__all__ = [
+    "OFFICIAL_REPO",
+    "OFFICIAL_FILENAME",
+    "OFFICIAL_PTH_FILENAME",
+    "OFFICIAL_FILENAMES",
+    "WeightsNotFoundError",
+    "download_official_weights",
+    "find_cached_weights",
+    "missing_weights_message",
+]
+
+OFFICIAL_REPO = "PramaLLC/BEN2"
+OFFICIAL_FILENAME = "model.safetensors"
+OFFICIAL_PTH_FILENAME = "BEN2_Base.pth"
+OFFICIAL_FILENAMES = (OFFICIAL_FILENAME, OFFICIAL_PTH_FILENAME)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """The BEN2 weights are neither where they were looked for nor downloadable (offline, no network)."""
+
+
+def _official_url(filename: str) -> str:
+    return f"https://huggingface.co/{OFFICIAL_REPO}/resolve/main/{filename}"
+
+
+def _hf_cache_dir(cache_dir: Optional[PathLike]) -> str:
+    if cache_dir is not None:
+        return str(Path(cache_dir).expanduser())
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except ImportError:
+        return os.path.join(os.path.expanduser("~"), ".cache", "huggingface", "hub")
+
+
+def _offline_mode() -> bool:
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:
+        return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def missing_weights_message(searched: Iterable[PathLike] = (), *, reason: Optional[str] = None,
+                            put_here: Optional[PathLike] = None, filename: str = OFFICIAL_FILENAME,
+                            cache_dir: Optional[PathLike] = None) -> str:
+    """Human-readable text for missing BEN2 weights: where we looked, where to put the file, where to get it.
+
+    ``searched``: paths that were checked; ``put_here``: the file path the caller expects (first
+    suggestion); ``reason``: why downloading did not work (offline, network error ...).
+    """
+    lines = ["BEN2 weights not found."]
+    searched = [p if isinstance(p, str) and not os.path.isabs(p) else str(Path(p).expanduser()) for p in searched]
+    if searched:
+        lines.append("Looked for:")
+        lines.extend(f"  - {p}" for p in searched)
+    if reason:
+        lines.append(f"Download not possible: {reason}")
+    lines.append("Get the official weights from the Hugging Face repo " + OFFICIAL_REPO + " (only this repo):")
+    lines.append(f"  - {_official_url(OFFICIAL_FILENAME)}  (safetensors, recommended)")
+    lines.append(f"  - {_official_url(OFFICIAL_PTH_FILENAME)}  (PyTorch .pth, same weights)")
+    if put_here is not None:
+        lines.append(f"and put the file here: {Path(put_here).expanduser()}")
+    else:
+        lines.append("and pass the file's path explicitly (e.g. python -m ben_core --checkpoint PATH).")
+    lines.append(f"Or fill the Hugging Face cache ({_hf_cache_dir(cache_dir)}) on a machine that is online with "
+                 f"`hf download {OFFICIAL_REPO} {filename}` (older huggingface_hub: `huggingface-cli download "
+                 f"{OFFICIAL_REPO} {filename}`) and copy that folder here.")
+    return "\n".join(lines)
+
+
+def _check_filename(filename: str) -> None:
+    if filename not in OFFICIAL_FILENAMES:
+        raise ValueError(f"filename must be one of the official files {OFFICIAL_FILENAMES} of {OFFICIAL_REPO}, "
+                         f"got {filename!r}")
+
+
+def _usable(path: Path) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def find_cached_weights(cache_dir: Optional[PathLike] = None, filename: Optional[str] = None,
+                        local_dir: Optional[PathLike] = None) -> Optional[Path]:
+    """Path of already-present official weights, or None. Never touches the network.
+
+    Looks in ``local_dir`` (if given) for the file, then in the Hugging Face cache (``cache_dir`` or
+    the library's default, honouring HF_HUB_CACHE/HF_HOME) via ``huggingface_hub.try_to_load_from_cache``
+    for ``PramaLLC/BEN2``. ``filename=None`` tries ``model.safetensors`` then ``BEN2_Base.pth``.
+    Returns a ``pathlib.Path`` to a non-empty file, or None.
+    """
+    names: Sequence[str] = OFFICIAL_FILENAMES if filename is None else (filename,)
+    for name in names:
+        _check_filename(name)
+    if local_dir is not None:
+        for name in names:
+            candidate = Path(local_dir).expanduser() / name
+            if _usable(candidate):
+                return candidate
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    for name in names:
+        kwargs = {} if cache_dir is None else {"cache_dir": str(Path(cache_dir).expanduser())}
+        try:
+            hit = try_to_load_from_cache(OFFICIAL_REPO, name, **kwargs)
+        except Exception:  # a malformed cache folder is "not cached", not a crash
+            continue
+        if isinstance(hit, (str, os.PathLike)) and _usable(Path(hit)):
+            return Path(hit)
+    return None
+
+
+def download_official_weights(local_dir: Optional[PathLike] = None, filename: str = OFFICIAL_FILENAME, *,
+                              cache_dir: Optional[PathLike] = None) -> Path:
+    """Path of the official BEN2 weights, downloading ``PramaLLC/BEN2/<filename>`` if they are not present.
+
+    ``local_dir``: download into this folder (file ends up at ``local_dir/filename``); if None the
+    Hugging Face cache is used (``cache_dir`` or the library default). ``filename``:
+    ``"model.safetensors"`` (default) or ``"BEN2_Base.pth"``. An existing non-empty file at the target
+    (or in the cache) is returned without any network access. Downloads use
+    ``huggingface_hub.hf_hub_download`` from the official repo only.
+
+    Raises:
+        WeightsNotFoundError: offline (``HF_HUB_OFFLINE=1``), no network, the Hub refused, or
+            huggingface_hub is missing; the message says where to put the file and where to get it.
+        ValueError: ``filename`` is not an official file name.
+    """
+    _check_filename(filename)
+    target = None if local_dir is None else Path(local_dir).expanduser() / filename
+    found = find_cached_weights(cache_dir=cache_dir, filename=filename, local_dir=local_dir)
+    if found is not None:
+        return found
+    searched = [target] if target is not None else []
+    if local_dir is None:
+        searched.append(f"the Hugging Face cache ({_hf_cache_dir(cache_dir)})")
+
+    def fail(reason: str, cause: Optional[BaseException] = None) -> WeightsNotFoundError:
+        err = WeightsNotFoundError(missing_weights_message(searched, reason=reason, put_here=target,
+                                                           filename=filename, cache_dir=cache_dir))
+        err.__cause__ = cause
+        return err
+
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as e:
+        raise fail("the huggingface_hub package is not installed (pip install huggingface_hub)", e)
+    kwargs = {}
+    if local_dir is not None:
+        Path(local_dir).expanduser().mkdir(parents=True, exist_ok=True)
+        kwargs["local_dir"] = str(Path(local_dir).expanduser())
+    if cache_dir is not None:
+        kwargs["cache_dir"] = str(Path(cache_dir).expanduser())
+    try:
+        path = hf_hub_download(OFFICIAL_REPO, filename, **kwargs)
+    except Exception as e:  # offline / DNS / HTTP / disk errors all end in the same advice
+        if _offline_mode():
+            raise fail("Hugging Face offline mode is on (HF_HUB_OFFLINE=1; unset it to allow the download)", e) from e
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise fail(f"could not download from huggingface.co ({type(e).__name__}: {first})", e) from e
+    path = Path(path)
+    if not _usable(path):
+        raise fail(f"the download finished but {path} is missing or empty")
+    return path
