@@ -545,3 +545,16 @@ def test_show_trimap_default_minimum_is_the_papers():
     tri, lo, hi = st.compute_trimap(probs, 0.1, 0.9, 0.03, 0.97, default)
     ref, lo2, hi2 = importlib.import_module(f"{PACK}.ben_core.trimap").confidence_trimap(probs)  # paper defaults
     assert torch.equal(tri, ref) and torch.equal(lo, lo2) and torch.equal(hi, hi2)
+
+
+def test_load_ben_reports_a_bad_checkpoint(tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    (models / "BEN").mkdir(parents=True)
+    (models / "BEN" / "broken.safetensors").write_bytes(b"\x00" * 64)
+    monkeypatch.setitem(sys.modules, "folder_paths", make_folder_paths(str(models)))
+    loader = sub("nodes.load_ben").BEN2LoadModel()
+    with pytest.raises(ValueError):  # ben_core's CheckpointError
+        loader.load("broken.safetensors", "cpu", "fp32", False)
+    with pytest.raises(FileNotFoundError, match="not in"):
+        loader.load("gone.pth", "cpu", "fp32", False)
+    assert sub("nodes.model_cache").cached_models() == []
