@@ -1,0 +1,354 @@
+"""BENPredictor: inputs, sizes, chunking, callbacks, precision fallback; stand-in networks plus the real one."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from conftest import DATA_DIR, synth_sd
+from ben_core.predictor import IMAGENET_MEAN, IMAGENET_STD, BENPredictor, PredictionCancelled
+
+MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+class RedDetector(torch.nn.Module):
+    """Stand-in network: logit = gain * (red - 0.5), red recovered from the normalised input.
+
+    Records every input batch it sees (shape, dtype, de-normalised pixels)."""
+
+    def __init__(self, gain: float = 20.0):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(gain), requires_grad=False)
+        self.seen = []
+
+    def forward(self, x):
+        rgb = x.float() * STD.to(x.device) + MEAN.to(x.device)
+        self.seen.append((tuple(x.shape), x.dtype, rgb.detach().clone()))
+        return self.scale * (rgb[:, :1] - 0.5)
+
+
+class ConstantLogit(torch.nn.Module):
+    def __init__(self, value: float = 0.0):
+        super().__init__()
+        self.value = torch.nn.Parameter(torch.tensor(value), requires_grad=False)
+
+    def forward(self, x):
+        return self.value.expand(x.shape[0], 1, x.shape[2], x.shape[3]).float() + 0 * x[:, :1].float()
+
+
+class NaNUnlessFP32(torch.nn.Module):
+    """A conv whose output is NaN whenever it was not computed in float32 (as an fp16 overflow would be)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 1, 1)
+        torch.nn.init.constant_(self.conv.weight, 0.3)
+        torch.nn.init.constant_(self.conv.bias, -0.1)
+        self.calls = []
+
+    def forward(self, x):
+        y = self.conv(x)
+        self.calls.append(y.dtype)
+        return y if y.dtype == torch.float32 else y * float("nan")
+
+
+def half_scene(h=60, w=200, b=1):
+    """Left half pure red, right half black: uint8 [b,h,w,3]."""
+    img = np.zeros((b, h, w, 3), np.uint8)
+    img[:, :, : w // 2, 0] = 255
+    return img
+
+
+# ------------------------------------------------------------------------------------------------
+# shapes, sizes, types
+# ------------------------------------------------------------------------------------------------
+
+def test_output_at_original_size_and_orientation():
+    p = BENPredictor(RedDetector(), working_size=64)
+    out = p.predict_alpha(torch.from_numpy(half_scene(60, 200, 2)))
+    assert out.shape == (2, 60, 200) and out.dtype == torch.float32 and out.device.type == "cpu"
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    assert (out[:, :, :90] > 0.99).all() and (out[:, :, 110:] < 0.01).all()  # not transposed or flipped
+    # tall image too
+    tall = np.ascontiguousarray(half_scene(200, 60)[:, :, ::-1])  # red on the right
+    out = p.predict_alpha(tall)
+    assert out.shape == (1, 200, 60) and (out[0, :, 40:] > 0.99).all() and (out[0, :, :20] < 0.01).all()
+
+
+def test_network_sees_working_size_normalised_antialiased():
+    net = RedDetector()
+    p = BENPredictor(net, working_size=128, batch_size=4)
+    white = torch.ones(1, 50, 70, 3)
+    p.predict_alpha(white)
+    shape, dtype, rgb = net.seen[-1]
+    assert shape == (1, 3, 128, 128) and dtype == torch.float32
+    torch.testing.assert_close(rgb, torch.ones_like(rgb), atol=1e-5, rtol=0)  # exact ImageNet normalisation
+    # a 1-px checkerboard shrunk 8x: anti-aliasing gives ~0.5 grey, not aliased 0/1 stripes
+    yy, xx = np.meshgrid(np.arange(1024), np.arange(1024), indexing="ij")
+    board = ((yy + xx) % 2).astype(np.float32)[..., None].repeat(3, -1)
+    p.predict_alpha(board)
+    rgb = net.seen[-1][2]
+    assert abs(float(rgb.mean()) - 0.5) < 0.01 and float(rgb.std()) < 0.05
+
+
+def test_uint8_float_numpy_torch_agree():
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, (2, 37, 53, 3), dtype=np.uint8)
+    p = BENPredictor(RedDetector(3.0), working_size=64)
+    a = p.predict_alpha(u8)
+    b = p.predict_alpha(torch.from_numpy(u8))
+    c = p.predict_alpha(torch.from_numpy(u8).float() / 255)
+    d = p.predict_alpha(u8.astype(np.float64) / 255)
+    e = p.predict_alpha((u8.astype(np.uint16) * 257))  # 16-bit numpy
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    for other in (c, d, e):
+        torch.testing.assert_close(a, other, atol=1e-5, rtol=0)
+
+
+def test_grey_rgba_and_pil_modes():
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    grey = rgb[..., :1]
+    p = BENPredictor(RedDetector(3.0), working_size=64)
+    ref_rgb = p.predict_alpha(rgb)
+    # RGBA: alpha channel ignored
+    rgba = np.concatenate([rgb, np.zeros((40, 30, 1), np.uint8)], -1)
+    torch.testing.assert_close(p.predict_alpha(rgba), ref_rgb, atol=0, rtol=0)
+    torch.testing.assert_close(p.predict_alpha(Image.fromarray(rgba, "RGBA")), ref_rgb, atol=0, rtol=0)
+    torch.testing.assert_close(p.predict_alpha(Image.fromarray(rgb)), ref_rgb, atol=0, rtol=0)
+    # grey: [H,W], [H,W,1] and PIL "L" all mean the grey value in every channel
+    ref_grey = p.predict_alpha(grey.repeat(3, -1))
+    for g in (grey, grey[..., 0], Image.fromarray(grey[..., 0], "L"), torch.from_numpy(grey)):
+        torch.testing.assert_close(p.predict_alpha(g), ref_grey, atol=0, rtol=0)
+    # 16-bit greyscale PIL
+    g16 = Image.fromarray(grey[..., 0].astype(np.uint16) * 257)
+    torch.testing.assert_close(p.predict_alpha(g16), ref_grey, atol=1e-5, rtol=0)
+
+
+def test_pil_lists_mixed_and_uniform_sizes():
+    p = BENPredictor(RedDetector(), working_size=64, batch_size=2)
+    ims = [Image.fromarray(half_scene(h, w)[0]) for h, w in [(30, 50), (64, 64), (20, 90)]]
+    out = p.predict_alpha(ims)
+    assert isinstance(out, list) and [tuple(o.shape) for o in out] == [(30, 50), (64, 64), (20, 90)]
+    for o in out:
+        assert o.dtype == torch.float32 and (o[:, : o.shape[1] // 2 - 3] > 0.99).all()
+    same = p.predict_alpha([ims[0], ims[0], ims[0]])
+    assert isinstance(same, torch.Tensor) and same.shape == (3, 30, 50)
+    torch.testing.assert_close(same[1], out[0])
+    # one image in a list equals the image alone; lists may hold arrays too
+    torch.testing.assert_close(p.predict_alpha([ims[1]])[0], p.predict_alpha(ims[1])[0])
+    mixed = p.predict_alpha([half_scene(30, 50)[0], ims[0]])
+    torch.testing.assert_close(mixed[0], mixed[1])
+
+
+def test_every_image_processed_in_chunks_with_progress():
+    net = RedDetector()
+    rng = np.random.default_rng(2)
+    imgs = rng.integers(0, 256, (5, 33, 47, 3), dtype=np.uint8)
+    calls = []
+    p = BENPredictor(net, working_size=64, batch_size=2)
+    out = p.predict_alpha(imgs, progress=lambda d, t: calls.append((d, t)))
+    assert [s[0][0] for s in net.seen] == [2, 2, 1]
+    assert calls == [(2, 5), (4, 5), (5, 5)]
+    for bs in (1, 5, 8):
+        other = BENPredictor(RedDetector(), working_size=64, batch_size=bs).predict_alpha(imgs)
+        torch.testing.assert_close(other, out, atol=1e-6, rtol=0)
+    # image i's alpha depends on image i only
+    torch.testing.assert_close(p.predict_alpha(imgs[3]), out[3:4], atol=1e-6, rtol=0)
+
+
+def test_should_stop_between_chunks():
+    net = RedDetector()
+    p = BENPredictor(net, working_size=64, batch_size=2)
+    asked, done = [], []
+
+    def stop_second():
+        asked.append(1)
+        return len(asked) >= 2
+
+    with pytest.raises(PredictionCancelled):
+        p.predict_alpha(half_scene(20, 20, 5), progress=lambda d, t: done.append(d), should_stop=stop_second)
+    assert len(asked) == 2 and done == [2] and len(net.seen) == 1
+
+    class Interrupted(Exception):
+        pass
+
+    def raise_now():
+        raise Interrupted()
+
+    with pytest.raises(Interrupted):
+        p.predict_alpha(half_scene(20, 20, 3), should_stop=raise_now)
+    out = p.predict_alpha(half_scene(20, 20, 3), should_stop=lambda: False)
+    assert out.shape == (3, 20, 20)
+
+
+def test_raw_sigmoid_no_stretch_and_constant_images():
+    p = BENPredictor(ConstantLogit(0.0), working_size=64)
+    for img in (np.zeros((1, 30, 40, 3), np.uint8), np.full((1, 30, 40, 3), 255, np.uint8), np.zeros((1, 30, 40, 3))):
+        out = p.predict_alpha(img)
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out, torch.full_like(out, 0.5), atol=1e-6, rtol=0)
+    q = BENPredictor(ConstantLogit(-2.0), working_size=64)
+    torch.testing.assert_close(q.predict_alpha(np.zeros((20, 20, 3), np.uint8)),
+                               torch.full((1, 20, 20), float(torch.sigmoid(torch.tensor(-2.0)))), atol=1e-6, rtol=0)
+
+
+def test_inputs_never_modified():
+    rng = np.random.default_rng(4)
+    f32 = torch.from_numpy(rng.random((2, 64, 64, 3)).astype(np.float32))  # already the working size
+    u8 = torch.from_numpy(rng.integers(0, 256, (2, 30, 30, 3), dtype=np.uint8))
+    arr = rng.random((30, 30, 3)).astype(np.float32)
+    arr.setflags(write=False)  # read-only arrays work too
+    keep = (f32.clone(), u8.clone(), arr.copy())
+    p = BENPredictor(RedDetector(), working_size=64)
+    p.predict_alpha(f32)
+    p.predict_alpha(u8)
+    p.predict_alpha(arr)
+    p.predict_alpha([f32[0], u8[1]])
+    assert torch.equal(f32, keep[0]) and torch.equal(u8, keep[1]) and np.array_equal(arr, keep[2])
+    x = (f32.permute(0, 3, 1, 2) - MEAN) / STD
+    x_keep = x.clone()
+    p.predict_logits_batch(x)
+    assert torch.equal(x, x_keep)
+
+
+@pytest.mark.parametrize("images,exc,match", [
+    (torch.zeros(0, 10, 10, 3), ValueError, "empty batch"),
+    ([], ValueError, "empty list"),
+    (torch.zeros(2, 3, 10, 10), ValueError, "channels-first"),
+    (torch.zeros(2, 10, 10, 5), ValueError, "channels last"),
+    (torch.zeros(1, 2, 10, 10, 3), ValueError, r"\[B,H,W,C\]"),
+    (torch.zeros(10), ValueError, r"\[B,H,W,C\]"),
+    (torch.zeros(1, 0, 10, 3), ValueError, "empty image"),
+    (torch.full((1, 8, 8, 3), float("nan")), ValueError, "NaN"),
+    (torch.full((1, 8, 8, 3), float("inf")), ValueError, "NaN or inf"),
+    (torch.full((1, 8, 8, 3), 200.0), ValueError, "0..1"),
+    (torch.full((1, 8, 8, 3), -2.0), ValueError, "0..1"),
+    (torch.zeros(1, 8, 8, 3, dtype=torch.int64), TypeError, "dtype"),
+    ("image.png", TypeError, "PIL image"),
+    ([Image.new("RGB", (8, 8)), "x"], TypeError, r"images\[1\]"),
+    ([np.zeros((8, 8, 7))], ValueError, r"images\[0\]"),
+])
+def test_bad_inputs(images, exc, match):
+    p = BENPredictor(RedDetector(), working_size=64)
+    with pytest.raises(exc, match=match):
+        p.predict_alpha(images)
+
+
+def test_nan_reported_before_any_work():
+    net = RedDetector()
+    imgs = torch.rand(4, 16, 16, 3)
+    imgs[3, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"images\[3\]"):
+        BENPredictor(net, working_size=64).predict_alpha(imgs)
+    assert net.seen == []
+
+
+@pytest.mark.parametrize("kwargs", [dict(working_size=100), dict(working_size=0), dict(batch_size=0),
+                                    dict(batch_size=1.5), dict(dtype=torch.float64), dict(dtype="fp16")])
+def test_bad_settings(kwargs):
+    with pytest.raises(ValueError):
+        BENPredictor(RedDetector(), **kwargs)
+
+
+def test_not_a_module():
+    with pytest.raises(TypeError):
+        BENPredictor(lambda x: x)
+
+
+# ------------------------------------------------------------------------------------------------
+# precision
+# ------------------------------------------------------------------------------------------------
+
+def test_half_precision_nan_chunk_recomputed_in_fp32():
+    """bf16 autocast on CPU makes the stand-in return NaN; every chunk must be recomputed in fp32."""
+    imgs = np.random.default_rng(5).random((3, 40, 40, 3)).astype(np.float32)
+    ref = BENPredictor(NaNUnlessFP32(), working_size=64).predict_alpha(imgs)
+    net = NaNUnlessFP32()
+    p = BENPredictor(net, dtype=torch.bfloat16, working_size=64, batch_size=2)
+    out = p.predict_alpha(imgs)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
+    assert p.fallback_count == 2
+    assert net.calls == [torch.bfloat16, torch.float32, torch.bfloat16, torch.float32]
+
+
+def test_half_weights_fallback_uses_fp32_copy_and_keeps_model():
+    imgs = np.random.default_rng(6).random((2, 40, 40, 3)).astype(np.float32)
+    net = NaNUnlessFP32()
+    ref = BENPredictor(net, working_size=64).predict_alpha(imgs)
+    net.to(torch.bfloat16)
+    p = BENPredictor(net, dtype=torch.bfloat16, working_size=64)
+    out = p.predict_alpha(imgs)
+    assert torch.isfinite(out).all() and p.fallback_count == 2
+    torch.testing.assert_close(out, ref, atol=2e-2, rtol=0)  # fp32 compute on bf16-rounded weights
+    assert net.conv.weight.dtype == torch.bfloat16  # the caller's network was not converted
+
+
+def test_half_precision_without_problems_runs_in_half():
+    net = RedDetector(3.0)
+    imgs = np.random.default_rng(7).random((2, 30, 30, 3)).astype(np.float32)
+    ref = BENPredictor(RedDetector(3.0), working_size=64).predict_alpha(imgs)
+    p = BENPredictor(net, dtype=torch.bfloat16, working_size=64)
+    out = p.predict_alpha(imgs)
+    assert p.fallback_count == 0
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)  # this stand-in computes in fp32 internally
+
+
+def test_nan_in_fp32_is_an_error():
+    class Broken(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(float("nan")), requires_grad=False)
+
+        def forward(self, x):
+            return self.w * x[:, :1]
+
+    with pytest.raises(RuntimeError, match="NaN"):
+        BENPredictor(Broken(), working_size=64).predict_alpha(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_model_put_in_eval_mode():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 1, 1), torch.nn.Dropout(0.9))
+    net.train()
+    p = BENPredictor(net, working_size=64)
+    assert not net.training and p.device == torch.device("cpu")
+    a = p.predict_alpha(np.full((16, 16, 3), 128, np.uint8))
+    b = p.predict_alpha(np.full((16, 16, 3), 128, np.uint8))
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# the real network with synthetic weights
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real_model():
+    from ben_core.model import BENBase
+
+    model = BENBase()
+    model.load_state_dict(synth_sd(0), strict=True)
+    return model.eval().requires_grad_(False)
+
+
+@pytest.mark.slow
+def test_real_network_matches_conformance_probs(real_model):
+    """At the working size no resize happens: predict_alpha must equal the stored reference probs."""
+    data = np.load(DATA_DIR / "ben2_seed0_512.npz")
+    p = BENPredictor(real_model, working_size=512)
+    out = p.predict_alpha(data["images"])
+    assert out.shape == (data["images"].shape[0], 512, 512)
+    np.testing.assert_allclose(out.numpy(), data["probs"][:, 0], atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_real_network_constant_and_odd_sized_images(real_model):
+    p = BENPredictor(real_model, working_size=512, batch_size=2)
+    imgs = [Image.new("RGB", (300, 170), (0, 0, 0)), Image.new("L", (97, 611), 255)]
+    out = p.predict_alpha(imgs)
+    assert [tuple(o.shape) for o in out] == [(170, 300), (611, 97)]
+    for o in out:
+        assert torch.isfinite(o).all() and float(o.min()) >= 0 and float(o.max()) <= 1
