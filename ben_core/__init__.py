@@ -1,1 +1,44 @@
-"""ben_core: pure-PyTorch BEN2 background removal (network, checkpoints, pipeline)."""
+"""ben_core: pure-PyTorch BEN2 background removal (network, checkpoints, pipeline, matting).
+
+No ComfyUI import anywhere in this package. The public names below are imported lazily, so
+``import ben_core`` is cheap and loads nothing (no weights, no download)::
+
+    from ben_core import load_ben, BENPredictor
+    model = load_ben("model.safetensors")
+    alpha = BENPredictor(model).predict_alpha(images)      # [B, H, W] float 0..1
+
+Conventions: images are float ``[B, 3, H, W]`` in 0..1 (the predictor also takes
+``[B, H, W, 3]`` uint8/float and PIL images); masks, alpha and trimaps are ``[B, H, W]`` float
+in 0..1 with 1 = foreground.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "BENBase": "ben_core.model",
+    "read_state_dict": "ben_core.checkpoint",
+    "load_ben": "ben_core.checkpoint",
+    "CheckpointError": "ben_core.checkpoint",
+    "download_official_weights": "ben_core.hub",
+    "find_cached_weights": "ben_core.hub",
+    "WeightsNotFoundError": "ben_core.hub",
+    "BENPredictor": "ben_core.predictor",
+    "estimate_foreground": "ben_core.foreground",
+    "confidence_trimap": "ben_core.trimap",
+    "band_trimap": "ben_core.trimap",
+    "refine_alpha": "ben_core.refine",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ben_core' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
