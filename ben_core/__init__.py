@@ -16,18 +16,18 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "BENBase": "ben_core.model",
-    "read_state_dict": "ben_core.checkpoint",
-    "load_ben": "ben_core.checkpoint",
-    "CheckpointError": "ben_core.checkpoint",
-    "download_official_weights": "ben_core.hub",
-    "find_cached_weights": "ben_core.hub",
-    "WeightsNotFoundError": "ben_core.hub",
-    "BENPredictor": "ben_core.predictor",
-    "estimate_foreground": "ben_core.foreground",
-    "confidence_trimap": "ben_core.trimap",
-    "band_trimap": "ben_core.trimap",
-    "refine_alpha": "ben_core.refine",
+    "BENBase": ".model",
+    "read_state_dict": ".checkpoint",
+    "load_ben": ".checkpoint",
+    "CheckpointError": ".checkpoint",
+    "download_official_weights": ".hub",
+    "find_cached_weights": ".hub",
+    "WeightsNotFoundError": ".hub",
+    "BENPredictor": ".predictor",
+    "estimate_foreground": ".foreground",
+    "confidence_trimap": ".trimap",
+    "band_trimap": ".trimap",
+    "refine_alpha": ".refine",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -37,7 +37,8 @@ def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'ben_core' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    # Relative import: inside ComfyUI this package lives under the pack's folder name.
+    return getattr(importlib.import_module(module, __name__), name)
 
 
 def __dir__():
