@@ -59,13 +59,14 @@ def conv3x3_then_box_down(x: Tensor, weight: Tensor, bias: Tensor, factor: int) 
     return F.conv2d(x, k, bias, stride=factor, padding=1 if factor == 2 else 0)
 
 
-def nearest_up2_conv3x3(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+def nearest_up2_conv3x3(x: Tensor, weight: Tensor, bias: Tensor, band_rows: int = 128) -> Tensor:
     """``conv3x3(nearest_upsample_2x(x), pad=1)`` computed as four 2x2 sub-pixel convolutions.
 
-    After nearest 2x upsampling, output pixel ``(2i+a, 2j+b)`` of a 3x3 conv only sees input
-    rows ``i-1+a .. i+a`` and columns ``j-1+b .. j+b``, with the 3x3 taps summed accordingly
-    (rows ``{0},{1,2}`` for ``a=0``, ``{0,1},{2}`` for ``a=1``). This needs 4/9 of the
-    multiply-adds and never builds the upsampled input.
+    After nearest 2x upsampling, output pixel ``(2i+a, 2j+c)`` of a 3x3 conv only sees input
+    rows ``i-1+a .. i+a`` and columns ``j-1+c .. j+c``, with the 3x3 taps summed accordingly
+    (rows ``{0},{1,2}`` for ``a=0``, ``{0,1},{2}`` for ``a=1``; the same for columns). This
+    needs 4/9 of the multiply-adds and never builds the upsampled input. Work is done in bands
+    of ``band_rows`` input rows so temporaries stay small.
 
     Args:
         x: ``[B, Cin, h, w]``; weight ``[Cout, Cin, 3, 3]``; bias ``[Cout]``.
@@ -74,15 +75,23 @@ def nearest_up2_conv3x3(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         ``[B, Cout, 2h, 2w]`` (channels-last memory).
     """
     b, _, h, w = x.shape
-    xp = F.pad(x, (1, 1, 1, 1)).contiguous(memory_format=torch.channels_last)
     out = torch.empty((b, weight.shape[0], 2 * h, 2 * w), dtype=x.dtype, device=x.device,
                       memory_format=torch.channels_last)
-    taps = {0: ((0,), (1, 2)), 1: ((0, 1), (2,))}
+    taps = ((0,), (1, 2)), ((0, 1), (2,))  # 3x3 taps merged into each of the 2 sub-pixel taps
+    kernels = {}
     for a in (0, 1):
-        rows = torch.stack([weight[:, :, list(r)].sum(2) for r in taps[a]], dim=2)  # [Co, Ci, 2, 3]
+        rows = torch.stack([weight[:, :, list(t)].sum(2) for t in taps[a]], dim=2)  # [Co, Ci, 2, 3]
         for c in (0, 1):
-            k = torch.stack([rows[..., list(t)].sum(3) for t in taps[c]], dim=3)  # [Co, Ci, 2, 2]
-            out[:, :, a::2, c::2] = F.conv2d(xp[:, :, a:a + h + 1, c:c + w + 1], k, bias)
+            kernels[a, c] = torch.stack([rows[..., list(t)].sum(3) for t in taps[c]], dim=3)
+    for i0 in range(0, h, band_rows):
+        i1 = min(i0 + band_rows, h)
+        # Input rows i0-1 .. i1 (zero outside), columns -1 .. w (zero outside).
+        lo, hi = max(i0 - 1, 0), min(i1 + 1, h)
+        band = F.pad(x[:, :, lo:hi], (1, 1, lo - (i0 - 1), (i1 + 1) - hi))
+        band = band.contiguous(memory_format=torch.channels_last)
+        for (a, c), k in kernels.items():
+            phase = F.conv2d(band[:, :, a:a + (i1 - i0) + 1], k, bias)  # [B, Co, i1-i0, w+1]
+            out[:, :, 2 * i0 + a:2 * i1:2, c::2] = phase[..., c:c + w]
     return out
 
 

@@ -23,7 +23,7 @@ from .swin import gelu_
 
 __all__ = [
     "ConvNormGELU", "MultiheadProjections", "MCLM", "MCRM", "sine_position_encoding",
-    "patches_to_image", "image_to_patches", "instance_norm_gelu_",
+    "patches_to_image", "image_to_patches", "instance_norm_gelu_", "channel_stats",
 ]
 
 
@@ -68,17 +68,47 @@ def from_nhwc(x: Tensor) -> Tensor:
     return x.permute(0, 3, 1, 2)
 
 
+def channel_stats(x: Tensor, chunk_elems: int = 1 << 23) -> Tuple[Tensor, Tensor]:
+    """Per-(sample, channel) biased variance and mean of ``x [B, C, H, W]`` over ``H, W``.
+
+    Returns ``(var, mean)``, each ``[B, C, 1, 1]`` in float32 (float64 for float64 input).
+    Channels-last inputs are reduced as ``[B, H*W, C]`` in chunks with an exact two-pass
+    scheme (``torch.var_mean`` over non-innermost dims is very slow on CPU); partial sums are
+    accumulated in float64. Never allocates a full-size temporary.
+    """
+    b, c, h, w = x.shape
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
+        var, mean = torch.var_mean(x.to(acc_dtype), dim=(2, 3), keepdim=True, correction=0)
+        return var, mean
+    n = h * w
+    tokens = x.permute(0, 2, 3, 1).reshape(b, n, c)  # a view for channels-last memory
+    rows = max(1, chunk_elems // max(1, b * c))
+    total = torch.zeros(b, 1, c, dtype=torch.float64, device=x.device)
+    for part in tokens.split(rows, dim=1):
+        total += part.to(acc_dtype).sum(1, keepdim=True)
+    mean = (total / n).to(acc_dtype)
+    total.zero_()
+    buf = None
+    for part in tokens.split(rows, dim=1):
+        if buf is None or buf.shape != part.shape:  # reuse one scratch buffer (no page faults)
+            buf = torch.empty(part.shape, dtype=acc_dtype, device=x.device)
+        d = torch.sub(part, mean, out=buf)
+        total += d.mul_(d).sum(1, keepdim=True)
+    var = (total / n).to(acc_dtype)
+    return var.transpose(1, 2).reshape(b, c, 1, 1), mean.transpose(1, 2).reshape(b, c, 1, 1)
+
+
 def instance_norm_gelu_(x: Tensor, eps: float = 1e-5) -> Tensor:
     """In-place ``GELU(InstanceNorm2d(x))`` (no affine, biased variance) on ``[B, C, H, W]``.
 
     ``x`` must be a temporary owned by the caller (it is overwritten and returned); any memory
-    layout. Statistics are computed in float32 for half-precision inputs. With autograd
-    recording, falls back to the out-of-place functional ops.
+    layout. Statistics are computed in float32 (float64 for float64 input) even for half
+    inputs. With autograd recording, falls back to the out-of-place functional ops.
     """
     if torch.is_grad_enabled() and x.requires_grad:
         return F.gelu(F.instance_norm(x, eps=eps))
-    stat_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    var, mean = torch.var_mean(x.to(stat_dtype), dim=(2, 3), keepdim=True, correction=0)
+    var, mean = channel_stats(x)
     rstd = torch.rsqrt(var + eps)
     x.sub_(mean.to(x.dtype)).mul_(rstd.to(x.dtype))
     return gelu_(x)

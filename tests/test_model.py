@@ -1,0 +1,256 @@
+"""Tests of ben_core.model: conformance to upstream BEN2 on synthetic weights, key layout,
+batching, shapes, dtypes, and the closed-form building blocks against direct computations."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import DATA_DIR, synth_sd
+from ben_core.model import BENBase
+from ben_core.model.ben2 import conv3x3_then_box_down, nearest_up2_conv3x3
+from ben_core.model.decoder import channel_stats, instance_norm_gelu_, sine_position_encoding
+from ben_core.model.swin import WindowLayout, window_partition
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+PROB_TOL = 1e-4
+
+
+def normalise(images_uint8: np.ndarray) -> torch.Tensor:
+    """npz ``images`` uint8 [B,S,S,3] -> ImageNet-normalised float32 [B,3,S,S]."""
+    x = torch.from_numpy(images_uint8).float().div(255.0).permute(0, 3, 1, 2)
+    return ((x - MEAN) / STD).contiguous()
+
+
+@pytest.fixture(scope="module")
+def model() -> BENBase:
+    m = BENBase().eval()
+    m.load_state_dict(synth_sd(0), strict=True)
+    return m
+
+
+@pytest.fixture(scope="module")
+def ref512(model):
+    """Reference data at 512 and our logits for its image (computed once)."""
+    data = dict(np.load(DATA_DIR / "ben2_seed0_512.npz"))
+    x = normalise(data["images"])
+    x_before = x.clone()
+    with torch.inference_mode():
+        logits = model(x)
+    return data, x, x_before, logits
+
+
+def check_backbone_digests(model: BENBase, x: torch.Tensor, data: dict) -> None:
+    with torch.inference_mode():
+        feats = model.forward_features(x)
+    assert len(feats) == 5
+    for k, f in enumerate(feats):
+        assert list(f.shape) == data[f"backbone_f{k}_shape"].tolist(), f"f{k} shape"
+        slice_ref = torch.from_numpy(data[f"backbone_f{k}_slice"])
+        diff = (f[0, :8, :4, :4] - slice_ref).abs().max().item()
+        assert diff <= 1e-4, f"backbone f{k} slice differs by {diff}"
+        assert abs(f.double().mean().item() - float(data[f"backbone_f{k}_mean"])) <= 1e-5, f"f{k} mean"
+        assert abs(f.double().std().item() - float(data[f"backbone_f{k}_std"])) <= 1e-4, f"f{k} std"
+
+
+# ----------------------------------------------------------------------------- checkpoint layout
+def test_state_dict_has_exactly_the_official_keys_and_shapes():
+    manifest = json.loads((DATA_DIR / "ben2_state_dict.json").read_text())["state_dict"]
+    ours = BENBase().state_dict()
+    assert len(manifest) == 535
+    assert set(ours) == set(manifest)
+    for key, (shape, _dtype) in manifest.items():
+        assert list(ours[key].shape) == shape, key
+    assert ours["backbone.layers.2.blocks.17.attn.relative_position_index"].dtype == torch.int64
+
+
+def test_strict_loading_reports_missing_and_unexpected_keys():
+    sd = synth_sd(0)
+    del sd["dec_blk3.sal_conv.weight"]
+    sd["decoder.not_a_key"] = torch.zeros(1)
+    with pytest.raises(RuntimeError) as err:
+        BENBase().load_state_dict(sd, strict=True)
+    assert "dec_blk3.sal_conv.weight" in str(err.value)
+    assert "decoder.not_a_key" in str(err.value)
+
+
+def test_relative_position_index_buffer_is_loaded_not_recomputed():
+    sd = synth_sd(0)
+    key = "backbone.layers.0.blocks.0.attn.relative_position_index"
+    sd[key] = torch.flip(sd[key], dims=[1]).contiguous()
+    m = BENBase()
+    m.load_state_dict(sd, strict=True)
+    assert torch.equal(m.state_dict()[key], sd[key])
+
+
+# ----------------------------------------------------------------------------- conformance
+def test_conformance_512(ref512):
+    data, x, x_before, logits = ref512
+    assert logits.shape == (1, 1, 512, 512) and logits.dtype == torch.float32
+    probs = torch.sigmoid(logits)
+    diff = (probs - torch.from_numpy(data["probs"])).abs().max().item()
+    assert diff <= PROB_TOL, f"max |sigmoid(logits) - upstream probs| = {diff}"
+    assert torch.equal(x, x_before), "forward modified its input"
+
+
+def test_backbone_digests_512(model, ref512):
+    data, x, _, _ = ref512
+    check_backbone_digests(model, x, data)
+
+
+@pytest.mark.slow
+def test_conformance_1024(model):
+    data = dict(np.load(DATA_DIR / "ben2_seed0_1024.npz"))
+    x = normalise(data["images"])
+    x_before = x.clone()
+    with torch.inference_mode():
+        logits = model(x)
+    assert logits.shape == (1, 1, 1024, 1024)
+    diff = (torch.sigmoid(logits) - torch.from_numpy(data["probs"])).abs().max().item()
+    assert diff <= PROB_TOL, f"max |sigmoid(logits) - upstream probs| = {diff}"
+    assert torch.equal(x, x_before)
+    check_backbone_digests(model, x, data)
+
+
+def test_batch_equals_each_image_alone(model, ref512):
+    _, x, _, logits_first = ref512
+    other = torch.flip(x, dims=[3]) * 0.8 + 0.1  # a different image
+    with torch.inference_mode():
+        batched = model(torch.cat([x, other]))
+        alone = model(other)
+    assert batched.shape == (2, 1, 512, 512)
+    assert (batched[0:1] - logits_first).abs().max().item() <= 1e-4
+    assert (batched[1:2] - alone).abs().max().item() <= 1e-4
+    # The two images really differ, so a mix-up across the batch would be caught.
+    assert (alone - logits_first).abs().max().item() > 1.0
+
+
+def test_shape_768(model):
+    x = torch.randn(1, 3, 768, 768, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        y = model(x)
+    assert y.shape == (1, 1, 768, 768) and y.dtype == torch.float32
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("bad, exc, words", [
+    (torch.zeros(1, 4, 512, 512), ValueError, "[B, 3, S, S]"),
+    (torch.zeros(3, 512, 512), ValueError, "[B, 3, S, S]"),
+    (torch.zeros(1, 3, 500, 500), ValueError, "multiple of 128"),
+    (torch.zeros(1, 3, 512, 512, dtype=torch.uint8), TypeError, "float"),
+    (np.zeros((1, 3, 512, 512), np.float32), TypeError, "torch.Tensor"),
+])
+def test_bad_input_gets_clear_error(bad, exc, words):
+    with pytest.raises(exc, match=None) as err:
+        BENBase()(bad)
+    assert words in str(err.value)
+
+
+# ----------------------------------------------------------------------------- small-config model
+def small_model(seed: int = 0) -> BENBase:
+    """A narrow, shallow BENBase (same code paths) with deterministic random weights."""
+    g = torch.Generator().manual_seed(seed)
+    m = BENBase(embed_dim=32, depths=(1, 2, 1, 2), num_heads=(1, 2, 2, 4)).eval()
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if p.dim() > 1:
+                p.normal_(0, 1.0 / np.sqrt(p[0].numel()), generator=g)
+            elif name.endswith("weight"):
+                p.fill_(1.0)
+            else:
+                p.normal_(0, 0.05, generator=g)
+    return m
+
+
+def test_no_attention_matrix_is_materialised():
+    m = small_model()
+    x = torch.randn(1, 3, 512, 512)
+    with torch.inference_mode(), torch.profiler.profile() as prof:
+        m(x)
+    names = {e.key for e in prof.key_averages()}
+    assert not any("softmax" in n for n in names), sorted(n for n in names if "softmax" in n)
+    assert any("scaled_dot_product" in n for n in names)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_other_dtypes_run_and_agree(dtype):
+    m = small_model()
+    x = torch.randn(2, 3, 512, 512, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ref = m(x)
+        y = m.to(dtype)(x.to(dtype))
+    assert y.dtype == dtype and torch.isfinite(y).all()
+    tol = 1e-4 if dtype == torch.float64 else 0.25 * ref.abs().max().item()
+    assert (y.float() - ref).abs().max().item() <= tol
+
+
+# ----------------------------------------------------------------------------- building blocks
+def test_nearest_up2_conv3x3_equals_upsample_then_conv():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, 13, 10, generator=g)
+    w, b = torch.randn(5, 8, 3, 3, generator=g), torch.randn(5, generator=g)
+    ref = F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), w, b, padding=1)
+    for band in (128, 4):  # one band and several bands
+        out = nearest_up2_conv3x3(x, w, b, band_rows=band)
+        assert out.shape == ref.shape
+        assert (out - ref).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_conv3x3_then_box_down_equals_conv_then_bilinear(factor):
+    g = torch.Generator().manual_seed(factor)
+    x = torch.randn(2, 3, 32, 24, generator=g)
+    w, b = torch.randn(6, 3, 3, 3, generator=g), torch.randn(6, generator=g)
+    full = F.conv2d(x, w, b, padding=1)
+    ref = F.interpolate(full, size=(32 // factor, 24 // factor), mode="bilinear", align_corners=False)
+    out = conv3x3_then_box_down(x, w, b, factor)
+    assert (out - ref).abs().max().item() < 1e-5
+
+
+def test_channel_stats_and_instance_norm_gelu_match_torch():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 40, 24, generator=g) * 3 + 1
+    ref = F.gelu(F.instance_norm(x))
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xl = x.contiguous(memory_format=layout)
+        var, mean = channel_stats(xl, chunk_elems=500)  # several chunks
+        rv, rm = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+        assert torch.allclose(var, rv, rtol=1e-5) and torch.allclose(mean, rm, atol=1e-5)
+        with torch.inference_mode():
+            out = instance_norm_gelu_(xl.clone(memory_format=layout))
+        assert (out - ref).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("hw, shift", [((16, 20), 6), ((12, 12), 6), ((7, 30), 0), ((25, 13), 6)])
+def test_window_layout_matches_pad_roll_partition(hw, shift):
+    h, w = hw
+    ws = 12
+    x = torch.randn(2, h * w, 3)
+    layout = WindowLayout(hw, ws, shift, x.device)
+    grid = F.pad(x.view(2, h, w, 3), (0, 0, 0, (-w) % ws, 0, (-h) % ws))
+    if shift:
+        grid = torch.roll(grid, shifts=(-shift, -shift), dims=(1, 2))
+    ref = window_partition(grid, ws).reshape(2, -1, 3)
+    win = layout.to_windows(x)
+    assert torch.equal(win, ref)
+    assert torch.equal(layout.from_windows(win), x)
+
+
+def test_sine_position_encoding_matches_detr_formula():
+    h, w, npf = 3, 5, 8
+    pe = sine_position_encoding(h, w, npf, "cpu", torch.float32)
+    assert pe.shape == (h * w, 2 * npf)
+    scale, eps = 2 * np.pi, 1e-6
+    dim_t = 10000.0 ** (2 * (np.arange(npf) // 2) / npf)
+    for (i, j) in [(0, 0), (2, 4), (1, 3)]:
+        y = (i + 1 - 0.5) / (h + eps) * scale
+        x = (j + 1 - 0.5) / (w + eps) * scale
+        expect = []
+        for pos in (y, x):
+            p = pos / dim_t
+            expect += [np.sin(p[k]) if k % 2 == 0 else np.cos(p[k]) for k in range(npf)]
+        assert np.allclose(pe[i * w + j].numpy(), np.array(expect), atol=1e-6)
