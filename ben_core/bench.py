@@ -81,19 +81,24 @@ def make_input(batch: int, size: int, device="cpu"):
     return ((x - mean) / std).to(device)
 
 
-def count_flops(size: int = 1024) -> int:
-    """FLOPs of one forward pass of our network on a [1,3,size,size] input (meta device, no compute)."""
+def count_flops(size: int = 1024, model=None, x=None) -> int:
+    """FLOPs of one forward pass of our network on a [1,3,size,size] input (FMA = 2 FLOPs).
+
+    Without ``model``/``x`` the count runs on the meta device (no compute; fails if the network uses
+    data-dependent ops such as ``nonzero``). With them it runs that real forward under the counter.
+    """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ben_core.model import BENBase
+    if model is None:
+        from ben_core.model import BENBase
 
-    with torch.device("meta"):
-        model = BENBase().eval()
-        x = torch.empty(1, 3, size, size)
+        with torch.device("meta"):
+            model = BENBase().eval()
+            x = torch.empty(1, 3, size, size)
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
-        model(x)
+        model(x[:1])
     return int(counter.get_total_flops())
 
 
@@ -178,7 +183,13 @@ def _net_worker(spec: dict) -> int:
     device = spec["device"]
     impl = spec["impl"]
     t0 = time.perf_counter()
-    flops = count_flops(spec["size"]) if spec.get("count_flops") else None
+    flops, flops_note = None, None
+    if spec.get("count_flops") and impl == "ours":
+        try:
+            flops = count_flops(spec["size"])
+        except Exception as e:  # data-dependent ops: count on the real forward below instead
+            flops_note = (f"ours cannot run on the meta device ({type(e).__name__}: data-dependent op)"
+                          + ("; counting on a real (untimed) forward" if spec["count_flops"] == "full" else ""))
     from safetensors.torch import load_file
 
     if impl == "ours":
@@ -186,9 +197,15 @@ def _net_worker(spec: dict) -> int:
 
         model = BENBase()
     else:
+        import copy
+
         from ben_core._upstream import load_upstream
 
         model = load_upstream(spec["upstream"]).BEN_Base()
+        if spec.get("count_flops"):  # upstream's graph runs on meta once built (its __init__ needs real tensors)
+            meta = copy.deepcopy(model).eval().to("meta")
+            flops = count_flops(spec["size"], meta, torch.empty(1, 3, spec["size"], spec["size"], device="meta"))
+            del meta
     sd = load_file(spec["weights"])
     model.load_state_dict(sd, strict=True)  # the parent wrote flat official keys
     del sd
@@ -207,8 +224,13 @@ def _net_worker(spec: dict) -> int:
                 return model(x).float().sigmoid()
         return model(x).float()  # upstream returns probabilities (fp16 autocast on CUDA, its own choice)
 
-    _emit({"ready": True, "load_s": time.perf_counter() - t0, "rss_after_load_mb": current_rss_mb(),
-           "flops": flops, "torch_threads": torch.get_num_threads()})
+    rss_loaded = current_rss_mb()
+    warmed = False
+    if spec.get("count_flops") == "full" and flops is None:
+        flops = count_flops(spec["size"], model, x)
+        warmed = True
+    _emit({"ready": True, "load_s": time.perf_counter() - t0, "rss_after_load_mb": rss_loaded,
+           "flops": flops, "flops_note": flops_note, "warmed": warmed, "torch_threads": torch.get_num_threads()})
     y = None
     for line in sys.stdin:
         cmd = line.strip()
@@ -386,26 +408,41 @@ def _bench_network(args, device: str, tmp: Path, log) -> list[dict]:
     repeats = args.repeats if args.repeats is not None else (20 if on_gpu else 3)
     env = _worker_env()
     rows: list[dict] = []
-    flops = None
+    flops, flops_src = None, None
     for b in batches:
         for dt in dtypes:
             base = {"device": device, "size": args.size, "batch": b, "weights": str(weights), "threads": args.threads}
-            ours_spec = dict(base, impl="ours", dtype=dt, count_flops=flops is None, out=str(tmp / f"ours_{b}_{dt}.npy"))
+            # FLOPs: upstream's graph on meta when given (cheap, the nominal 2.15 TFLOP at 1024²), else ours
+            # (meta, or a real untimed forward if our network uses data-dependent ops)
+            ours_spec = dict(base, impl="ours", dtype=dt, out=str(tmp / f"ours_{b}_{dt}.npy"),
+                             count_flops=(("meta" if args.upstream else "full") if flops is None else False))
             up_spec = (dict(base, impl="upstream", upstream=str(Path(args.upstream).resolve()),
-                            dtype="fp16" if device.startswith("cuda") else "fp32", out=str(tmp / f"up_{b}_{dt}.npy"))
+                            dtype="fp16" if device.startswith("cuda") else "fp32", out=str(tmp / f"up_{b}_{dt}.npy"),
+                            count_flops=flops is None)
                        if args.upstream else None)
             workers = []
             try:
                 log(f"[batch {b}, {dt}] loading ours ...")
                 ours = _Worker(ours_spec, env)
                 workers.append(ours)
-                flops = flops or ours.ready["flops"]
                 up = None
                 if up_spec:
                     log(f"[batch {b}, {dt}] loading upstream ...")
                     up = _Worker(up_spec, env)
                     workers.append(up)
+                if flops is None:
+                    if up is not None and up.ready["flops"]:
+                        flops, flops_src = up.ready["flops"], "upstream graph, FlopCounterMode on meta"
+                    elif ours.ready["flops"]:
+                        flops = ours.ready["flops"]
+                        flops_src = ("ours, FlopCounterMode on meta" if not ours.ready.get("warmed")
+                                     else "ours, FlopCounterMode on a real forward (executed FLOPs)")
                 order = [ours] + ([up] if up else [])
+                if ours.ready.get("flops_note"):
+                    log(f"  FLOPs: {ours.ready['flops_note']}")
+                if ours.ready.get("warmed") and up is not None and warmup == 0:
+                    log("  one untimed upstream run (ours had one while counting FLOPs) ...")
+                    up.ask("run")
                 for i in range(warmup):
                     for w in order:
                         w.ask("run")
@@ -433,6 +470,7 @@ def _bench_network(args, device: str, tmp: Path, log) -> list[dict]:
                     "peak_rss_mb": fin["peak_rss_mb"], "rss_after_load_mb": w.ready["rss_after_load_mb"],
                     "peak_cuda_mb": fin["peak_cuda_mb"], "threads": w.ready["torch_threads"],
                     "profile": profiles.get(w.spec["impl"]), "out": fin["out"], "flops_per_image": flops,
+                    "flops_source": flops_src,
                 })
             if up is not None:
                 import numpy as np
@@ -479,6 +517,8 @@ def format_report(net_rows: list[dict], fg_rows: list[dict], device: str) -> str
         fl = net_rows[0]["flops_per_image"]
         lines.append(f"BEN2 network forward, {size}x{size}, device {device}, torch {torch.__version__}, "
                      f"{net_rows[0]['threads']} threads" + (f", {fl / 1e12:.3f} TFLOP/image" if fl else ""))
+        if fl:
+            lines.append(f"(FLOPs: {net_rows[0]['flops_source']}; GFLOP/s = these FLOPs / time for every row)")
         hdr = f"{'impl':9s} {'dtype':21s} {'batch':>5s} {'median/img':>12s} {'img/s':>7s} {'GFLOP/s':>8s} {mem_hdr:>12s} {'RSS idle':>9s}  runs (s)"
         lines += [hdr, "-" * len(hdr)]
         for r in net_rows:

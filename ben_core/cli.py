@@ -397,10 +397,8 @@ def _video_out_path(outdir: Path, job: Job, args) -> tuple[Path, tuple[int, int,
     if fmt == "auto":
         fmt = "webm" if args.background is None else "mp4"
     bg = args.background
-    if fmt == "mp4" and bg is None:
-        bg = DEFAULT_VIDEO_BACKGROUND
-    if fmt == "webm" and bg is not None:
-        pass  # WebM composited over the colour (no alpha)
+    if fmt == "mp4" and bg is None and not args.mask_only:
+        bg = DEFAULT_VIDEO_BACKGROUND  # MP4 has no alpha: composite over green like upstream
     return outdir / job.rel.parent / (job.rel.name + "." + fmt), bg
 
 
