@@ -48,17 +48,26 @@ def _reflect101_index(n: int, r: int) -> list[int]:
 
 
 def _pad_reflect101(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
-    """Pad ``x`` along ``dim`` by r // 2 before and r - 1 - r // 2 after, BORDER_REFLECT_101."""
+    """New float32 tensor: ``x`` padded along ``dim`` by r // 2 before and r - 1 - r // 2 after, BORDER_REFLECT_101."""
     n = x.shape[dim]
-    idx = _reflect101_index(n, r)
     before, after = r // 2, r - 1 - r // 2
-    parts = []
+    shape = list(x.shape)
+    shape[dim] = n + r - 1
+    out = torch.empty(shape, dtype=torch.float32, device=x.device)
+    out.narrow(dim, before, n).copy_(x)
+    if before < n and after < n:  # one reflection suffices: copy mirrored slices
+        if before:
+            out.narrow(dim, 0, before).copy_(x.narrow(dim, 1, before).flip(dim))
+        if after:
+            out.narrow(dim, before + n, after).copy_(x.narrow(dim, n - 1 - after, after).flip(dim))
+        return out
+    idx = _reflect101_index(n, r)  # box larger than the image: reflect repeatedly, via explicit indices
     if before:
-        parts.append(x.index_select(dim, torch.tensor(idx[:before], device=x.device)))
-    parts.append(x)
+        out.narrow(dim, 0, before).copy_(x.index_select(dim, torch.tensor(idx[:before], device=x.device)))
     if after:
-        parts.append(x.index_select(dim, torch.tensor(idx[before + n:], device=x.device)))
-    return torch.cat(parts, dim=dim)  # only the thin border strips go through index_select
+        out.narrow(dim, before + n, after).copy_(
+            x.index_select(dim, torch.tensor(idx[before + n:], device=x.device)))
+    return out
 
 
 _BLOCK = 512  # cumulative sums restart every _BLOCK outputs, so float32 sums stay small and exact-ish
@@ -72,7 +81,7 @@ def _box_cumsum(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
     below ~1e-6; a window of zeros gives exactly 0.
     """
     n = x.shape[dim]
-    padded = _pad_reflect101(x.to(torch.float32), r, dim)
+    padded = _pad_reflect101(x, r, dim)
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     for start in range(0, n, _BLOCK):
         m = min(_BLOCK, n - start)
@@ -92,7 +101,7 @@ _DIRECT_MAX = 16  # boxes up to this size are summed directly (r shifted slices)
 def _box_direct(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
     """Normalised box of width ``r`` along ``dim`` as a sum of r shifted slices (for small r)."""
     n = x.shape[dim]
-    padded = _pad_reflect101(x.to(torch.float32), r, dim)
+    padded = _pad_reflect101(x, r, dim)
     out = padded.narrow(dim, 0, n).clone()
     for j in range(1, r):
         out.add_(padded.narrow(dim, j, n))
@@ -141,7 +150,7 @@ def box_blur(x: torch.Tensor, r: int) -> torch.Tensor:
     if x.dim() < 2:
         raise ValueError(f"box_blur expects a tensor [..., H, W], got shape {tuple(x.shape)}")
     if r == 1:
-        return x.to(torch.float32)
+        return x.to(torch.float32, copy=True)
     return _box_rows(_box_along(x, r, x.dim() - 1), r)
 
 
@@ -149,7 +158,10 @@ def _blur_fusion_pass(image: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor, a
                       r: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One blur-fusion pass on a single image. image/fg/bg [3,H,W], alpha [1,H,W], all float32."""
     # blur F*a, B*(1-a) and a together (one cumulative-sum sweep over 7 channels)
-    stacked = torch.cat([fg * alpha, bg * (1.0 - alpha), alpha], dim=0)
+    stacked = torch.empty((7,) + tuple(image.shape[1:]), dtype=torch.float32, device=image.device)
+    torch.mul(fg, alpha, out=stacked[0:3])
+    torch.mul(bg, 1.0 - alpha, out=stacked[3:6])
+    stacked[6:7].copy_(alpha)
     blurred = box_blur(stacked, r)
     del stacked
     blurred_fa, blurred_b1a, blurred_a = blurred[0:3], blurred[3:6], blurred[6:7]
