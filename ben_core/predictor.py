@@ -281,21 +281,32 @@ class BENPredictor:
         self.batch_size = batch_size
         self.fallback_count = 0
         self._param_dtype = param.dtype if param is not None else torch.float32
+        self._fp32_copy: Optional[torch.nn.Module] = None
         self._mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
 
     # -- network ----------------------------------------------------------------------------------
 
+    def _fp32_model(self) -> torch.nn.Module:
+        """The network with fp32 weights: the model itself, or a float32 copy when its weights are half.
+
+        With ``dtype=torch.float32`` the copy is kept (every chunk needs it); for the rare half-precision
+        fallback it is made per use and dropped, so the device holds the extra fp32 weights only briefly.
+        """
+        if self._param_dtype == torch.float32:
+            return self.model
+        if self._fp32_copy is not None:
+            return self._fp32_copy
+        copy_ = copy.deepcopy(self.model).float()
+        if self.dtype == torch.float32:
+            self._fp32_copy = copy_
+        return copy_
+
     def _run(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         if dtype == torch.float32:
-            model = self.model
-            fp32_copy = None
-            if self._param_dtype != torch.float32:  # half weights: a temporary fp32 copy (rare path)
-                fp32_copy = model = copy.deepcopy(self.model).float()
+            model = self._fp32_model()
             with torch.autocast(device_type=self.device.type, enabled=False):
-                out = model(x.to(torch.float32))
-            del fp32_copy
-            return out
+                return model(x.to(torch.float32))
         with torch.autocast(device_type=self.device.type, dtype=dtype):
             return self.model(x.to(self._param_dtype))
 

@@ -288,6 +288,20 @@ def test_half_weights_fallback_uses_fp32_copy_and_keeps_model():
     assert net.conv.weight.dtype == torch.bfloat16  # the caller's network was not converted
 
 
+def test_fp32_requested_with_half_weights():
+    imgs = np.random.default_rng(8).random((3, 40, 40, 3)).astype(np.float32)
+    net = NaNUnlessFP32()
+    ref = BENPredictor(net, working_size=64).predict_alpha(imgs)
+    net.to(torch.bfloat16)
+    n_before = len(net.calls)
+    p = BENPredictor(net, dtype=torch.float32, working_size=64)
+    out = p.predict_alpha(imgs)
+    torch.testing.assert_close(out, ref, atol=2e-2, rtol=0)
+    assert p.fallback_count == 0 and net.conv.weight.dtype == torch.bfloat16
+    assert len(net.calls) == n_before  # the bf16 module itself never ran ...
+    assert p._fp32_copy.calls[n_before:] == [torch.float32] * 3  # ... one fp32 copy, made once, did
+
+
 def test_half_precision_without_problems_runs_in_half():
     net = RedDetector(3.0)
     imgs = np.random.default_rng(7).random((2, 30, 30, 3)).astype(np.float32)
