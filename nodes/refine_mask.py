@@ -3,13 +3,12 @@
 Without a trimap input the node builds one itself (``trimap_source``):
 * "confidence": the BEN paper's confidence trimap of the mask (paper thresholds and minimum area);
 * "band": an unknown band of ``band_radius`` pixels around the mask edge (for hard 0/1 masks);
-* "auto" (default): per image, the confidence trimap if the mask is soft enough to reach the paper's
-  minimum unknown area (a BEN2 probability map), otherwise the band (a hard mask from SAM, a painted
-  mask, a segmentation model...), so masks from any node get refined edges.
+* "auto" (default): per image, the confidence trimap for a soft mask (a BEN2 probability map), the band
+  for a hard mask (fewer than a tenth of the paper's minimum unknown area is strictly between 0.03 and
+  0.97: SAM, a painted mask, a segmentation model...), so masks from any node get refined edges. With
+  band_radius 0 this is exactly ``ben_core.refine.auto_trimap``.
 """
 from __future__ import annotations
-
-import inspect
 
 import torch
 
@@ -23,13 +22,15 @@ TRIMAP_SOURCES = ["auto", "confidence", "band"]
 
 
 def auto_band_radius(height: int, width: int) -> int:
-    """Band half-width used when band_radius is 0: 1% of the longest side, at least 3 px."""
-    return max(3, int(round(0.01 * max(height, width))))
+    """Band half-width used when band_radius is 0: ben_core's default, max(2, round(min(H, W) / 90))."""
+    from ..ben_core.refine import default_band_radius
+
+    return default_band_radius(height, width)
 
 
 def make_trimap(mask: torch.Tensor, source: str, band_radius: int) -> torch.Tensor:
     """Trimap ``[B,H,W]`` {0,0.5,1} for a mask ``[B,H,W]`` 0..1 (see the module docstring for the sources)."""
-    from ..ben_core.trimap import band_trimap, confidence_trimap
+    from ..ben_core.trimap import band_trimap, confidence_trimap, default_min_unknown
 
     if source not in TRIMAP_SOURCES:
         raise ValueError(f"trimap_source must be one of {TRIMAP_SOURCES}, got {source!r}")
@@ -37,25 +38,39 @@ def make_trimap(mask: torch.Tensor, source: str, band_radius: int) -> torch.Tens
     radius = int(band_radius) if int(band_radius) > 0 else auto_band_radius(H, W)
     if source == "band":
         return band_trimap(mask, radius)
-    n_min = int(round(DEFAULT_MIN_UNKNOWN_FRACTION * H * W))
-    conf, _, _ = confidence_trimap(mask, min_unknown=n_min)
+    conf, _, _ = confidence_trimap(mask)  # paper thresholds and N_min
     if source == "confidence":
         return conf
     out = conf.clone()
+    hard_limit = max(1, default_min_unknown(H, W) // 10)
     for i in range(mask.shape[0]):
-        if int((conf[i] == 0.5).sum()) < n_min:  # not a confidence map: use the edge band instead
+        soft = int(((mask[i] > 0.03) & (mask[i] < 0.97)).sum())
+        if soft < hard_limit:  # a hard mask carries no confidence: use the edge band instead
             out[i] = band_trimap(mask[i:i + 1], radius)[0]
     return out
+
+
+_vitmatte_models: dict = {}
+
+
+def vitmatte_model(device: torch.device):
+    """The ViTMatte network (hustvl/vitmatte-small-composition-1k from the Hugging Face cache, downloaded
+    once if missing), loaded once per device."""
+    key = str(device)
+    if key not in _vitmatte_models:
+        from ..ben_core.vitmatte import load_vitmatte
+
+        _vitmatte_models.clear()  # keep one copy
+        _vitmatte_models[key] = load_vitmatte(device=device)
+    return _vitmatte_models[key]
 
 
 def _call_refine(rgb_bchw, alpha, trimap, method, radius, eps):
     from ..ben_core.refine import refine_alpha
 
-    kwargs = {"method": method, "radius": radius, "eps": eps}
-    params = inspect.signature(refine_alpha).parameters
-    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return refine_alpha(rgb_bchw, alpha, trimap, **kwargs)
+    if method == "vitmatte":
+        return refine_alpha(rgb_bchw, alpha, trimap, method="vitmatte", model=vitmatte_model(rgb_bchw.device))
+    return refine_alpha(rgb_bchw, alpha, trimap, method="guided", radius=radius, eps=eps)
 
 
 class BEN2RefineMask:
@@ -87,20 +102,21 @@ class BEN2RefineMask:
                                "transformers)."}),
                 "radius": ("INT", {
                     "default": 0, "min": 0, "max": 256,
-                    "tooltip": "Guided-filter window radius in pixels; 0 = automatic (scales with the image size)."}),
+                    "tooltip": "Guided-filter window radius in pixels; 0 = automatic (shorter image side / 45, measured "
+                               "best). Not used by vitmatte."}),
                 "eps": ("FLOAT", {
                     "default": 0.0, "min": 0.0, "max": 1.0, "step": 0.000001, "round": 0.000001,
                     "tooltip": "Guided-filter regularisation (smaller follows image edges more closely); "
-                               "0 = automatic."}),
+                               "0 = automatic (1e-4). Not used by vitmatte."}),
                 "trimap_source": (TRIMAP_SOURCES, {
                     "default": "auto",
                     "tooltip": "Only used when no trimap is connected. confidence: BEN paper trimap of the mask; band: "
                                "unknown band of band_radius px around the mask edge (for hard masks); auto: confidence "
-                               "where the mask is soft enough, band otherwise."}),
+                               "for soft masks (BEN2), band for hard 0/1 masks (SAM, painted...)."}),
                 "band_radius": ("INT", {
                     "default": 0, "min": 0, "max": 1024,
-                    "tooltip": "Half-width in pixels of the unknown band around the mask edge (band/auto); 0 = 1% of "
-                               "the longest image side (at least 3 px)."}),
+                    "tooltip": "Half-width in pixels of the unknown band around the mask edge (band, and auto for "
+                               "hard masks); 0 = shorter image side / 90 (at least 2 px)."}),
                 "refine_foreground": ("BOOLEAN", {
                     "default": True,
                     "tooltip": "Re-estimate the foreground colours where the refined alpha is between 0 and 1, so "
@@ -146,11 +162,13 @@ class BEN2RefineMask:
             bar.update_absolute(i + 1, rgb.shape[0])
         refined = refined.clamp(0.0, 1.0)
         if refine_foreground:
-            from .remove_background import foreground_colours
+            from ..ben_core.refine import estimate_foreground_colors
 
-            est = foreground_colours(rgb, refined, device)
-            soft = ((refined > 0) & (refined < 1)).unsqueeze(1)
-            fg = torch.where(soft, est, rgb)
+            fg = torch.empty_like(rgb)
+            for i in range(rgb.shape[0]):  # one image at a time on the compute device
+                comfy_env.check_interrupt()
+                est = estimate_foreground_colors(rgb[i:i + 1].to(device), refined[i:i + 1].to(device))
+                fg[i:i + 1] = est.to(fg.device, fg.dtype)
         else:
             fg = rgb
         out_image = tensors.compose_output(fg, refined, output_mode, background_colour)

@@ -434,14 +434,14 @@ def test_show_trimap_outputs_and_payload():
 
 def test_show_trimap_preview_is_downsampled_and_capped():
     st = sub("nodes.show_trimap")
-    img = torch.rand(9, 600, 1000, 3)
-    res = st.BEN2ShowTrimap().show(img, soft_disc(600, 1000), 0.1, 0.9, 0.03, 0.97, 0.0572)
+    img = torch.rand(9, 300, 600, 3)
+    res = st.BEN2ShowTrimap().show(img, soft_disc(300, 600), 0.1, 0.9, 0.03, 0.97, 0.0572)
     payloads = res["ui"]["ben2_trimap"]
     assert len(payloads) == 8  # the first 8 of a batch of 9
     p = payloads[0]
-    assert (p["width"], p["height"]) == (512, 307) and (p["full_width"], p["full_height"]) == (1000, 600)
-    assert len(base64.b64decode(p["probs"])) == 512 * 307 * 2
-    assert res["result"][0].shape == (9, 600, 1000)
+    assert (p["width"], p["height"]) == (512, 256) and (p["full_width"], p["full_height"]) == (600, 300)
+    assert len(base64.b64decode(p["probs"])) == 512 * 256 * 2
+    assert res["result"][0].shape == (9, 300, 600)
 
 
 def test_show_trimap_bad_thresholds_and_shapes():
@@ -503,7 +503,10 @@ def test_refine_mask_auto_trimap_source():
     soft = soft_disc(64, 64)
     tri_soft = rm.make_trimap(soft, "auto", 0)
     assert torch.equal(tri_soft, rm.make_trimap(soft, "confidence", 0))
-    assert rm.auto_band_radius(1000, 3000) == 30 and rm.auto_band_radius(64, 64) == 3
+    assert rm.auto_band_radius(1000, 3000) == 11 and rm.auto_band_radius(64, 64) == 2
+    auto_trimap = importlib.import_module(f"{PACK}.ben_core.refine").auto_trimap
+    both = torch.cat([hard, soft])
+    assert torch.equal(rm.make_trimap(both, "auto", 0), auto_trimap(both))  # same rule as ben_core
     with pytest.raises(ValueError):
         rm.make_trimap(hard, "magic", 0)
 
@@ -558,3 +561,20 @@ def test_load_ben_reports_a_bad_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="not in"):
         loader.load("gone.pth", "cpu", "fp32", False)
     assert sub("nodes.model_cache").cached_models() == []
+
+
+def test_refine_mask_vitmatte_with_a_tiny_random_network(monkeypatch):
+    transformers = pytest.importorskip("transformers")
+    bc = transformers.VitDetConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2,
+                                   num_channels=4, image_size=64, pretrain_image_size=64, patch_size=16,
+                                   out_features=["stage1"])
+    cfg = transformers.VitMatteConfig(backbone_config=bc, hidden_size=32, convstream_hidden_sizes=[8, 16, 16],
+                                      fusion_hidden_sizes=[16, 16, 8, 8])
+    net = transformers.VitMatteForImageMatting(cfg).eval()
+    rm = sub("nodes.refine_mask")
+    monkeypatch.setattr(rm, "vitmatte_model", lambda device: net)
+    img, mask = edge_scene()
+    refined, out = rm.BEN2RefineMask().refine(img, mask, "vitmatte", 0, 0.0, "band", 4, False, "RGBA", "#FFFFFF")
+    tri = rm.make_trimap(mask, "band", 4)
+    assert refined.shape == (1, 64, 64) and torch.isfinite(refined).all()
+    assert torch.all(refined[tri == 1.0] == 1.0) and torch.all(refined[tri == 0.0] == 0.0)
