@@ -1,0 +1,227 @@
+"""Benchmark of the Confidence-Guided Matting pieces: ``python -m ben_core.bench_matting [--quick]``.
+
+Prints markdown tables:
+1. confidence_trimap (bounded passes) vs the naive Algorithm 1+2 loop: time and identity check.
+2. SAD (thousands) / MSE inside the unknown band for the coarse alpha, ``guided`` and ``vitmatte``
+   (structure only: a tiny randomly initialised ViTMatte, no real weights) on the synthetic benchmark
+   and on pymatting's lemur photo (tests/data/lemur; its alpha is an estimate, a sanity check only).
+3. A radius / eps / unknown-weight sweep of the guided filter (the measurement behind the defaults).
+4. 4K (3840x2160) guided refinement: time and peak RSS, in a fresh subprocess.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .refine import default_eps, default_radius, refine_alpha
+from .synthetic_matting import band_mse, band_sad, coarsen_alpha, make_synthetic_matte
+from .trimap import confidence_trimap
+
+LEMUR_DIR = Path(__file__).resolve().parent.parent / "tests" / "data" / "lemur"
+MODEL_FACTOR = 3840 / 1024  # a 4K image seen through a 1024^2 model
+
+
+def naive_confidence_trimap(p2d: torch.Tensor, t_low=0.10, t_high=0.90, t_min=0.03, t_max=0.97, s=0.001):
+    """The literal loop of Algorithms 1 + 2 (one full re-threshold per step)."""
+    p = p2d.to(torch.float64)
+    H, W = p.shape
+    n_min = round(60000 * H * W / 1024 ** 2)
+    tl, th = t_low, t_high
+
+    def alg1():
+        tri = torch.full_like(p, 0.5)
+        tri[p >= th] = 1.0
+        tri[p <= tl] = 0.0
+        return tri, int((tri == 0.5).sum())
+
+    tri, n = alg1()
+    steps = 0
+    while n < n_min and (tl > t_min or th < t_max):
+        tl, th = max(tl - s, t_min), min(th + s, t_max)
+        tri, n = alg1()
+        steps += 1
+    return tri, tl, th, steps
+
+
+def _timeit(fn, repeat=3):
+    best = float("inf")
+    out = None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def trimap_table(sizes) -> str:
+    g = torch.Generator().manual_seed(0)
+    lines = ["| map | size | naive steps | naive loop (s) | confidence_trimap (s) | speed-up | identical |",
+             "|---|---|---|---|---|---|---|"]
+    for H, W in sizes:
+        yy = torch.linspace(-1, 1, H).reshape(H, 1)
+        xx = torch.linspace(-1, 1, W).reshape(1, W)
+        d = torch.sqrt(xx ** 2 + yy ** 2) - 0.5 + 0.02 * torch.randn(H, 1, generator=g)
+        maps = {"soft edge": torch.sigmoid(-d * 60), "sharp edge": torch.sigmoid(-d * 2000)}
+        for name, p in maps.items():
+            p = p.float()
+            tn, (ref, tl, th, steps) = _timeit(lambda: naive_confidence_trimap(p), repeat=1)
+            tf, (tri, lo, hi) = _timeit(lambda: confidence_trimap(p), repeat=2)
+            same = torch.equal(tri.double(), ref) and float(lo[0]) == tl and float(hi[0]) == th
+            lines.append(f"| {name} | {W}x{H} | {steps} | {tn:.3f} | {tf:.3f} | {tn / tf:.1f}x | {same} |")
+    return "\n".join(lines)
+
+
+def load_lemur():
+    """(image [1,3,H,W], alpha [1,H,W], trimap [1,H,W]) from tests/data/lemur, float 0..1."""
+    import numpy as np
+    from PIL import Image
+    im = torch.from_numpy(np.array(Image.open(LEMUR_DIR / "lemur.png").convert("RGB"))).permute(2, 0, 1).float() / 255
+    a = torch.from_numpy(np.array(Image.open(LEMUR_DIR / "lemur_alpha.png").convert("L"))).float() / 255
+    t = torch.from_numpy(np.array(Image.open(LEMUR_DIR / "lemur_trimap.png").convert("L"))).float() / 255
+    t = torch.where(t < 0.25, 0.0, torch.where(t > 0.75, 1.0, 0.5))
+    return im[None], a[None], t[None]
+
+
+def tiny_vitmatte():
+    """A tiny randomly initialised ViTMatte (structure only), or None without transformers."""
+    try:
+        from transformers import VitDetConfig, VitMatteConfig, VitMatteForImageMatting
+    except ImportError:
+        return None
+    bc = VitDetConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, num_channels=4,
+                      image_size=64, pretrain_image_size=64, patch_size=16, out_features=["stage2"])
+    cfg = VitMatteConfig(backbone_config=bc, hidden_size=32, convstream_hidden_sizes=[8, 16, 16],
+                         fusion_hidden_sizes=[16, 16, 8, 8])
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return VitMatteForImageMatting(cfg).eval()
+
+
+def cases(quick: bool):
+    out = []
+    sz = [(540, 960)] if quick else [(1080, 1920)]
+    for H, W in sz:
+        for seed in (0, 1, 2):
+            s = make_synthetic_matte(H, W, seed=seed, model_size=round(max(H, W) / MODEL_FACTOR))
+            tri = confidence_trimap(s["coarse"])[0]
+            out.append((f"synthetic {W}x{H} seed {seed}", s["image"], s["alpha"], s["coarse"], tri))
+    img, gt, given = load_lemur()
+    H, W = gt.shape[-2:]
+    coarse = coarsen_alpha(gt, model_size=round(max(H, W) / MODEL_FACTOR))
+    out.append((f"lemur {W}x{H}, confidence trimap", img, gt, coarse, confidence_trimap(coarse)[0]))
+    out.append((f"lemur {W}x{H}, given trimap", img, gt, coarse, given))
+    return out
+
+
+def quality_table(cs, vit) -> str:
+    lines = ["| case | unknown px | method | SAD band | MSE band | MSE cut | time (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, img, gt, coarse, tri in cs:
+        unk = tri == 0.5
+        base = torch.where(unk, coarse, tri)
+        m0 = band_mse(base, gt, unk)
+        rows = [("coarse", base, 0.0)]
+        t = time.perf_counter()
+        rows.append(("guided", refine_alpha(img, coarse, tri), time.perf_counter() - t))
+        if vit is not None:
+            t = time.perf_counter()
+            rows.append(("vitmatte (tiny random)", refine_alpha(img, coarse, tri, method="vitmatte", model=vit),
+                         time.perf_counter() - t))
+        for meth, pred, dt in rows:
+            m = band_mse(pred, gt, unk)
+            lines.append(f"| {name} | {int(unk.sum())} | {meth} | {band_sad(pred, gt, unk):.2f} | {m:.5f} | "
+                         f"{100 * (1 - m / m0):+.1f}% | {dt:.2f} |")
+    return "\n".join(lines)
+
+
+def sweep_table(cs) -> str:
+    lines = ["| radius x default | eps | unknown_weight | " + " | ".join(c[0] for c in cs) + " | mean |",
+             "|---" * (4 + len(cs)) + "|"]
+    configs = [(1.0, None, 0.3), (0.5, None, 0.3), (2.0, None, 0.3), (1.0, 1e-5, 0.3), (1.0, 1e-3, 0.3),
+               (1.0, None, 1.0), (1.0, None, 0.1)]
+    for mult, eps, wu in configs:
+        cuts = []
+        for name, img, gt, coarse, tri in cs:
+            H, W = gt.shape[-2:]
+            unk = tri == 0.5
+            base = torch.where(unk, coarse, tri)
+            r = max(1, round(default_radius(H, W) * mult))
+            pred = refine_alpha(img, coarse, tri, radius=r, eps=eps, unknown_weight=wu)
+            cuts.append(1 - band_mse(pred, gt, unk) / band_mse(base, gt, unk))
+        e = default_eps(1, 1) if eps is None else eps
+        lines.append(f"| {mult} | {e:g} | {wu} | " + " | ".join(f"{100 * c:+.1f}%" for c in cuts)
+                     + f" | {100 * sum(cuts) / len(cuts):+.1f}% |")
+    return "\n".join(lines)
+
+
+def _child_4k(path: str) -> None:
+    import resource
+    d = torch.load(path, weights_only=True)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t = time.perf_counter()
+    out = refine_alpha(d["image"], d["coarse"], d["trimap"])
+    dt = time.perf_counter() - t
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    unk = d["trimap"] == 0.5
+    base = torch.where(unk, d["coarse"], d["trimap"])
+    print(json.dumps({"time_s": dt, "rss_after_load_mb": rss0, "peak_rss_mb": rss1, "unknown": int(unk.sum()),
+                      "radius": default_radius(*d["coarse"].shape[-2:]),
+                      "mse_coarse": band_mse(base, d["alpha"], unk), "mse_guided": band_mse(out, d["alpha"], unk),
+                      "sad_coarse": band_sad(base, d["alpha"], unk), "sad_guided": band_sad(out, d["alpha"], unk)}))
+
+
+def fourk_table(H=2160, W=3840) -> str:
+    s = make_synthetic_matte(H, W, seed=0, model_size=1024)
+    tri = confidence_trimap(s["coarse"])[0]
+    with tempfile.TemporaryDirectory() as td:
+        p = os.path.join(td, "in.pt")
+        torch.save({"image": s["image"], "coarse": s["coarse"], "trimap": tri, "alpha": s["alpha"]}, p)
+        del s
+        r = subprocess.run([sys.executable, "-m", "ben_core.bench_matting", "--child-4k", p],
+                           capture_output=True, text=True, check=True,
+                           cwd=str(Path(__file__).resolve().parent.parent))
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    return "\n".join([
+        "| size | unknown px | radius | time (s) | RSS after loading inputs (MB) | peak RSS (MB) | "
+        "band MSE coarse -> guided | band SAD coarse -> guided |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {W}x{H} | {d['unknown']} | {d['radius']} | {d['time_s']:.1f} | {d['rss_after_load_mb']:.0f} | "
+        f"{d['peak_rss_mb']:.0f} | {d['mse_coarse']:.5f} -> {d['mse_guided']:.5f} | "
+        f"{d['sad_coarse']:.1f} -> {d['sad_guided']:.1f} |"])
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller synthetic images, no 4K, no naive 4K trimap")
+    ap.add_argument("--no-4k", action="store_true", help="skip the 4K refinement measurement")
+    ap.add_argument("--child-4k", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child_4k:
+        _child_4k(args.child_4k)
+        return
+    torch_threads = torch.get_num_threads()
+    print(f"# ben_core matting benchmark (torch {torch.__version__}, {torch_threads} threads)\n")
+    sizes = [(512, 512), (1024, 1024)] if args.quick else [(1024, 1024), (2160, 3840)]
+    print("## confidence_trimap vs naive loop\n")
+    print(trimap_table(sizes), "\n", flush=True)
+    cs = cases(args.quick)
+    print("## Unknown-band error (coarse = truth area-downsampled by 3.75x, blurred, upsampled)\n")
+    print(quality_table(cs, tiny_vitmatte()), "\n", flush=True)
+    print("## Guided-filter parameter sweep (band MSE cut vs coarse; defaults: radius=min(H,W)/45, eps=1e-4, "
+          "unknown_weight=0.3)\n")
+    print(sweep_table(cs), "\n", flush=True)
+    if not (args.quick or args.no_4k):
+        print("## 4K guided refinement (fresh subprocess, synthetic sample, model_size 1024)\n")
+        print(fourk_table(), "\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
