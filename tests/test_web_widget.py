@@ -504,3 +504,48 @@ def test_payload_json_roundtrip_is_what_the_widget_reads(page):
     payload = json.loads(json.dumps(make_payload()))
     got = page.evaluate("(p) => Array.from(core.decodePayload(p).probs.slice(0, 64))", payload)
     assert got == synthetic_codes()[0].tolist()
+
+
+# ----------------------------------------------------------------------------- the real node's payload
+def _load_pack():
+    """The repo root imported as a package named like a custom-node folder (as ComfyUI does); None if it fails."""
+    import importlib.util
+    import sys
+
+    name = "ComfyUI-BEN2"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception:
+        sys.modules.pop(name, None)
+        return None
+    return module
+
+
+def test_real_node_payload_drives_the_widget(page):
+    """Show Trimap's own payload (nodes/show_trimap.py) -> onExecuted -> the browser recompute agrees with the node."""
+    torch = pytest.importorskip("torch")
+    pack = _load_pack()
+    if pack is None or "BEN2_ShowTrimap" not in getattr(pack, "NODE_CLASS_MAPPINGS", {}):
+        pytest.skip("the pack's nodes do not import here")
+    node_cls = pack.NODE_CLASS_MAPPINGS["BEN2_ShowTrimap"]
+    h, w = 48, 80  # below 512: the preview map is the full-resolution map, quantised to uint16
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    # coarse levels (multiples of 1/64) so uint16 quantisation cannot move a pixel across a threshold
+    probs = (torch.sigmoid((xx - 40) / 6.0) * 64).round() / 64
+    img = torch.stack([probs, 1 - probs, torch.full_like(probs, 0.5)], -1)[None]
+    res = node_cls().show(img, probs[None], 0.2, 0.8, 0.03, 0.97, 0.3)
+    payload = json.loads(json.dumps(res["ui"]["ben2_trimap"]))[0]
+    assert (payload["width"], payload["height"]) == (w, h)
+
+    setup_node(page, [payload])
+    got = page.evaluate(LABELS_JS)
+    assert (got["tLow"], got["tHigh"]) == (payload["final_t_low"], payload["final_t_high"])
+    assert got["unknown"] == payload["unknown_count"]
+    trimap = res["result"][0][0].double().numpy()
+    assert np.array_equal(np.array(got["labels"], np.uint8).reshape(h, w), np.rint(trimap * 2).astype(np.uint8))
+    assert page.evaluate("node.ben2TrimapPreview.status.textContent") == ""
