@@ -13,7 +13,7 @@ from conftest import DATA_DIR, synth_sd
 from ben_core.model import BENBase
 from ben_core.model.ben2 import conv3x3_then_box_down, nearest_up2_conv3x3
 from ben_core.model.decoder import channel_stats, instance_norm_gelu_, sine_position_encoding
-from ben_core.model.swin import WindowLayout, window_partition
+from ben_core.model.swin import WindowAttention, WindowLayout, window_partition
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -179,7 +179,7 @@ def test_no_attention_matrix_is_materialised():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
 def test_other_dtypes_run_and_agree(dtype):
     m = small_model()
-    x = torch.randn(2, 3, 512, 512, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(1, 3, 512, 512, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         ref = m(x)
         y = m.to(dtype)(x.to(dtype))
@@ -225,19 +225,54 @@ def test_channel_stats_and_instance_norm_gelu_match_torch():
         assert (out - ref).abs().max().item() < 1e-5
 
 
-@pytest.mark.parametrize("hw, shift", [((16, 20), 6), ((12, 12), 6), ((7, 30), 0), ((25, 13), 6)])
-def test_window_layout_matches_pad_roll_partition(hw, shift):
-    h, w = hw
-    ws = 12
-    x = torch.randn(2, h * w, 3)
-    layout = WindowLayout(hw, ws, shift, x.device)
-    grid = F.pad(x.view(2, h, w, 3), (0, 0, 0, (-w) % ws, 0, (-h) % ws))
+def reference_window_attention(attn: WindowAttention, y: torch.Tensor, shift: int) -> torch.Tensor:
+    """Upstream-style W-MSA on ``y [B, H, W, C]`` (pad, roll, partition, explicit softmax with
+    relative bias and the -100 shift mask, reverse, un-roll, crop), before ``proj``."""
+    b, h, w, c = y.shape
+    ws, nh = attn.window_size, attn.num_heads
+    y = F.pad(y, (0, 0, 0, (-w) % ws, 0, (-h) % ws))
+    hp, wp = y.shape[1:3]
     if shift:
-        grid = torch.roll(grid, shifts=(-shift, -shift), dims=(1, 2))
-    ref = window_partition(grid, ws).reshape(2, -1, 3)
-    win = layout.to_windows(x)
-    assert torch.equal(win, ref)
-    assert torch.equal(layout.from_windows(win), x)
+        y = torch.roll(y, shifts=(-shift, -shift), dims=(1, 2))
+    win = window_partition(y, ws).reshape(-1, ws * ws, c)  # [B*nW, N, C]
+    qkv = attn.qkv(win).reshape(win.shape[0], ws * ws, 3, nh, c // nh).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0] * (c // nh) ** -0.5, qkv[1], qkv[2]
+    logits = q @ k.transpose(-2, -1) + attn.relative_position_bias().unsqueeze(0)
+    if shift:
+        img = torch.zeros(1, hp, wp, 1)
+        label = 0
+        for hs in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+            for wsl in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+                img[:, hs, wsl, :] = label
+                label += 1
+        mw = window_partition(img, ws).reshape(-1, ws * ws)
+        mask = (mw[:, None, :] - mw[:, :, None]).ne(0).float() * -100.0  # [nW, N, N]
+        nw = mask.shape[0]
+        logits = (logits.view(b, nw, nh, ws * ws, ws * ws) + mask[None, :, None]).view_as(logits)
+    out = (logits.softmax(-1) @ v).transpose(1, 2).reshape(-1, ws * ws, c)
+    out = out.view(b, hp // ws, wp // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)
+    if shift:
+        out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
+    return out[:, :h, :w]
+
+
+@pytest.mark.parametrize("hw, shift", [((16, 20), 6), ((12, 12), 6), ((7, 30), 0), ((25, 13), 6),
+                                       ((8, 8), 6), ((36, 36), 6)])
+def test_window_attention_matches_pad_roll_partition_reference(hw, shift):
+    h, w = hw
+    g = torch.Generator().manual_seed(h * 100 + w)
+    attn = WindowAttention(dim=16, window_size=12, num_heads=2)
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    y = torch.randn(3, h, w, 16, generator=g)
+    layout = WindowLayout(hw, 12, shift, 3, y.device, y.dtype)
+    win = layout.to_windows(y.reshape(-1, 16))
+    assert torch.equal(layout.from_windows(win), y.reshape(-1, 16))
+    with torch.no_grad():
+        ours = layout.from_windows(attn(win, layout)).view(3, h, w, 16)
+        ref = reference_window_attention(attn, y, shift)
+    assert (ours - ref).abs().max().item() < 1e-5
 
 
 def test_sine_position_encoding_matches_detr_formula():

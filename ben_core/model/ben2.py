@@ -75,8 +75,7 @@ def nearest_up2_conv3x3(x: Tensor, weight: Tensor, bias: Tensor, band_rows: int 
         ``[B, Cout, 2h, 2w]`` (channels-last memory).
     """
     b, _, h, w = x.shape
-    out = torch.empty((b, weight.shape[0], 2 * h, 2 * w), dtype=x.dtype, device=x.device,
-                      memory_format=torch.channels_last)
+    out = None
     taps = ((0,), (1, 2)), ((0, 1), (2,))  # 3x3 taps merged into each of the 2 sub-pixel taps
     kernels = {}
     for a in (0, 1):
@@ -91,6 +90,9 @@ def nearest_up2_conv3x3(x: Tensor, weight: Tensor, bias: Tensor, band_rows: int 
         band = band.contiguous(memory_format=torch.channels_last)
         for (a, c), k in kernels.items():
             phase = F.conv2d(band[:, :, a:a + (i1 - i0) + 1], k, bias)  # [B, Co, i1-i0, w+1]
+            if out is None:  # dtype of the conv result (autocast may change it)
+                out = torch.empty((b, weight.shape[0], 2 * h, 2 * w), dtype=phase.dtype,
+                                  device=x.device, memory_format=torch.channels_last)
             out[:, :, 2 * i0 + a:2 * i1:2, c::2] = phase[..., c:c + w]
     return out
 

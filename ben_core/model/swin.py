@@ -78,47 +78,77 @@ class WindowLayout:
     """Token bookkeeping of one stage: zero-pad to a window multiple, cyclic shift, partition.
 
     Instead of materialising the padded map, rolling it and cutting windows (three copies),
-    one index gathers the tokens of ``[B, H*W, C]`` straight into window order, and a second
+    one index gathers the tokens of ``[B*H*W, C]`` straight into window order, and a second
     index brings window-ordered results back to row-major order (which also undoes the shift
-    and drops the padding). Semantics are exactly upstream's *pad then roll by -shift*.
+    and drops the padding). Semantics are exactly upstream's *pad, then roll by -shift*, with
+    the shift mask computed on the padded map.
+
+    Windows are laid out window-major (``[window, image, token]``) and, for shifted layouts,
+    grouped by their shift-mask type: interior windows (no mask), windows of the last window
+    row, of the last window column, and the corner window. Every window of a group has the same
+    shift mask, so each group is one attention call with a broadcast ``[1, nH, N, N]`` mask,
+    whatever the batch size.
 
     Attributes:
-        hw: ``(H, W)``; padded: ``(Hp, Wp)``; num_windows: ``nW``.
-        gather: int64 ``[nW*ws*ws]``, source token of every window slot (``0`` for pad slots).
-        pad_slots: int64 ``[P]`` window slots that hold zero padding (empty if no padding).
-        scatter: int64 ``[H*W]``, window slot of every token.
+        hw: ``(H, W)``; padded: ``(Hp, Wp)``; num_windows: ``nW``; batch: ``B``.
+        groups: list of ``(first_row, num_rows, shift_mask [N, N] or None)`` over the
+            ``nW*B`` window rows.
     """
 
-    def __init__(self, hw: Tuple[int, int], window_size: int, shift: int, device) -> None:
+    def __init__(self, hw: Tuple[int, int], window_size: int, shift: int, batch: int,
+                 device, dtype) -> None:
         h, w = hw
-        ws = window_size
+        ws, n = window_size, window_size * window_size
         hp, wp = h + (-h) % ws, w + (-w) % ws
-        self.hw, self.padded, self.num_windows = (h, w), (hp, wp), (hp // ws) * (wp // ws)
+        nwh, nww = hp // ws, wp // ws
+        self.hw, self.padded, self.num_windows, self.batch = (h, w), (hp, wp), nwh * nww, batch
         # Padded-map coordinates seen at every window slot after rolling by -shift.
         rows = (torch.arange(hp, device=device) + shift) % hp
         cols = (torch.arange(wp, device=device) + shift) % wp
-        src_r = rows[:, None].expand(hp, wp)
-        src_c = cols[None, :].expand(hp, wp)
-        src_r = window_partition(src_r[None, :, :, None], ws).reshape(-1)
-        src_c = window_partition(src_c[None, :, :, None], ws).reshape(-1)
-        valid = (src_r < h) & (src_c < w)
+        src_r = window_partition(rows[:, None].expand(hp, wp)[None, :, :, None], ws)[0, :, :, 0]
+        src_c = window_partition(cols[None, :].expand(hp, wp)[None, :, :, None], ws)[0, :, :, 0]
+        valid = (src_r < h) & (src_c < w)  # [nW, N]
         token = torch.where(valid, src_r * w + src_c, torch.zeros_like(src_r))
-        self.gather = token
-        self.pad_slots = torch.nonzero(~valid).flatten()
-        scatter = torch.empty(h * w, dtype=torch.int64, device=device)
-        scatter[token[valid]] = torch.nonzero(valid).flatten()
+
+        win_r = torch.arange(self.num_windows, device=device) // nww
+        win_c = torch.arange(self.num_windows, device=device) % nww
+        if shift:
+            masks = shift_region_mask(hp, wp, ws, shift, device, dtype)
+            kinds = [(win_r < nwh - 1) & (win_c < nww - 1), (win_r == nwh - 1) & (win_c < nww - 1),
+                     (win_r < nwh - 1) & (win_c == nww - 1), (win_r == nwh - 1) & (win_c == nww - 1)]
+        else:
+            masks, kinds = None, [torch.ones_like(win_r, dtype=torch.bool)]
+        order, self.groups, first = [], [], 0
+        for i, kind in enumerate(kinds):
+            ids = torch.nonzero(kind).flatten()
+            if ids.numel() == 0:
+                continue
+            mask = None if (masks is None or i == 0) else masks[ids[0]]
+            self.groups.append((first, ids.numel() * batch, mask))
+            first += ids.numel() * batch
+            order.append(ids)
+        order = torch.cat(order)  # window ids in layout order
+
+        offsets = torch.arange(batch, device=device) * (h * w)
+        gather = token[order][:, None, :] + offsets[None, :, None]  # [nW, B, N]
+        valid_l = valid[order][:, None, :].expand(-1, batch, -1)
+        self.gather = gather.reshape(-1)
+        self.pad_slots = torch.nonzero(~valid_l.reshape(-1)).flatten()
+        scatter = torch.empty(batch * h * w, dtype=torch.int64, device=device)
+        flat_valid = valid_l.reshape(-1)
+        scatter[self.gather[flat_valid]] = torch.nonzero(flat_valid).flatten()
         self.scatter = scatter
 
     def to_windows(self, x: Tensor) -> Tensor:
-        """``[B, H*W, C]`` -> ``[B, nW*ws*ws, C]`` (pad slots are zeros)."""
-        win = x.index_select(1, self.gather)
+        """``[B*H*W, C]`` -> ``[nW*B*N, C]`` in layout order (pad slots are zeros)."""
+        win = x.index_select(0, self.gather)
         if self.pad_slots.numel():
-            win.index_fill_(1, self.pad_slots, 0)
+            win.index_fill_(0, self.pad_slots, 0)
         return win
 
     def from_windows(self, win: Tensor) -> Tensor:
-        """``[B, nW*ws*ws, C]`` -> ``[B, H*W, C]`` in row-major token order."""
-        return win.index_select(1, self.scatter)
+        """``[nW*B*N, C]`` -> ``[B*H*W, C]`` in row-major token order."""
+        return win.index_select(0, self.scatter)
 
 
 def gelu_(x: Tensor) -> Tensor:
@@ -171,36 +201,29 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return bias.view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
 
-    def forward(self, windows: Tensor, num_windows: int, shift_mask: Tensor | None = None) -> Tensor:
+    def forward(self, windows: Tensor, layout: WindowLayout) -> Tensor:
         """Attend within each window.
 
         Args:
-            windows: ``[B, nW*N, C]`` tokens in window order (``N = ws*ws``).
-            num_windows: ``nW``.
-            shift_mask: ``None`` or the additive ``[nW, N, N]`` mask of shifted windows.
+            windows: ``[nW*B*N, C]`` tokens in ``layout`` order (``N = ws*ws``).
+            layout: the :class:`WindowLayout` that produced them (window groups, shift masks).
 
         Returns:
-            ``[B, nW*N, C]`` (before the output projection ``proj``).
+            ``[nW*B*N, C]`` (before the output projection ``proj``).
         """
-        b, _, c = windows.shape
-        nw, nh = num_windows, self.num_heads
-        n = self.window_size * self.window_size
-        qkv = self.qkv(windows).view(b * nw, n, 3, nh, c // nh)
-        # Strided views [B*nW, nH, N, d]; SDPA reads them without copies.
+        c, nh, n = self.dim, self.num_heads, self.window_size * self.window_size
+        qkv = self.qkv(windows).view(-1, n, 3, nh, c // nh)
+        # Strided views [nW*B, nH, N, d]; SDPA reads them without copies.
         q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
         bias = self.relative_position_bias().to(windows.dtype)
-        if shift_mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))
-        else:
-            # The mask varies per window and per head; one call per image keeps it [nW, nH, N, N]
-            # without replicating it over the batch.
-            mask = shift_mask.unsqueeze(1) + bias.unsqueeze(0)
-            out = torch.cat([
-                F.scaled_dot_product_attention(
-                    q[i:i + nw], k[i:i + nw], v[i:i + nw], attn_mask=mask).transpose(1, 2)
-                for i in range(0, b * nw, nw)
-            ]).transpose(1, 2)
-        return out.transpose(1, 2).reshape(b, nw * n, c)
+        outs = []
+        for first, count, shift_mask in layout.groups:
+            mask = bias if shift_mask is None else bias + shift_mask.to(bias.dtype)
+            rows = slice(first, first + count)
+            out = F.scaled_dot_product_attention(q[rows], k[rows], v[rows], attn_mask=mask.unsqueeze(0))
+            outs.append(out.transpose(1, 2))  # [rows, N, nH, d], contiguous
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return out.reshape(-1, c)
 
 
 class SwinBlock(nn.Module):
@@ -226,19 +249,19 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: Tensor, layout: WindowLayout, shift_mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, layout: WindowLayout) -> Tensor:
         """Args:
             x: ``[B, H*W, C]`` tokens (row-major).
             layout: the stage's :class:`WindowLayout` for this block's shift.
-            shift_mask: ``[nW, N, N]`` additive mask of the padded map (shifted blocks only).
 
         Returns:
             ``[B, H*W, C]``.
         """
-        win = layout.to_windows(self.norm1(x))
-        win = self.attn(win, layout.num_windows, shift_mask if self.shift_size else None)
+        b, l, c = x.shape
+        win = layout.to_windows(self.norm1(x).view(b * l, c))
+        win = self.attn(win, layout)
         # proj is per token, so it commutes with the reordering; run it on unpadded tokens.
-        x = x + self.attn.proj(layout.from_windows(win))  # new tensor: never the caller's
+        x = x + self.attn.proj(layout.from_windows(win)).view(b, l, c)  # new tensor
         y = self.mlp(self.norm2(x))
         if torch.is_grad_enabled():
             return x + y
@@ -292,12 +315,11 @@ class SwinStage(nn.Module):
             merged sequence (or ``stage_out`` itself in the last stage).
         """
         h, w = hw
-        ws = self.window_size
-        plain = WindowLayout(hw, ws, 0, x.device)
-        shifted = WindowLayout(hw, ws, self.shift_size, x.device)
-        shift_mask = shift_region_mask(*shifted.padded, ws, self.shift_size, x.device, x.dtype)
+        ws, b = self.window_size, x.shape[0]
+        plain = WindowLayout(hw, ws, 0, b, x.device, x.dtype)
+        shifted = WindowLayout(hw, ws, self.shift_size, b, x.device, x.dtype)
         for blk in self.blocks:
-            x = blk(x, shifted if blk.shift_size else plain, shift_mask)
+            x = blk(x, shifted if blk.shift_size else plain)
         if self.downsample is None:
             return x, x, hw
         return x, self.downsample(x, hw), ((h + 1) // 2, (w + 1) // 2)
