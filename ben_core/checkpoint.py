@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import struct
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence, Union
@@ -73,16 +74,23 @@ def _safety_refusal(e: BaseException) -> Optional[str]:
 
 def _load_pickle(path: Path) -> object:
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*TorchScript archive.*")
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         why = _safety_refusal(e)
         if why is not None:
             raise CheckpointError(f"Refusing to load {path}: {why}") from None
         raise CheckpointError(f"{path} is corrupt (unpickling failed: {e}). Download it again.") from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, struct.error) as e:
+        if "TorchScript" in str(e):
+            raise CheckpointError(f"{path} is a TorchScript archive (torch.jit.save), not a state dict; ben_core "
+                                  "loads weights only: use model.safetensors or BEN2_Base.pth from "
+                                  "huggingface.co/PramaLLC/BEN2.") from None
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path} is truncated or corrupt ({type(e).__name__}: {first}). "
-                              "The download was probably interrupted: download it again.") from e
+        raise CheckpointError(f"{path} is truncated or corrupt, or not a PyTorch checkpoint ({type(e).__name__}: "
+                              f"{first}). If it was downloaded, the download was probably interrupted: "
+                              "download it again.") from e
 
 
 def _load_safetensors(path: Path) -> dict:
@@ -238,8 +246,9 @@ def check_state_dict(state_dict: Mapping[str, torch.Tensor], expected: Mapping[s
     if kind_bad:
         raise CheckpointError(f"{source}: {len(kind_bad)} tensors have the wrong kind of dtype (float vs integer), "
                               f"e.g. {_show(kind_bad, 3)}; the file is damaged or not a BEN2 checkpoint.")
+    # a float64 sum is finite iff every element is (fp32/fp16 values cannot overflow it): one cheap pass
     nonfinite = [k for k in sorted(want) if state_dict[k].is_floating_point()
-                 and not bool(torch.isfinite(state_dict[k]).all())]
+                 and not bool(torch.isfinite(state_dict[k].sum(dtype=torch.float64)))]
     if nonfinite:
         raise CheckpointError(f"{source}: {len(nonfinite)} tensors contain NaN or inf, e.g. {_show(nonfinite, 3)}; "
                               "the file is damaged. Download it again.")
@@ -262,6 +271,10 @@ def load_ben(path: PathLike, device: Union[str, torch.device] = "cpu", dtype: to
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating torch.dtype (float32, float16, bfloat16), got {dtype!r}")
     device = torch.device(device)
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:  # before reading ~400 MB
+        raise ValueError(f"device {device} is not available here ({e})") from e
     from .model import BENBase
 
     sd = read_state_dict(path, search_locations=search_locations)

@@ -160,6 +160,28 @@ def test_unsupported_extension(name, tmp_path):
         read_state_dict(p)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_torchscript_and_foreign_zip(tmp_path):
+    ts = tmp_path / "scripted.pt"
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(ts))
+    with pytest.raises(CheckpointError, match="TorchScript"):
+        read_state_dict(ts)
+    import zipfile
+
+    z = tmp_path / "archive.pth"
+    with zipfile.ZipFile(z, "w") as f:
+        f.writestr("readme.txt", "not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        read_state_dict(z)
+
+
+def test_unavailable_device_fails_before_reading(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="not available"):
+        load_ben(tmp_path / "missing.pth", device="cuda")
+
+
 def test_directory_is_not_a_checkpoint(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"x")
     with pytest.raises(CheckpointError, match="folder"):
