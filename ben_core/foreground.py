@@ -14,11 +14,11 @@ with box size ``r``, image ``I``, current foreground ``F``, background ``B`` and
 ``blur`` is OpenCV's ``cv2.blur(x, (r, r))``: a normalised r x r box filter whose window covers
 offsets ``-(r // 2) .. r - 1 - r // 2`` (anchor at ``r // 2``, so even sizes are not centred) and
 whose border mode is ``BORDER_REFLECT_101`` (``gfedcb|abcdefgh|gfedcba``, applied repeatedly when
-the box is larger than the image). Here the box filter is separable and computed from cumulative
-sums, so its cost does not depend on ``r``: along rows by blockwise float32 cumulative sums (boxes of
-<= 16 px: a direct sum of shifted slices), down columns on CPU by a float64 running row sum, on other
-devices like the rows. Everything
-runs in float32 (float64 only for the small CPU row accumulator) on the input's device.
+the box is larger than the image). Here the box filter is separable and its cost hardly depends on
+``r``: along rows by blockwise float32 cumulative sums (boxes of <= 16 px: a direct sum of shifted
+slices), down columns on CPU by a float64 running row sum, on other devices like the rows. Everything
+runs in float32 (float64 only for the small CPU row accumulator) on the input's device, one image at
+a time. Agreement with OpenCV's float64 ``cv2.blur`` pipeline: ~1e-6.
 """
 from __future__ import annotations
 
