@@ -132,12 +132,15 @@ def _kind_of(path: Path) -> str | None:
     return None
 
 
-def collect_inputs(inputs: Sequence[str], recursive: bool = False) -> tuple[list[tuple[Path, Path, str]], list[str]]:
+def collect_inputs(inputs: Sequence[str], recursive: bool = False,
+                   exclude: Path | None = None) -> tuple[list[tuple[Path, Path, str]], list[str]]:
     """Expand INPUT arguments into ``(file, root, kind)`` triples and a list of warnings.
 
     Folders contribute their image/video files (sorted, hidden files ignored; sub-folders only with
     ``recursive``); other files in them are counted in a warning, never dropped silently. A file named
     explicitly is always attempted (kind from its extension, ``image`` if unknown). Duplicates are removed.
+    Files inside ``exclude`` (the output folder, when it lies inside an input folder) are left out of
+    folder listings, with a warning.
     Raises UsageError when an input does not exist.
     """
     found: list[tuple[Path, Path, str]] = []
@@ -151,6 +154,12 @@ def collect_inputs(inputs: Sequence[str], recursive: bool = False) -> tuple[list
             files = sorted(f for f in it if f.is_file()
                            and not any(part.startswith(".") for part in f.relative_to(root).parts))
             ignored = []
+            if exclude is not None:
+                ex = exclude.resolve()
+                inside = [f for f in files if ex == f.parent or ex in f.parents]
+                if inside:
+                    warnings.append(f"{raw}: left out {len(inside)} file(s) inside the output folder {exclude}")
+                    files = [f for f in files if f not in set(inside)]
             for f in files:
                 kind = _kind_of(f)
                 if kind is None:
@@ -521,7 +530,7 @@ def main(argv: Sequence[str] | None = None, predictor=None) -> int:
     try:
         if args.mask_only and args.background is not None:
             raise UsageError("--mask-only writes the alpha matte; it cannot be combined with --background")
-        found, warnings = collect_inputs(args.inputs, args.recursive)
+        found, warnings = collect_inputs(args.inputs, args.recursive, exclude=Path(args.output))
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
         if not found:

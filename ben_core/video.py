@@ -4,7 +4,8 @@ Frames are decoded, predicted and encoded in batches of ``batch_size``; the whol
 memory. Output is VP9 WebM with an alpha channel (``yuva420p``) when no background colour is given, or
 H.264 MP4 (MPEG-4 Part 2 if libx264 is unavailable) / VP9 WebM composited over a colour. The first audio
 stream is kept: copied when the output container accepts its codec, else transcoded (Opus for WebM,
-AAC for MP4). Frame timestamps (hence the frame rate) are passed through unchanged.
+AAC for MP4). Frame timestamps (hence the frame rate) are passed through unchanged. Other streams
+(subtitles, data, further audio tracks) and rotation metadata are not carried over.
 
 PyAV (``pip install av``; ComfyUI installs it) is an optional dependency of ben_core: it is imported
 only when a video is processed, with a clear error when missing.

@@ -152,6 +152,17 @@ def test_output_names_never_collide(tmp_path):
     assert written == sorted(["a/x_png.png", "a/x_jpg.png", "b/x.png", "a/deep/y.png"])
 
 
+def test_output_folder_inside_input_folder_is_not_reprocessed(tmp_path, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    rand_image(d / "a.png", 8, 8, 1)
+    out = d / "out"
+    assert run([d, "-o", out, "-r", "-q"]) == 0
+    assert run([d, "-o", out, "-r", "-q"]) == 0  # second run must not pick up out/a.png
+    assert sorted(p.name for p in out.rglob("*.png")) == ["a.png"]
+    assert "output folder" in capsys.readouterr().err
+
+
 def test_exif_orientation_applied(tmp_path):
     src = tmp_path / "rot.jpg"
     arr = np.zeros((10, 30, 3), np.uint8)
