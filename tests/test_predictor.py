@@ -366,3 +366,15 @@ def test_real_network_constant_and_odd_sized_images(real_model):
     assert [tuple(o.shape) for o in out] == [(170, 300), (611, 97)]
     for o in out:
         assert torch.isfinite(o).all() and float(o.min()) >= 0 and float(o.max()) <= 1
+
+
+@pytest.mark.slow
+def test_real_network_bf16_autocast(real_model):
+    """Half precision through the real network (CPU bf16 autocast): runs, finite, close to fp32."""
+    data = np.load(DATA_DIR / "ben2_seed0_512.npz")
+    p = BENPredictor(real_model, dtype=torch.bfloat16, working_size=512)
+    out = p.predict_alpha(data["images"]).numpy()
+    ref = data["probs"][:, 0]
+    assert np.isfinite(out).all()
+    assert np.abs(out - ref).mean() < 0.02 and np.abs(out - ref).max() < 0.3
+    assert next(real_model.parameters()).dtype == torch.float32  # weights untouched
