@@ -72,13 +72,16 @@ def channel_stats(x: Tensor, chunk_elems: int = 1 << 23) -> Tuple[Tensor, Tensor
     """Per-(sample, channel) biased variance and mean of ``x [B, C, H, W]`` over ``H, W``.
 
     Returns ``(var, mean)``, each ``[B, C, 1, 1]`` in float32 (float64 for float64 input).
-    Channels-last inputs are reduced as ``[B, H*W, C]`` in chunks with an exact two-pass
+    Channels-last CPU inputs are reduced as ``[B, H*W, C]`` in chunks with an exact two-pass
     scheme (``torch.var_mean`` over non-innermost dims is very slow on CPU); partial sums are
-    accumulated in float64. Never allocates a full-size temporary.
+    accumulated in float64 and no full-size temporary is allocated. Other inputs use
+    ``torch.var_mean`` (half inputs upcast to float32 first).
     """
     b, c, h, w = x.shape
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
+    cpu_channels_last = (x.device.type == "cpu" and not x.is_contiguous()
+                         and x.is_contiguous(memory_format=torch.channels_last))
+    if not cpu_channels_last:
         var, mean = torch.var_mean(x.to(acc_dtype), dim=(2, 3), keepdim=True, correction=0)
         return var, mean
     n = h * w

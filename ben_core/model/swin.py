@@ -51,6 +51,26 @@ def window_partition(x: Tensor, window_size: int) -> Tensor:
     return x.reshape(b, (hp // ws) * (wp // ws), ws * ws, c)
 
 
+def shift_regions(hp: int, wp: int, window_size: int, shift: int) -> Tensor:
+    """Region label of every window slot of a padded, cyclically shifted ``hp x wp`` map.
+
+    Upstream Swin labels the 3x3 grid of row/column ranges ``[0, -ws)``, ``[-ws, -shift)``,
+    ``[-shift, Hp)`` of the padded map; tokens of different labels must not attend each other.
+
+    Returns:
+        int64 ``[nW, ws*ws]`` (CPU).
+    """
+    ws = window_size
+    region = torch.zeros(hp, wp, dtype=torch.int64)
+    bounds = ((0, -ws), (-ws, -shift), (-shift, None))
+    label = 0
+    for h0, h1 in bounds:
+        for w0, w1 in bounds:
+            region[slice(h0, h1), slice(w0, w1)] = label
+            label += 1
+    return window_partition(region[None, :, :, None], ws)[0, :, :, 0]
+
+
 def shift_region_mask(hp: int, wp: int, window_size: int, shift: int, device, dtype) -> Tensor:
     """Additive attention mask for shifted windows on a padded ``hp x wp`` token map.
 
@@ -60,18 +80,9 @@ def shift_region_mask(hp: int, wp: int, window_size: int, shift: int, device, dt
     Returns:
         ``[nW, ws*ws, ws*ws]`` tensor of ``dtype`` on ``device``.
     """
-    ws = window_size
-    region = torch.zeros(hp, wp, device=device, dtype=torch.int64)
-    bounds = ((0, -ws), (-ws, -shift), (-shift, None))
-    label = 0
-    for h0, h1 in bounds:
-        for w0, w1 in bounds:
-            region[slice(h0, h1), slice(w0, w1)] = label
-            label += 1
-    region = window_partition(region[None, :, :, None], ws)[0, :, :, 0]  # [nW, N]
+    region = shift_regions(hp, wp, window_size, shift)
     different = region[:, None, :] != region[:, :, None]
-    mask = torch.zeros(different.shape, device=device, dtype=dtype)
-    return mask.masked_fill_(different, _SHIFT_MASK_VALUE)
+    return (different.to(torch.float32) * _SHIFT_MASK_VALUE).to(device, dtype)
 
 
 class WindowLayout:
@@ -97,8 +108,10 @@ class WindowLayout:
 
     def __init__(self, hw: Tuple[int, int], window_size: int, shift: int, batch: int,
                  device, dtype) -> None:
+        # Index bookkeeping is done on the CPU (tiny, no device syncs) and moved once.
+        target, device = device, torch.device("cpu")
         h, w = hw
-        ws, n = window_size, window_size * window_size
+        ws = window_size
         hp, wp = h + (-h) % ws, w + (-w) % ws
         nwh, nww = hp // ws, wp // ws
         self.hw, self.padded, self.num_windows, self.batch = (h, w), (hp, wp), nwh * nww, batch
@@ -113,17 +126,20 @@ class WindowLayout:
         win_r = torch.arange(self.num_windows, device=device) // nww
         win_c = torch.arange(self.num_windows, device=device) % nww
         if shift:
-            masks = shift_region_mask(hp, wp, ws, shift, device, dtype)
+            regions = shift_regions(hp, wp, ws, shift)
             kinds = [(win_r < nwh - 1) & (win_c < nww - 1), (win_r == nwh - 1) & (win_c < nww - 1),
                      (win_r < nwh - 1) & (win_c == nww - 1), (win_r == nwh - 1) & (win_c == nww - 1)]
         else:
-            masks, kinds = None, [torch.ones_like(win_r, dtype=torch.bool)]
+            regions, kinds = None, [torch.ones_like(win_r, dtype=torch.bool)]
         order, self.groups, first = [], [], 0
         for i, kind in enumerate(kinds):
             ids = torch.nonzero(kind).flatten()
             if ids.numel() == 0:
                 continue
-            mask = None if (masks is None or i == 0) else masks[ids[0]]
+            mask = None
+            if regions is not None and i > 0:  # the mask shared by this group's windows
+                r = regions[ids[0]]
+                mask = ((r[None, :] != r[:, None]).to(torch.float32) * _SHIFT_MASK_VALUE).to(target, dtype)
             self.groups.append((first, ids.numel() * batch, mask))
             first += ids.numel() * batch
             order.append(ids)
@@ -132,12 +148,13 @@ class WindowLayout:
         offsets = torch.arange(batch, device=device) * (h * w)
         gather = token[order][:, None, :] + offsets[None, :, None]  # [nW, B, N]
         valid_l = valid[order][:, None, :].expand(-1, batch, -1)
-        self.gather = gather.reshape(-1)
-        self.pad_slots = torch.nonzero(~valid_l.reshape(-1)).flatten()
-        scatter = torch.empty(batch * h * w, dtype=torch.int64, device=device)
+        gather = gather.reshape(-1)
         flat_valid = valid_l.reshape(-1)
-        scatter[self.gather[flat_valid]] = torch.nonzero(flat_valid).flatten()
-        self.scatter = scatter
+        scatter = torch.empty(batch * h * w, dtype=torch.int64, device=device)
+        scatter[gather[flat_valid]] = torch.nonzero(flat_valid).flatten()
+        self.gather = gather.to(target)
+        self.pad_slots = torch.nonzero(~flat_valid).flatten().to(target)
+        self.scatter = scatter.to(target)
 
     def to_windows(self, x: Tensor) -> Tensor:
         """``[B*H*W, C]`` -> ``[nW*B*N, C]`` in layout order (pad slots are zeros)."""
