@@ -3,7 +3,7 @@
 * :func:`confidence_trimap` -- the BEN paper's Algorithms 1 + 2 (Meyer & Spruyt, arXiv 2501.06230):
   threshold the base model's probability map into foreground / background / unknown and widen the
   thresholds step by step until enough pixels are unknown.  Computed in a bounded number of passes
-  (two bucketize passes per map) but bit-identical to the naive loop.
+  (one min/max pass, one candidate pass and a bucketize of the candidates per map) but bit-identical to the naive loop.
 * :func:`band_trimap` -- an unknown band of a given radius around the edge of a hard mask, for masks
   that carry no confidence information.
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -65,6 +66,18 @@ def threshold_sequence(t_low: float = 0.10, t_high: float = 0.90, t_min: float =
         lows.append(tl)
         highs.append(th)
     return lows, highs
+
+
+def _round_threshold(t: float, work: torch.dtype, up: bool) -> float:
+    """``t`` rounded to the nearest ``work``-representable value >= t (``up``) or <= t (not ``up``)."""
+    if work == torch.float64:
+        return t
+    c = np.float32(t)
+    if up and float(c) < t:
+        c = np.nextafter(c, np.float32(np.inf))
+    elif not up and float(c) > t:
+        c = np.nextafter(c, np.float32(-np.inf))
+    return float(c)
 
 
 def _check_map(x, name: str) -> torch.Tensor:
@@ -124,39 +137,44 @@ def confidence_trimap(probs: torch.Tensor, t_low: float = 0.10, t_high: float = 
         fin_high.fill_(highs[0])
         return out.reshape(probs.shape), fin_low, fin_high
 
-    dev = probs.device
-    dt64 = torch.float64 if dev.type != "mps" else None
-    # sorted distinct thresholds used as bucket boundaries (one bucketize pass per side)
-    bounds_list = sorted(set(lows) | set(highs))
-    low_idx = torch.tensor([bounds_list.index(v) for v in lows], dtype=torch.long)
-    high_idx = torch.tensor([bounds_list.index(v) for v in highs], dtype=torch.long)
+    # Work in float32 for float16/bfloat16/float32 maps (exact upcast) and float64 for float64 maps.
+    # A float64 comparison of a float32 value with a float64 threshold equals a float32 comparison
+    # with the threshold rounded outward to float32 (up for ">= t_high", down for "<= t_low").
+    work = torch.float64 if probs.dtype == torch.float64 else torch.float32
+    c_high = [_round_threshold(v, work, up=True) for v in highs]
+    f_low = [_round_threshold(v, work, up=False) for v in lows]
+    bounds_list = sorted(set(c_high) | set(f_low))
+    pos = {v: j for j, v in enumerate(bounds_list)}
+    high_idx = torch.tensor([pos[v] for v in c_high], dtype=torch.long)
+    low_idx = torch.tensor([pos[v] for v in f_low], dtype=torch.long)
     nb = len(bounds_list)
+    lo_min, hi_max = min(f_low), max(c_high)
     for i in range(n_maps):
-        row = flat[i]
-        p = row.to(dtype=torch.float64) if dt64 is not None else row.cpu().to(torch.float64)
-        if not bool(torch.isfinite(p).all()):
-            raise ValueError(f"probs contains NaN or infinite values (map {i}); pass sigmoid probabilities")
-        if bool((p < 0).any()) or bool((p > 1).any()):
-            raise ValueError(f"probs must lie in [0, 1] (map {i} has min {float(p.min())}, max {float(p.max())}); "
+        p = flat[i] if flat.dtype == work else flat[i].to(work)
+        mn, mx = torch.aminmax(p)
+        if not (float(mn) >= 0.0 and float(mx) <= 1.0):
+            if not bool(torch.isfinite(p).all()):
+                raise ValueError(f"probs contains NaN or infinite values (map {i}); pass sigmoid probabilities")
+            raise ValueError(f"probs must lie in [0, 1] (map {i} has min {float(mn)}, max {float(mx)}); "
                              "pass sigmoid(logits), not logits")
-        bounds = torch.tensor(bounds_list, dtype=torch.float64, device=p.device)
-        # n_lt[j] = #(p < b_j) ; n_le[j] = #(p <= b_j)
-        idx_r = torch.bucketize(p, bounds, right=True)   # #(b <= p): p < b_j  <=> idx_r <= j
-        n_lt = torch.bincount(idx_r, minlength=nb + 1).cumsum(0)[:nb].cpu()
-        del idx_r
-        idx_l = torch.bucketize(p, bounds, right=False)  # #(b < p): p <= b_j <=> idx_l <= j
-        n_le = torch.bincount(idx_l, minlength=nb + 1).cumsum(0)[:nb].cpu()
-        del idx_l
-        # unknown count per step k: #(t_l < p < t_h) = #(p < t_h) - #(p <= t_l)   (t_l < t_h always)
+        # only pixels with lo_min < p < hi_max can be unknown at any step: count those
+        cand = p[(p > lo_min) & (p < hi_max)]
+        bounds = torch.tensor(bounds_list, dtype=work, device=p.device)
+        # n_lt[j] = #(cand < b_j) ; n_le[j] = #(cand <= b_j)
+        idx = torch.bucketize(cand, bounds, right=True)   # #(b <= p): p < b_j  <=> idx <= j
+        n_lt = torch.bincount(idx, minlength=nb + 1).cumsum(0)[:nb].cpu()
+        idx = torch.bucketize(cand, bounds, right=False)  # #(b < p): p <= b_j <=> idx <= j
+        n_le = torch.bincount(idx, minlength=nb + 1).cumsum(0)[:nb].cpu()
+        del idx, cand
+        # unknown count at step k: #(t_l < p < t_h) = #(p < t_h) - #(p <= t_l)   (t_l < t_h always)
         n_unknown = n_lt[high_idx] - n_le[low_idx]
         ok = (n_unknown >= n_min).nonzero()
         k = int(ok[0, 0]) if ok.numel() else len(lows) - 1
-        tl, th = lows[k], highs[k]
-        fin_low[i], fin_high[i] = tl, th
-        tri = torch.full_like(p, 0.5)
-        tri[p >= th] = 1.0
-        tri[p <= tl] = 0.0
-        out[i] = tri.to(device=dev, dtype=probs.dtype)
+        fin_low[i], fin_high[i] = lows[k], highs[k]
+        o = out[i]
+        o.fill_(0.5)
+        o.masked_fill_(p >= c_high[k], 1.0)
+        o.masked_fill_(p <= f_low[k], 0.0)
     return out.reshape(*lead, H, W), fin_low, fin_high
 
 

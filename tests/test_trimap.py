@@ -201,3 +201,19 @@ def test_band_trimap_4k_is_fast():
     tri = band_trimap(m, 24)
     assert time.perf_counter() - t < 20.0
     assert int((tri == 0.5).sum()) == (1048 * 2048 - 952 * 1952)
+
+
+def test_float32_neighbours_of_thresholds_and_half_inputs():
+    import numpy as np
+    lows, highs = threshold_sequence()
+    vals = []
+    for t in lows + highs:
+        c = np.float32(t)
+        vals += [float(np.nextafter(c, np.float32(-1))), float(c), float(np.nextafter(c, np.float32(2)))]
+    p32 = torch.tensor(vals, dtype=torch.float32).reshape(3, -1)
+    for n_min in (0, 7, 30, 90, 200, 400):
+        check_equal(p32, min_unknown=n_min)
+    g = torch.Generator().manual_seed(11)
+    probs = torch.sigmoid(torch.randn(2, 40, 40, generator=g) * 6)
+    for dt in (torch.float16, torch.bfloat16):
+        check_equal(probs.to(dt), min_unknown=500)
