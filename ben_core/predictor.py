@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch

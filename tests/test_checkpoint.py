@@ -1,7 +1,6 @@
 """Checkpoint formats (.pth wrapper / flat, .safetensors) and every bad-file case."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

@@ -13,7 +13,6 @@ import pytest
 
 huggingface_hub = pytest.importorskip("huggingface_hub")
 
-from ben_core import hub  # noqa: E402
 from ben_core.hub import (OFFICIAL_FILENAME, OFFICIAL_REPO, WeightsNotFoundError,  # noqa: E402
                           download_official_weights, find_cached_weights)
 
