@@ -578,3 +578,27 @@ def test_refine_mask_vitmatte_with_a_tiny_random_network(monkeypatch):
     tri = rm.make_trimap(mask, "band", 4)
     assert refined.shape == (1, 64, 64) and torch.isfinite(refined).all()
     assert torch.all(refined[tri == 1.0] == 1.0) and torch.all(refined[tri == 0.0] == 0.0)
+
+
+def test_nodes_never_import_a_top_level_ben_core(monkeypatch):
+    """Inside ComfyUI only '<pack>.ben_core' exists: block the top-level name and run every node."""
+    monkeypatch.setitem(sys.modules, "ben_core", None)  # `import ben_core...` now raises ImportError
+    for key in [k for k in sys.modules if k.startswith("ben_core.")]:
+        monkeypatch.setitem(sys.modules, key, None)
+    name = "ComfyUI-BEN2-no-toplevel"
+    try:
+        pack = load_pack(name)
+        mc = importlib.import_module(name + ".nodes.model_cache")
+        model = mc.BENModel("standin.pth", Bright().eval(), torch.device("cpu"), torch.float32)
+        img = half_white(1, 32, 48)
+        out, mask = pack.NODE_CLASS_MAPPINGS["BEN2_RemoveBackground"]().remove_background(
+            model, img, "RGB", "#000000", True, False, 1, "512")
+        res = pack.NODE_CLASS_MAPPINGS["BEN2_ShowTrimap"]().show(img, mask, 0.1, 0.9, 0.03, 0.97, 0.05)
+        refined, _ = pack.NODE_CLASS_MAPPINGS["BEN2_RefineMask"]().refine(
+            img, mask, "guided", 0, 0.0, "auto", 0, True, "RGBA", "#FFFFFF", trimap=res["result"][0])
+        assert refined.shape == (1, 32, 48)
+        assert sys.modules["ben_core"] is None
+        assert not [k for k in sys.modules if k.startswith("ben_core.") and sys.modules[k] is not None]
+    finally:
+        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            sys.modules.pop(key, None)
