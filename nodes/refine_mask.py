@@ -14,7 +14,6 @@ import torch
 
 from . import comfy_env, tensors
 from .remove_background import OUTPUT_MODES
-from .show_trimap import DEFAULT_MIN_UNKNOWN_FRACTION
 
 CATEGORY = "image/BEN2"
 METHODS = ["guided", "vitmatte"]
