@@ -14,7 +14,7 @@ mask, so no attention matrix is materialised by this module.
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -103,7 +103,10 @@ class WindowLayout:
     Attributes:
         hw: ``(H, W)``; padded: ``(Hp, Wp)``; num_windows: ``nW``; batch: ``B``.
         groups: list of ``(first_row, num_rows, shift_mask [N, N] or None)`` over the
-            ``nW*B`` window rows.
+            ``nW*B`` window rows (``None`` = no shift mask).
+        gather: int64 ``[nW*B*N]``, source row in ``[B*H*W]`` of every window slot.
+        pad_slots: int64, the window slots that hold zero padding.
+        dest: int64 ``[nW*B*N]``, destination row of every slot (``B*H*W`` for padding).
     """
 
     def __init__(self, hw: Tuple[int, int], window_size: int, shift: int, batch: int,
@@ -150,11 +153,10 @@ class WindowLayout:
         valid_l = valid[order][:, None, :].expand(-1, batch, -1)
         gather = gather.reshape(-1)
         flat_valid = valid_l.reshape(-1)
-        scatter = torch.empty(batch * h * w, dtype=torch.int64, device=device)
-        scatter[gather[flat_valid]] = torch.nonzero(flat_valid).flatten()
         self.gather = gather.to(target)
         self.pad_slots = torch.nonzero(~flat_valid).flatten().to(target)
-        self.scatter = scatter.to(target)
+        # Destination row of every slot; pad slots go to a scratch row past the end.
+        self.dest = torch.where(flat_valid, gather, torch.full_like(gather, batch * h * w)).to(target)
 
     def to_windows(self, x: Tensor) -> Tensor:
         """``[B*H*W, C]`` -> ``[nW*B*N, C]`` in layout order (pad slots are zeros)."""
@@ -163,9 +165,17 @@ class WindowLayout:
             win.index_fill_(0, self.pad_slots, 0)
         return win
 
-    def from_windows(self, win: Tensor) -> Tensor:
-        """``[nW*B*N, C]`` -> ``[B*H*W, C]`` in row-major token order."""
-        return win.index_select(0, self.scatter)
+    def from_windows(self, win: Union[Tensor, Sequence[Tensor]]) -> Tensor:
+        """``[nW*B*N, C]`` (or its consecutive row blocks, e.g. one per group) -> ``[B*H*W, C]``
+        in row-major token order; padding slots are dropped."""
+        parts = [win] if isinstance(win, Tensor) else list(win)
+        rows = self.batch * self.hw[0] * self.hw[1]
+        out = parts[0].new_empty(rows + 1, parts[0].shape[-1])
+        first = 0
+        for part in parts:
+            out.index_put_((self.dest[first:first + part.shape[0]],), part)
+            first += part.shape[0]
+        return out[:rows]
 
 
 def gelu_(x: Tensor) -> Tensor:
@@ -226,7 +236,8 @@ class WindowAttention(nn.Module):
             layout: the :class:`WindowLayout` that produced them (window groups, shift masks).
 
         Returns:
-            ``[nW*B*N, C]`` (before the output projection ``proj``).
+            list of ``[rows_g*N, C]`` outputs of the consecutive window groups (together the
+            ``[nW*B*N, C]`` result before the output projection ``proj``).
         """
         c, nh, n = self.dim, self.num_heads, self.window_size * self.window_size
         qkv = self.qkv(windows).view(-1, n, 3, nh, c // nh)
@@ -238,9 +249,8 @@ class WindowAttention(nn.Module):
             mask = bias if shift_mask is None else bias + shift_mask.to(bias.dtype)
             rows = slice(first, first + count)
             out = F.scaled_dot_product_attention(q[rows], k[rows], v[rows], attn_mask=mask.unsqueeze(0))
-            outs.append(out.transpose(1, 2))  # [rows, N, nH, d], contiguous
-        out = outs[0] if len(outs) == 1 else torch.cat(outs)
-        return out.reshape(-1, c)
+            outs.append(out.transpose(1, 2).reshape(-1, c))  # [rows*N, C], a view
+        return outs
 
 
 class SwinBlock(nn.Module):
