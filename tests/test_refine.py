@@ -101,6 +101,7 @@ def test_known_pixels_exact_and_inputs_untouched():
     assert not torch.equal(out[~known], coarse[~known])
 
 
+@pytest.mark.slow
 def test_strip_rows_invariance_and_batch():
     s0, s1 = _sample(1), _sample(2)
     img = torch.cat([s0["image"], s1["image"]])
@@ -111,6 +112,7 @@ def test_strip_rows_invariance_and_batch():
     assert torch.allclose(out[1:], refine_alpha(img[1:], a[1:], tri[1:]), atol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_refined_beats_coarse_on_synthetic(seed):
     s = make_synthetic_matte(540, 960, seed=seed, model_size=256)
