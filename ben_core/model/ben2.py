@@ -148,6 +148,8 @@ class BENBase(nn.Module):
             raise TypeError(f"BENBase expects a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"BENBase expects x of shape [B, 3, S, S], got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError("BENBase got an empty batch (B = 0); pass at least one image")
         if not x.is_floating_point():
             raise TypeError(f"BENBase expects a float tensor (ImageNet-normalised), got {x.dtype}")
         h, w = x.shape[-2:]

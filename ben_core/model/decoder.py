@@ -13,7 +13,7 @@ parameters keep the names of :class:`torch.nn.MultiheadAttention` (``in_proj_wei
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,7 @@ from .swin import gelu_
 
 __all__ = [
     "ConvNormGELU", "MultiheadProjections", "MCLM", "MCRM", "sine_position_encoding",
-    "patches_to_image", "image_to_patches", "instance_norm_gelu_", "channel_stats",
+    "image_to_patches", "quadrants_nhwc", "stitch_nhwc", "instance_norm_gelu_", "channel_stats",
 ]
 
 
@@ -34,15 +34,6 @@ def image_to_patches(x: Tensor) -> Tensor:
     nd = len(lead)
     perm = list(range(nd)) + [nd + 1, nd + 3, nd, nd + 2, nd + 4]
     return x.permute(perm).reshape(*lead, 4, c, hh // 2, ww // 2)
-
-
-def patches_to_image(x: Tensor) -> Tensor:
-    """Inverse of :func:`image_to_patches`: ``[..., 4, C, h, w]`` -> ``[..., C, 2h, 2w]``."""
-    *lead, four, c, h, w = x.shape
-    x = x.reshape(*lead, 2, 2, c, h, w)
-    nd = len(lead)
-    perm = list(range(nd)) + [nd + 2, nd, nd + 3, nd + 1, nd + 4]
-    return x.permute(perm).reshape(*lead, c, 2 * h, 2 * w)
 
 
 def quadrants_nhwc(x: Tensor) -> Tensor:

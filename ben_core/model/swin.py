@@ -192,7 +192,6 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, hidden_dim: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -228,7 +227,7 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return bias.view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
 
-    def forward(self, windows: Tensor, layout: WindowLayout) -> Tensor:
+    def forward(self, windows: Tensor, layout: WindowLayout) -> List[Tensor]:
         """Attend within each window.
 
         Args:
