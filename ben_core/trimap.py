@@ -178,6 +178,22 @@ def confidence_trimap(probs: torch.Tensor, t_low: float = 0.10, t_high: float = 
     return out.reshape(*lead, H, W), fin_low, fin_high
 
 
+def _box_sum_int(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Integer sum over the window [i - r, i + r] (clipped) along ``dim`` via a cumulative sum."""
+    n = x.shape[dim]
+    c = torch.cumsum(x, dim=dim, dtype=torch.int32)
+    pad = [0] * (2 * x.dim())
+    pad[2 * (x.dim() - 1 - dim)] = 1  # one leading zero along dim
+    c = F.pad(c, pad)
+    idx = torch.arange(n, device=x.device)
+    return c.index_select(dim, (idx + r + 1).clamp(max=n)) - c.index_select(dim, (idx - r).clamp(min=0))
+
+
+def _window_count(n: int, r: int, device) -> torch.Tensor:
+    idx = torch.arange(n, device=device)
+    return ((idx + r).clamp(max=n - 1) - (idx - r).clamp(min=0) + 1).to(torch.int32)
+
+
 def band_trimap(mask: torch.Tensor, radius: int) -> torch.Tensor:
     """Trimap from a hard mask: an unknown band of ``radius`` pixels on both sides of its edge.
 
@@ -189,7 +205,7 @@ def band_trimap(mask: torch.Tensor, radius: int) -> torch.Tensor:
             the image border does not count as an edge. ``radius=0`` gives the binarised mask.
 
     Returns: ``[..., H, W]`` trimap {0, 0.5, 1} in ``mask``'s dtype and device.
-    Cost: two separable max-pool passes per map (fine at 4K).
+    Cost: box sums by cumulative sums, independent of the radius (fine at 4K).
     """
     mask = _check_map(mask, "mask")
     if isinstance(radius, bool) or not isinstance(radius, int):
@@ -199,22 +215,17 @@ def band_trimap(mask: torch.Tensor, radius: int) -> torch.Tensor:
     if torch.isnan(mask).any():
         raise ValueError("mask contains NaN values")
     H, W = mask.shape[-2:]
-    flat = mask.reshape(-1, 1, H, W)
+    flat = mask.reshape(-1, H, W)
     out = torch.empty(flat.shape, dtype=mask.dtype, device=mask.device)
-    k = 2 * radius + 1
+    if radius > 0 and H * W > 0:
+        # pixels of the clipped window: the image border never counts as the other class
+        n_win = _window_count(H, radius, mask.device)[:, None] * _window_count(W, radius, mask.device)[None, :]
     for i in range(flat.shape[0]):
-        fg = (flat[i:i + 1] >= 0.5).to(torch.float32)
+        fg = flat[i] >= 0.5
+        o = out[i]
+        o.copy_(fg)
         if radius == 0 or H * W == 0:
-            out[i:i + 1] = fg.to(mask.dtype)
             continue
-
-        def _dilate(x):
-            x = F.max_pool2d(x, (1, k), stride=1, padding=(0, radius))
-            return F.max_pool2d(x, (k, 1), stride=1, padding=(radius, 0))
-
-        # max_pool pads with -inf, so the image border never counts as the other class
-        dil = _dilate(fg)
-        ero = 1.0 - _dilate(1.0 - fg)
-        tri = torch.where(dil > ero, torch.full_like(fg, 0.5), fg)
-        out[i:i + 1] = tri.to(mask.dtype)
+        s = _box_sum_int(_box_sum_int(fg.to(torch.int32), radius, 0), radius, 1)
+        o.masked_fill_((s > 0) & (s < n_win), 0.5)
     return out.reshape(mask.shape)
