@@ -97,24 +97,24 @@ def _guided_refine_one(image: torch.Tensor, alpha: torch.Tensor, trimap: torch.T
         return out
     H, W = alpha.shape
     rows = unk.any(1).nonzero()[:, 0]
-    cols = unk.any(0).nonzero()[:, 0]
     y0, y1 = int(rows[0]), int(rows[-1]) + 1
-    x0, x1 = int(cols[0]), int(cols[-1]) + 1
-    halo = 2 * radius
-    cx0, cx1 = max(0, x0 - halo), min(W, x1 + halo)
+    halo = 2 * radius  # a 2r halo makes every strip's result equal to the whole-image filter
     # source: coarse alpha in the unknown band, the trimap's exact 0/1 elsewhere
     src = torch.where(unk, alpha, trimap.to(alpha.dtype))
     wgt = torch.where(unk, torch.full_like(alpha, float(unknown_weight)), torch.ones_like(alpha))
     for s0 in range(y0, y1, strip_rows):
         s1 = min(y1, s0 + strip_rows)
-        u = unk[s0:s1, x0:x1]
-        if not bool(u.any()):
+        scols = unk[s0:s1].any(0).nonzero()[:, 0]
+        if scols.numel() == 0:
             continue
+        sx0, sx1 = int(scols[0]), int(scols[-1]) + 1  # this strip's unknown columns
+        cx0, cx1 = max(0, sx0 - halo), min(W, sx1 + halo)
+        u = unk[s0:s1, sx0:sx1]
         a0, a1 = max(0, s0 - halo), min(H, s1 + halo)
         q = guided_filter(image[:, a0:a1, cx0:cx1], src[a0:a1, cx0:cx1], radius, eps,
                           weight=wgt[a0:a1, cx0:cx1], strip_rows=a1 - a0)
-        q = q[s0 - a0:s1 - a0, x0 - cx0:x1 - cx0].clamp(0, 1)
-        out[s0:s1, x0:x1] = torch.where(u, q, out[s0:s1, x0:x1])
+        q = q[s0 - a0:s1 - a0, sx0 - cx0:sx1 - cx0].clamp(0, 1)
+        out[s0:s1, sx0:sx1] = torch.where(u, q, out[s0:s1, sx0:sx1])
     return out
 
 
