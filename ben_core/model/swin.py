@@ -102,8 +102,9 @@ class WindowLayout:
 
     Attributes:
         hw: ``(H, W)``; padded: ``(Hp, Wp)``; num_windows: ``nW``; batch: ``B``.
-        groups: list of ``(first_row, num_rows, shift_mask [N, N] or None)`` over the
-            ``nW*B`` window rows (``None`` = no shift mask).
+        groups: list of ``(first_row, num_rows, mask_id)`` over the ``nW*B`` window rows;
+            ``mask_id`` indexes ``shift_masks`` (``None`` = no shift mask).
+        shift_masks: ``[K, N, N]`` additive shift masks (``dtype``) of the masked groups, or None.
         gather: int64 ``[nW*B*N]``, source row in ``[B*H*W]`` of every window slot.
         pad_slots: int64, the window slots that hold zero padding.
         dest: int64 ``[nW*B*N]``, destination row of every slot (``B*H*W`` for padding).
@@ -134,19 +135,21 @@ class WindowLayout:
                      (win_r < nwh - 1) & (win_c == nww - 1), (win_r == nwh - 1) & (win_c == nww - 1)]
         else:
             regions, kinds = None, [torch.ones_like(win_r, dtype=torch.bool)]
-        order, self.groups, first = [], [], 0
+        order, self.groups, first, masks = [], [], 0, []
         for i, kind in enumerate(kinds):
             ids = torch.nonzero(kind).flatten()
             if ids.numel() == 0:
                 continue
-            mask = None
+            mask_id = None
             if regions is not None and i > 0:  # the mask shared by this group's windows
                 r = regions[ids[0]]
-                mask = ((r[None, :] != r[:, None]).to(torch.float32) * _SHIFT_MASK_VALUE).to(target, dtype)
-            self.groups.append((first, ids.numel() * batch, mask))
+                mask_id = len(masks)
+                masks.append((r[None, :] != r[:, None]).to(torch.float32) * _SHIFT_MASK_VALUE)
+            self.groups.append((first, ids.numel() * batch, mask_id))
             first += ids.numel() * batch
             order.append(ids)
         order = torch.cat(order)  # window ids in layout order
+        self.shift_masks = torch.stack(masks).to(target, dtype) if masks else None
 
         offsets = torch.arange(batch, device=device) * (h * w)
         gather = token[order][:, None, :] + offsets[None, :, None]  # [nW, B, N]
@@ -242,10 +245,13 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(windows).view(-1, n, 3, nh, c // nh)
         # Strided views [nW*B, nH, N, d]; SDPA reads them without copies.
         q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
-        bias = self.relative_position_bias().to(windows.dtype)
+        bias = self.relative_position_bias().to(windows.dtype)  # [nH, N, N]
+        masked = None
+        if layout.shift_masks is not None:  # [K, nH, N, N]: bias + each group's shift mask
+            masked = bias.unsqueeze(0) + layout.shift_masks.to(bias.dtype).unsqueeze(1)
         outs = []
-        for first, count, shift_mask in layout.groups:
-            mask = bias if shift_mask is None else bias + shift_mask.to(bias.dtype)
+        for first, count, mask_id in layout.groups:
+            mask = bias if mask_id is None else masked[mask_id]
             rows = slice(first, first + count)
             out = F.scaled_dot_product_attention(q[rows], k[rows], v[rows], attn_mask=mask.unsqueeze(0))
             outs.append(out.transpose(1, 2).reshape(-1, c))  # [rows*N, C], a view
