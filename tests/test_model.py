@@ -189,6 +189,17 @@ def test_other_dtypes_run_and_agree(dtype):
     assert (y.float() - ref).abs().max().item() <= tol
 
 
+def test_cpu_autocast_bfloat16_runs_batched():
+    m = small_model()
+    x = torch.randn(2, 3, 512, 512, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        ref = m(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = m(x)
+    assert y.shape == (2, 1, 512, 512) and torch.isfinite(y).all()
+    assert (y.float() - ref).abs().max().item() <= 0.25 * ref.abs().max().item()
+
+
 # ----------------------------------------------------------------------------- building blocks
 def test_nearest_up2_conv3x3_equals_upsample_then_conv():
     g = torch.Generator().manual_seed(0)

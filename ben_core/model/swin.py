@@ -245,7 +245,7 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(windows).view(-1, n, 3, nh, c // nh)
         # Strided views [nW*B, nH, N, d]; SDPA reads them without copies.
         q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
-        bias = self.relative_position_bias().to(windows.dtype)  # [nH, N, N]
+        bias = self.relative_position_bias().to(q.dtype)  # [nH, N, N], in the attention dtype
         masked = None
         if layout.shift_masks is not None:  # [K, nH, N, N]: bias + each group's shift mask
             masked = bias.unsqueeze(0) + layout.shift_masks.to(bias.dtype).unsqueeze(1)
