@@ -200,6 +200,16 @@ def test_cpu_autocast_bfloat16_runs_batched():
     assert (y.float() - ref).abs().max().item() <= 0.25 * ref.abs().max().item()
 
 
+def test_forward_is_differentiable_outside_inference_mode():
+    m = small_model()
+    x = torch.randn(1, 3, 512, 512, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    m(x).mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    unused = {f"sideout{i}" for i in range(1, 6)}
+    missing = [n for n, p in m.named_parameters() if p.grad is None and n.split(".")[0] not in unused]
+    assert not missing, missing
+
+
 # ----------------------------------------------------------------------------- building blocks
 def test_nearest_up2_conv3x3_equals_upsample_then_conv():
     g = torch.Generator().manual_seed(0)

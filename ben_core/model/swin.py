@@ -184,8 +184,11 @@ class WindowLayout:
 def gelu_(x: Tensor) -> Tensor:
     """Exact (erf) GELU applied in place on a temporary ``x`` (any shape/dtype); returns ``x``.
 
-    Avoids allocating a second buffer of ``x``'s size; autograd-safe (``aten::gelu_``).
+    Avoids allocating a second buffer of ``x``'s size. When autograd records ``x``, returns
+    ``F.gelu(x)`` instead (the backward pass needs the un-activated input).
     """
+    if torch.is_grad_enabled() and x.requires_grad:
+        return F.gelu(x)
     return torch.ops.aten.gelu_(x)
 
 
