@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from conftest import DATA_DIR, synth_sd
 from ben_core.model import BENBase
-from ben_core.model.ben2 import conv3x3_then_box_down, nearest_up2_conv3x3
+from ben_core.model.ben2 import conv3x3_then_box_down, nearest_up2_conv3x3, upsample_norm_gelu_conv
 from ben_core.model.decoder import channel_stats, instance_norm_gelu_, sine_position_encoding
 from ben_core.model.swin import WindowAttention, WindowLayout, window_partition
 
@@ -220,6 +220,20 @@ def test_nearest_up2_conv3x3_equals_upsample_then_conv():
         out = nearest_up2_conv3x3(x, w, b, band_rows=band)
         assert out.shape == ref.shape
         assert (out - ref).abs().max().item() < 1e-4
+
+
+def test_banded_upsample_norm_gelu_conv_equals_direct():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 8, 22, 14, generator=g) * 2 + 0.5
+    up, out = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Conv2d(8, 1, 3, padding=1)
+    with torch.no_grad():
+        for p in [*up.parameters(), *out.parameters()]:
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        ref = out(F.gelu(F.instance_norm(up(F.interpolate(x, scale_factor=2.0, mode="nearest")))))
+        for band in (64, 5, 1):  # one band, uneven bands, single-row bands
+            got = upsample_norm_gelu_conv(x, up, out, band_rows=band)
+            assert got.shape == ref.shape == (2, 1, 44, 28)
+            assert (got - ref).abs().max().item() < 1e-4
 
 
 @pytest.mark.parametrize("factor", [2, 4])

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .decoder import (MCLM, MCRM, ConvNormGELU, from_nhwc, image_to_patches, instance_norm_gelu_,
-                      stitch_nhwc, to_nhwc)
-from .swin import SwinTransformer
+from .decoder import (MCLM, MCRM, ConvNormGELU, channel_stats, from_nhwc, image_to_patches,
+                      instance_norm_gelu_, stitch_nhwc, to_nhwc)
+from .swin import SwinTransformer, gelu_
 
 __all__ = ["BENBase"]
 
@@ -59,14 +59,45 @@ def conv3x3_then_box_down(x: Tensor, weight: Tensor, bias: Tensor, factor: int) 
     return F.conv2d(x, k, bias, stride=factor, padding=1 if factor == 2 else 0)
 
 
-def nearest_up2_conv3x3(x: Tensor, weight: Tensor, bias: Tensor, band_rows: int = 128) -> Tensor:
-    """``conv3x3(nearest_upsample_2x(x), pad=1)`` computed as four 2x2 sub-pixel convolutions.
+def _subpixel_kernels(weight: Tensor) -> dict:
+    """3x3 kernel ``[Co, Ci, 3, 3]`` -> the four 2x2 kernels of nearest-2x-upsample + conv.
 
     After nearest 2x upsampling, output pixel ``(2i+a, 2j+c)`` of a 3x3 conv only sees input
     rows ``i-1+a .. i+a`` and columns ``j-1+c .. j+c``, with the 3x3 taps summed accordingly
-    (rows ``{0},{1,2}`` for ``a=0``, ``{0,1},{2}`` for ``a=1``; the same for columns). This
-    needs 4/9 of the multiply-adds and never builds the upsampled input. Work is done in bands
-    of ``band_rows`` input rows so temporaries stay small.
+    (rows ``{0},{1,2}`` for ``a=0``, ``{0,1},{2}`` for ``a=1``; the same for columns).
+
+    Returns:
+        ``{(a, c): [Co, Ci, 2, 2]}``.
+    """
+    taps = ((0,), (1, 2)), ((0, 1), (2,))
+    kernels = {}
+    for a in (0, 1):
+        rows = torch.stack([weight[:, :, list(t)].sum(2) for t in taps[a]], dim=2)  # [Co, Ci, 2, 3]
+        for c in (0, 1):
+            kernels[a, c] = torch.stack([rows[..., list(t)].sum(3) for t in taps[c]], dim=3)
+    return kernels
+
+
+def _subpixel_band(x: Tensor, kernels: dict, bias: Tensor, i0: int, i1: int):
+    """Sub-pixel outputs of ``conv3x3(nearest_up2(x))`` for input rows ``i0 .. i1-1``.
+
+    Yields ``(a, c, phase)`` with ``phase [B, Co, i1-i0, w]`` = output pixels
+    ``(2i+a, 2j+c)``, channels-last.
+    """
+    h, w = x.shape[-2:]
+    # Input rows i0-1 .. i1 and columns -1 .. w, zero outside the image (the conv's padding).
+    lo, hi = max(i0 - 1, 0), min(i1 + 1, h)
+    band = F.pad(x[:, :, lo:hi], (1, 1, lo - (i0 - 1), (i1 + 1) - hi))
+    band = band.contiguous(memory_format=torch.channels_last)
+    for (a, c), k in kernels.items():
+        yield a, c, F.conv2d(band[:, :, a:a + (i1 - i0) + 1, c:c + w + 1], k, bias)
+
+
+def nearest_up2_conv3x3(x: Tensor, weight: Tensor, bias: Tensor, band_rows: int = 128) -> Tensor:
+    """``conv3x3(nearest_upsample_2x(x), pad=1)`` computed as four 2x2 sub-pixel convolutions.
+
+    Needs 4/9 of the multiply-adds of the direct form and never builds the upsampled input
+    (see :func:`_subpixel_kernels`). Work is done in bands of ``band_rows`` input rows.
 
     Args:
         x: ``[B, Cin, h, w]``; weight ``[Cout, Cin, 3, 3]``; bias ``[Cout]``.
@@ -75,26 +106,75 @@ def nearest_up2_conv3x3(x: Tensor, weight: Tensor, bias: Tensor, band_rows: int 
         ``[B, Cout, 2h, 2w]`` (channels-last memory).
     """
     b, _, h, w = x.shape
+    kernels = _subpixel_kernels(weight)
     out = None
-    taps = ((0,), (1, 2)), ((0, 1), (2,))  # 3x3 taps merged into each of the 2 sub-pixel taps
-    kernels = {}
-    for a in (0, 1):
-        rows = torch.stack([weight[:, :, list(t)].sum(2) for t in taps[a]], dim=2)  # [Co, Ci, 2, 3]
-        for c in (0, 1):
-            kernels[a, c] = torch.stack([rows[..., list(t)].sum(3) for t in taps[c]], dim=3)
     for i0 in range(0, h, band_rows):
         i1 = min(i0 + band_rows, h)
-        # Input rows i0-1 .. i1 (zero outside), columns -1 .. w (zero outside).
-        lo, hi = max(i0 - 1, 0), min(i1 + 1, h)
-        band = F.pad(x[:, :, lo:hi], (1, 1, lo - (i0 - 1), (i1 + 1) - hi))
-        band = band.contiguous(memory_format=torch.channels_last)
-        for (a, c), k in kernels.items():
-            phase = F.conv2d(band[:, :, a:a + (i1 - i0) + 1], k, bias)  # [B, Co, i1-i0, w+1]
+        for a, c, phase in _subpixel_band(x, kernels, bias, i0, i1):
             if out is None:  # dtype of the conv result (autocast may change it)
                 out = torch.empty((b, weight.shape[0], 2 * h, 2 * w), dtype=phase.dtype,
                                   device=x.device, memory_format=torch.channels_last)
-            out[:, :, 2 * i0 + a:2 * i1:2, c::2] = phase[..., c:c + w]
+            out[:, :, 2 * i0 + a:2 * i1:2, c::2] = phase
     return out
+
+
+def upsample_norm_gelu_conv(x: Tensor, up: nn.Conv2d, out_conv: nn.Conv2d, band_rows: int = 64,
+                            eps: float = 1e-5) -> Tensor:
+    """``out_conv(GELU(InstanceNorm(up(nearest_up2(x)))))`` without the full-resolution tensor.
+
+    The full-resolution activation (``[B, C, 2h, 2w]``, 512 MB at 1024^2) is the largest
+    tensor of the network. Pass 1 runs the sub-pixel convolution band by band and merges exact
+    per-band statistics (Chan et al.'s parallel variance, float64); pass 2 recomputes each band
+    with a one-row halo, normalises it, applies GELU and the final 3x3 conv (zero padding at
+    the image border, exactly like the full-size computation).
+
+    Args:
+        x: ``[B, C, h, w]``; up: 3x3 conv ``C -> C``; out_conv: 3x3 conv ``C -> Co``.
+
+    Returns:
+        ``[B, Co, 2h, 2w]``.
+    """
+    b, _, h, w = x.shape
+    c_out = up.weight.shape[0]
+    kernels = _subpixel_kernels(up.weight)
+
+    count, mean, m2 = 0, None, None  # pass 1: statistics
+    for i0 in range(0, h, band_rows):
+        i1 = min(i0 + band_rows, h)
+        for _, _, phase in _subpixel_band(x, kernels, up.bias, i0, i1):
+            var_b, mean_b = channel_stats(phase)
+            n_b = phase.shape[2] * phase.shape[3]
+            var_b, mean_b = var_b.double(), mean_b.double()
+            if mean is None:
+                count, mean, m2 = n_b, mean_b, var_b * n_b
+                continue
+            delta, total = mean_b - mean, count + n_b
+            mean = mean + delta * (n_b / total)
+            m2 = m2 + var_b * n_b + delta * delta * (count * n_b / total)
+            count = total
+    stat_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    rstd = torch.rsqrt(m2 / count + eps).to(stat_dtype)
+    mean = mean.to(stat_dtype)
+
+    result = None  # pass 2: recompute with a halo, normalise, GELU, final conv
+    for i0 in range(0, h, band_rows):
+        i1 = min(i0 + band_rows, h)
+        lo, hi = max(i0 - 1, 0), min(i1 + 1, h)
+        u = None
+        for a, c, phase in _subpixel_band(x, kernels, up.bias, lo, hi):
+            if u is None:
+                u = torch.empty((b, c_out, 2 * (hi - lo), 2 * w), dtype=phase.dtype, device=x.device,
+                                memory_format=torch.channels_last)
+            u[:, :, a::2, c::2] = phase
+        u.sub_(mean.to(u.dtype)).mul_(rstd.to(u.dtype))
+        gelu_(u)
+        # Full-resolution rows 2*lo .. 2*hi-1; padding=1 is exact at the image border and the
+        # rows next to inner band edges (wrongly zero-padded) are cropped away.
+        y = out_conv(u)[:, :, 2 * (i0 - lo):2 * (i1 - lo)]
+        if result is None:
+            result = torch.empty((b, y.shape[1], 2 * h, 2 * w), dtype=y.dtype, device=x.device)
+        result[:, :, 2 * i0:2 * i1] = y
+    return result
 
 
 class BENBase(nn.Module):
@@ -211,7 +291,8 @@ class BENBase(nn.Module):
         Upstream order: insmask_head; + shallow (bilinear to S/4); nearest 2x; upsample1;
         + shallow (bilinear to S/2); nearest 2x; upsample2; output conv. ``shallow`` is a 3x3
         conv of the input; its bilinear downsamplings and the nearest-upsample + conv pairs are
-        computed in closed form (see :func:`conv3x3_then_box_down`, :func:`nearest_up2_conv3x3`).
+        computed in closed form (see :func:`conv3x3_then_box_down`, :func:`nearest_up2_conv3x3`),
+        and the last full-resolution stage runs in bands (:func:`upsample_norm_gelu_conv`).
         """
         head = self.insmask_head
         y = instance_norm_gelu_(head[0](fused))
@@ -221,8 +302,10 @@ class BENBase(nn.Module):
         y = y.add_(conv3x3_then_box_down(x, sw, sb, 4))
         y = instance_norm_gelu_(nearest_up2_conv3x3(y, self.upsample1[0].weight, self.upsample1[0].bias))
         y = y.add_(conv3x3_then_box_down(x, sw, sb, 2))
-        y = instance_norm_gelu_(nearest_up2_conv3x3(y, self.upsample2[0].weight, self.upsample2[0].bias))
-        return self.output(y).contiguous()
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.upsample2.parameters()):
+            y = instance_norm_gelu_(nearest_up2_conv3x3(y, self.upsample2[0].weight, self.upsample2[0].bias))
+            return self.output(y).contiguous()
+        return upsample_norm_gelu_conv(y, self.upsample2[0], self.output[0])
 
     def forward(self, x: Tensor) -> Tensor:
         """Args:
