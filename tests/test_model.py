@@ -203,7 +203,10 @@ def test_cpu_autocast_bfloat16_runs_batched():
 def test_forward_is_differentiable_outside_inference_mode():
     m = small_model()
     x = torch.randn(1, 3, 512, 512, generator=torch.Generator().manual_seed(4), requires_grad=True)
-    m(x).mean().backward()
+    y = m(x)
+    with torch.inference_mode():  # inference uses the banded head; both paths must agree
+        assert (m(x.detach()) - y.detach()).abs().max().item() < 1e-4
+    y.mean().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     unused = {f"sideout{i}" for i in range(1, 6)}
     missing = [n for n, p in m.named_parameters() if p.grad is None and n.split(".")[0] not in unused]

@@ -303,6 +303,7 @@ class BENBase(nn.Module):
         y = instance_norm_gelu_(nearest_up2_conv3x3(y, self.upsample1[0].weight, self.upsample1[0].bias))
         y = y.add_(conv3x3_then_box_down(x, sw, sb, 2))
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.upsample2.parameters()):
+            # Autograd path: the banded recompute below is for inference only.
             y = instance_norm_gelu_(nearest_up2_conv3x3(y, self.upsample2[0].weight, self.upsample2[0].bias))
             return self.output(y).contiguous()
         return upsample_norm_gelu_conv(y, self.upsample2[0], self.output[0])
