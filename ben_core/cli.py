@@ -186,16 +186,19 @@ def collect_inputs(inputs: Sequence[str], recursive: bool = False,
 def plan_jobs(found: Sequence[tuple[Path, Path, str]]) -> list[Job]:
     """Assign collision-free relative output paths (without suffix) to collected inputs.
 
-    Paths are taken relative to the common ancestor of all input roots, so a file's folder structure
-    is kept whenever two inputs share a name (``a/x.png`` and ``b/x.png`` -> ``a/x``, ``b/x``). Files that
-    still map to the same name (``x.jpg`` and ``x.png`` side by side) get their extension appended
-    (``x_jpg``, ``x_png``), then a counter if needed.
+    Each file is named relative to its own root (the folder given, or the file's folder for a file
+    given by name). If that makes two inputs share a name (``a/x.png`` and ``b/x.png``), all paths are
+    taken relative to the common ancestor of the roots instead, keeping the folder structure
+    (``a/x``, ``b/x``). Files that still map to the same name (``x.jpg`` and ``x.png`` side by side) get
+    their extension appended (``x_jpg``, ``x_png``), then a counter if needed.
     """
     if not found:
         return []
-    roots = {root for _, root, _ in found}
-    base = Path(os.path.commonpath([str(r) for r in roots])) if len(roots) > 1 else next(iter(roots))
-    rels = [f.relative_to(base).with_suffix("") for f, _, _ in found]
+    rels = [f.relative_to(root).with_suffix("") for f, root, _ in found]
+    if len({str(r).lower() for r in rels}) < len(rels):
+        roots = {root for _, root, _ in found}
+        base = Path(os.path.commonpath([str(r) for r in roots])) if len(roots) > 1 else next(iter(roots))
+        rels = [f.relative_to(base).with_suffix("") for f, _, _ in found]
     keys = [str(r).lower() for r in rels]  # case-insensitive file systems
     counts: dict[str, int] = {}
     for k in keys:

@@ -152,6 +152,16 @@ def test_output_names_never_collide(tmp_path):
     assert written == sorted(["a/x_png.png", "a/x_jpg.png", "b/x.png", "a/deep/y.png"])
 
 
+def test_files_from_different_folders_stay_flat_without_collisions(tmp_path):
+    for sub in ("p/q", "r"):
+        (tmp_path / sub).mkdir(parents=True)
+    rand_image(tmp_path / "p" / "q" / "one.png", 8, 8, 1)
+    rand_image(tmp_path / "r" / "two.png", 8, 8, 2)
+    out = tmp_path / "out"
+    assert run([tmp_path / "p" / "q" / "one.png", tmp_path / "r" / "two.png", "-o", out, "-q"]) == 0
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == ["one.png", "two.png"]
+
+
 def test_output_folder_inside_input_folder_is_not_reprocessed(tmp_path, capsys):
     d = tmp_path / "in"
     d.mkdir()
