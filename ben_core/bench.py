@@ -91,7 +91,7 @@ def count_flops(size: int = 1024, model=None, x=None) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     if model is None:
-        from ben_core.model import BENBase
+        from .model import BENBase
 
         with torch.device("meta"):
             model = BENBase().eval()
@@ -125,7 +125,7 @@ def prepare_weights(dst: Path) -> str:
         sd = mod.synth_state_dict(0)
         origin = "synthetic (tests/data/synth_weights.py, seed 0)"
     else:
-        from ben_core.model import BENBase
+        from .model import BENBase
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
@@ -193,13 +193,13 @@ def _net_worker(spec: dict) -> int:
     from safetensors.torch import load_file
 
     if impl == "ours":
-        from ben_core.model import BENBase
+        from .model import BENBase
 
         model = BENBase()
     else:
         import copy
 
-        from ben_core._upstream import load_upstream
+        from ._upstream import load_upstream
 
         model = load_upstream(spec["upstream"]).BEN_Base()
         if spec.get("count_flops"):  # upstream's graph runs on meta once built (its __init__ needs real tensors)
@@ -274,7 +274,7 @@ def _fg_worker(spec: dict) -> int:
     """Foreground-estimator worker: median time of estimate_foreground at one size, peak memory."""
     import torch
 
-    from ben_core.foreground import estimate_foreground
+    from .foreground import estimate_foreground
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
@@ -392,7 +392,7 @@ def _bench_network(args, device: str, tmp: Path, log) -> list[dict]:
     if args.weights:
         from safetensors.torch import save_file
 
-        from ben_core.checkpoint import read_state_dict
+        from .checkpoint import read_state_dict
 
         sd = read_state_dict(args.weights)
         save_file({k: v.contiguous() for k, v in sd.items()}, str(weights))

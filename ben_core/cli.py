@@ -365,7 +365,7 @@ def resolve_checkpoint(path: str | None, log: Callable[[str], None]) -> Path:
         if not p.is_file():
             raise FileNotFoundError(f"--checkpoint {path}: no such file")
         return p
-    from ben_core import hub
+    from . import hub
 
     cached = hub.find_cached_weights()
     if cached is not None:
@@ -379,8 +379,8 @@ def build_predictor(args, log: Callable[[str], None]):
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     ckpt = resolve_checkpoint(args.checkpoint, log)
-    from ben_core.checkpoint import load_ben
-    from ben_core.predictor import BENPredictor
+    from .checkpoint import load_ben
+    from .predictor import BENPredictor
 
     model = load_ben(ckpt, device=device)
     return BENPredictor(model, device=device, dtype=dtype, working_size=args.working_size,
@@ -419,7 +419,7 @@ def _foreground(predictor, image, alpha):
     import numpy as np
     import torch
 
-    from ben_core.foreground import estimate_foreground
+    from .foreground import estimate_foreground
 
     device = getattr(predictor, "device", None) or torch.device("cpu")
     img = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)[None]
@@ -486,7 +486,7 @@ def _predict(predictor, images: list) -> list:
 
 
 def _process_video(job: Job, predictor, args, outdir: Path, progress: Progress) -> tuple[Path, str] | None:
-    from ben_core import video
+    from . import video
 
     dst, bg = _video_out_path(outdir, job, args)
     dst.parent.mkdir(parents=True, exist_ok=True)

@@ -246,7 +246,7 @@ def _refine(predictor, rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Blur-fusion foreground colours for a batch: rgb uint8 [B,H,W,3], alpha [B,H,W] -> float [B,H,W,3] 0..1."""
     import torch
 
-    from ben_core.foreground import estimate_foreground
+    from .foreground import estimate_foreground
 
     device = getattr(predictor, "device", None) or torch.device("cpu")
     img = torch.from_numpy(rgb).to(device).permute(0, 3, 1, 2).float() / 255.0
