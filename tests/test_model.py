@@ -13,6 +13,7 @@ from conftest import DATA_DIR, synth_sd
 from ben_core.model import BENBase
 from ben_core.model.ben2 import conv3x3_then_box_down, nearest_up2_conv3x3, upsample_norm_gelu_conv
 from ben_core.model.decoder import channel_stats, instance_norm_gelu_, sine_position_encoding
+from ben_core.model import swin
 from ben_core.model.swin import WindowAttention, WindowLayout, window_partition
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -297,7 +298,10 @@ def reference_window_attention(attn: WindowAttention, y: torch.Tensor, shift: in
 
 @pytest.mark.parametrize("hw, shift", [((16, 20), 6), ((12, 12), 6), ((7, 30), 0), ((25, 13), 6),
                                        ((8, 8), 6), ((36, 36), 6)])
-def test_window_attention_matches_pad_roll_partition_reference(hw, shift):
+@pytest.mark.parametrize("pieces", ["whole", "two_windows"])
+def test_window_attention_matches_pad_roll_partition_reference(hw, shift, pieces, monkeypatch):
+    if pieces == "two_windows":  # force several attention calls per window group
+        monkeypatch.setattr(swin, "_CHUNK_ELEMS", 3 * 16 * 144 * 2)
     h, w = hw
     g = torch.Generator().manual_seed(h * 100 + w)
     attn = WindowAttention(dim=16, window_size=12, num_heads=2)

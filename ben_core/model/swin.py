@@ -24,6 +24,8 @@ __all__ = ["SwinTransformer", "SwinBlock", "SwinStage", "WindowAttention", "Patc
 
 # Additive value that upstream Swin uses between tokens of different shift regions (not -inf).
 _SHIFT_MASK_VALUE = -100.0
+# Element budget of the per-piece temporaries (q/k/v, MLP hidden) in inference.
+_CHUNK_ELEMS = 1 << 23
 
 
 def relative_position_index(window_size: int) -> Tensor:
@@ -245,19 +247,27 @@ class WindowAttention(nn.Module):
             ``[nW*B*N, C]`` result before the output projection ``proj``).
         """
         c, nh, n = self.dim, self.num_heads, self.window_size * self.window_size
-        qkv = self.qkv(windows).view(-1, n, 3, nh, c // nh)
-        # Strided views [nW*B, nH, N, d]; SDPA reads them without copies.
-        q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
-        bias = self.relative_position_bias().to(q.dtype)  # [nH, N, N], in the attention dtype
+        bias = self.relative_position_bias()  # [nH, N, N]; cast to the q/k/v dtype below
         masked = None
-        if layout.shift_masks is not None:  # [K, nH, N, N]: bias + each group's shift mask
-            masked = bias.unsqueeze(0) + layout.shift_masks.to(bias.dtype).unsqueeze(1)
+        # Windows are processed in pieces of at most ~8M q/k/v elements to bound temporaries.
+        step = max(1, _CHUNK_ELEMS // (3 * c * n))
         outs = []
         for first, count, mask_id in layout.groups:
-            mask = bias if mask_id is None else masked[mask_id]
-            rows = slice(first, first + count)
-            out = F.scaled_dot_product_attention(q[rows], k[rows], v[rows], attn_mask=mask.unsqueeze(0))
-            outs.append(out.transpose(1, 2).reshape(-1, c))  # [rows*N, C], a view
+            for start in range(first, first + count, step):
+                stop = min(start + step, first + count)
+                qkv = self.qkv(windows[start * n:stop * n]).view(-1, n, 3, nh, c // nh)
+                # Strided views [windows, nH, N, d]; SDPA reads them without copies.
+                q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
+                if bias.dtype != q.dtype:
+                    bias = bias.to(q.dtype)
+                    masked = None
+                mask = bias
+                if mask_id is not None:
+                    if masked is None:  # [K, nH, N, N]: bias + each group's shift mask
+                        masked = bias.unsqueeze(0) + layout.shift_masks.to(bias.dtype).unsqueeze(1)
+                    mask = masked[mask_id]
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(0))
+                outs.append(out.transpose(1, 2).reshape(-1, c))  # [windows*N, C], a view
         return outs
 
 
@@ -297,10 +307,13 @@ class SwinBlock(nn.Module):
         win = self.attn(win, layout)
         # proj is per token, so it commutes with the reordering; run it on unpadded tokens.
         x = x + self.attn.proj(layout.from_windows(win)).view(b, l, c)  # new tensor
-        y = self.mlp(self.norm2(x))
         if torch.is_grad_enabled():
-            return x + y
-        return x.add_(y)
+            return x + self.mlp(self.norm2(x))
+        # Inference: per-token MLP in place, in row pieces (bounded hidden activations).
+        rows = max(1, _CHUNK_ELEMS // self.mlp.fc1.out_features)
+        for part in x.view(b * l, c).split(rows):
+            part.add_(self.mlp(self.norm2(part)))
+        return x
 
 
 class PatchMerging(nn.Module):
