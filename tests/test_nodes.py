@@ -21,25 +21,11 @@ import pytest
 import torch
 
 from comfy_stub import InterruptProcessingException, install_comfy, make_folder_paths
+from conftest import PACK_NAME, load_pack
 
 ROOT = Path(__file__).resolve().parents[1]
-PACK = "ComfyUI-BEN2"
+PACK = PACK_NAME
 NODE_IDS = ["BEN2_LoadModel", "BEN2_RemoveBackground", "BEN2_ShowTrimap", "BEN2_RefineMask"]
-
-
-def load_pack(name: str = PACK):
-    """Import the repo root as a package called ``name`` (what ComfyUI's custom-node loader does)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return module
 
 
 def sub(name: str):

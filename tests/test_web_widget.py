@@ -508,22 +508,13 @@ def test_payload_json_roundtrip_is_what_the_widget_reads(page):
 
 # ----------------------------------------------------------------------------- the real node's payload
 def _load_pack():
-    """The repo root imported as a package named like a custom-node folder (as ComfyUI does); None if it fails."""
-    import importlib.util
-    import sys
+    """The pack imported as ComfyUI does (see conftest.load_pack); None if it fails to import."""
+    from conftest import load_pack
 
-    name = "ComfyUI-BEN2"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        return load_pack()
     except Exception:
-        sys.modules.pop(name, None)
         return None
-    return module
 
 
 def test_real_node_payload_drives_the_widget(page):
