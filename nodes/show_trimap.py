@@ -3,11 +3,16 @@
 The preview payload (``{"ui": {"ben2_trimap": [payload, ...]}}``) follows the team contract: one dict per
 image (first 8 of a batch) with the RGB image and the probability map downsampled to a longest side of
 at most 512, so the web widget can recompute the trimap while the user drags the sliders.
+
+ComfyUI keeps every run's ui output in its in-memory history, so the payload is kept small: the map is
+sent as zlib-compressed uint16 codes (``probs_encoding = "zlib-uint16le"``, still exact to 1/65535) and
+the image as JPEG (``image_format = "jpeg"``; it is only drawn, never used for the recompute).
 """
 from __future__ import annotations
 
 import base64
 import io
+import zlib
 
 import numpy as np
 import torch
@@ -20,6 +25,13 @@ PREVIEW_MAX_SIDE = 512
 PREVIEW_MAX_IMAGES = 8
 STEP = 0.001
 DEFAULT_MIN_UNKNOWN_FRACTION = 60000 / 1024 ** 2  # 0.0572...: the paper's 60,000 px of a 1024x1024 map
+#: payload["probs_encoding"]: base64 of zlib (RFC 1950) of the little-endian uint16 codes. A payload without
+#: the field (older saved history) carries the raw little-endian uint16 bytes; the widget reads both.
+PROBS_ENCODING = "zlib-uint16le"
+PROBS_ZLIB_LEVEL = 6
+#: payload["image_format"]: the preview image's format (a payload without the field carries a PNG).
+IMAGE_FORMAT = "jpeg"
+JPEG_QUALITY = 85
 
 #: Colours of the visualisation IMAGE (RGB 0..1).
 UNKNOWN_TINT = (1.0, 0.15, 0.6)
@@ -40,24 +52,39 @@ def _downsample(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return y[0].clamp(0.0, 1.0)
 
 
-def png_base64(rgb_hw3: np.ndarray) -> str:
-    """uint8 ``[H,W,3]`` -> base64 PNG string (no data: prefix)."""
+def jpeg_base64(rgb_hw3: np.ndarray, quality: int = JPEG_QUALITY) -> str:
+    """uint8 ``[H,W,3]`` -> base64 JPEG string (no data: prefix), baseline, 4:2:0, ``quality`` 1..95."""
     from PIL import Image
 
+    if rgb_hw3.dtype != np.uint8 or rgb_hw3.ndim != 3 or rgb_hw3.shape[2] != 3:
+        raise ValueError(f"jpeg_base64 needs a uint8 [H,W,3] array, got {rgb_hw3.dtype} {tuple(rgb_hw3.shape)}")
     buf = io.BytesIO()
-    Image.fromarray(rgb_hw3, mode="RGB").save(buf, format="PNG", compress_level=4)
+    Image.fromarray(np.ascontiguousarray(rgb_hw3), mode="RGB").save(buf, format="JPEG", quality=int(quality))
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def probs_codes(probs_hw: torch.Tensor) -> np.ndarray:
+    """float ``[h,w]`` 0..1 (clamped) -> uint16 numpy ``[h,w]`` codes ``round(p*65535)`` (ties to even)."""
+    return torch.round(probs_hw.double().clamp(0.0, 1.0) * 65535.0).to(torch.int32).cpu().numpy().astype(np.uint16)
+
+
 def probs_base64(probs_hw: torch.Tensor) -> str:
-    """float ``[h,w]`` 0..1 -> base64 of little-endian uint16 ``round(p*65535)``, row-major."""
-    q = torch.round(probs_hw.double().clamp(0.0, 1.0) * 65535.0).to(torch.int32).cpu().numpy()
-    return base64.b64encode(q.astype("<u2").tobytes()).decode("ascii")
+    """float ``[h,w]`` 0..1 -> payload ``probs`` (encoding :data:`PROBS_ENCODING`).
+
+    base64 of ``zlib.compress(codes.astype("<u2").tobytes(), 6)`` with codes from :func:`probs_codes`,
+    row-major; the browser inflates it with ``DecompressionStream("deflate")`` (zlib-wrapped deflate).
+    """
+    raw = probs_codes(probs_hw).astype("<u2").tobytes(order="C")
+    return base64.b64encode(zlib.compress(raw, PROBS_ZLIB_LEVEL)).decode("ascii")
 
 
 def build_payload(rgb_3hw: torch.Tensor, probs_hw: torch.Tensor, params: dict, final_low: float,
                   final_high: float, unknown_count: int) -> dict:
-    """One preview dict per the contract (JSON-serialisable). rgb ``[3,H,W]`` 0..1, probs ``[H,W]`` 0..1."""
+    """One preview dict per the contract (JSON-serialisable). rgb ``[3,H,W]`` 0..1, probs ``[H,W]`` 0..1.
+
+    ``image`` is a base64 JPEG (``image_format`` "jpeg"), ``probs`` base64 zlib of uint16le codes
+    (``probs_encoding`` "zlib-uint16le"), both at the preview size ``width`` x ``height``.
+    """
     H, W = probs_hw.shape[-2:]
     h, w = preview_size(H, W)
     small_rgb = _downsample(rgb_3hw.cpu(), h, w)
@@ -65,8 +92,10 @@ def build_payload(rgb_3hw: torch.Tensor, probs_hw: torch.Tensor, params: dict, f
     img = (small_rgb.permute(1, 2, 0).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
     return {
         "width": int(w), "height": int(h),
-        "image": png_base64(img),
+        "image": jpeg_base64(img),
+        "image_format": IMAGE_FORMAT,
         "probs": probs_base64(small_probs),
+        "probs_encoding": PROBS_ENCODING,
         "t_low": float(params["t_low"]), "t_high": float(params["t_high"]),
         "t_min": float(params["t_min"]), "t_max": float(params["t_max"]),
         "step": float(STEP), "min_unknown_fraction": float(params["min_unknown_fraction"]),

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import types
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -399,13 +400,13 @@ def test_show_trimap_outputs_and_payload():
     json.dumps(res["ui"])
     p = payloads[0]
     assert (p["width"], p["height"], p["full_width"], p["full_height"]) == (96, 64, 96, 64)
-    q = np.frombuffer(base64.b64decode(p["probs"]), dtype="<u2").reshape(64, 96)
+    assert (p["probs_encoding"], p["image_format"]) == ("zlib-uint16le", "jpeg")
+    q = np.frombuffer(zlib.decompress(base64.b64decode(p["probs"])), dtype="<u2").reshape(64, 96)
     assert np.array_equal(q, np.round(probs[0].double().numpy() * 65535).astype(np.uint16))
     from PIL import Image
 
-    png = Image.open(io.BytesIO(base64.b64decode(p["image"])))
-    assert png.size == (96, 64) and png.mode == "RGB"
-    assert np.abs(np.asarray(png) / 255.0 - img[0].numpy()).max() < 1 / 255 + 1e-6
+    jpg = Image.open(io.BytesIO(base64.b64decode(p["image"])))
+    assert jpg.format == "JPEG" and jpg.size == (96, 64) and jpg.mode == "RGB"
     # thresholds/unknown count are those of the full-resolution computation
     from importlib import import_module
 
@@ -426,8 +427,33 @@ def test_show_trimap_preview_is_downsampled_and_capped():
     assert len(payloads) == 8  # the first 8 of a batch of 9
     p = payloads[0]
     assert (p["width"], p["height"]) == (512, 256) and (p["full_width"], p["full_height"]) == (600, 300)
-    assert len(base64.b64decode(p["probs"])) == 512 * 256 * 2
+    assert len(zlib.decompress(base64.b64decode(p["probs"]))) == 512 * 256 * 2
     assert res["result"][0].shape == (9, 300, 600)
+
+
+def test_show_trimap_payload_is_small_and_exact():
+    """A BEN2-like mask (saturated, soft edge, sigmoid tails) and a smooth photo-like image at 512x512:
+    probs stay exact uint16 codes, the zlib/JPEG payload is a fraction of the raw/PNG one, the image close."""
+    st = sub("nodes.show_trimap")
+    from PIL import Image
+
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 512), torch.linspace(0, 1, 512), indexing="ij")
+    d = ((yy - 0.5) ** 2 + (xx - 0.45) ** 2).sqrt()
+    wobble = 0.02 * torch.sin(xx * 37) * torch.cos(yy * 23)
+    probs = torch.sigmoid((0.3 + wobble - d) * 400.0)[None]  # p ~ 1e-50 .. 1 - 1e-20, edge ~ 10 px wide
+    img = torch.stack([0.5 + 0.4 * torch.sin(6 * xx + 2 * yy), 0.3 + 0.3 * yy, 0.6 - 0.4 * xx * yy], -1)[None]
+    p = st.BEN2ShowTrimap().show(img, probs)["ui"]["ben2_trimap"][0]
+    raw = np.round(probs[0].double().numpy() * 65535).astype("<u2")
+    assert np.array_equal(np.frombuffer(zlib.decompress(base64.b64decode(p["probs"])), "<u2").reshape(512, 512), raw)
+    legacy_probs = len(base64.b64encode(raw.tobytes()))
+    assert len(p["probs"]) < legacy_probs / 8, (len(p["probs"]), legacy_probs)
+    rgb8 = (img[0].numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(rgb8).save(png, format="PNG", compress_level=4)
+    assert len(p["image"]) < len(base64.b64encode(png.getvalue())) / 3
+    jpg = np.asarray(Image.open(io.BytesIO(base64.b64decode(p["image"]))), np.float64)
+    err = np.abs(jpg - rgb8)
+    assert err.mean() < 2.0 and err.max() < 16, (err.mean(), err.max())
 
 
 def test_show_trimap_bad_thresholds_and_shapes():

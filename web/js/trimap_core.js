@@ -3,10 +3,11 @@
 // No ComfyUI / LiteGraph dependency and no side effects at import time (ComfyUI loads every .js file
 // of WEB_DIRECTORY as an extension, so this module must be inert on its own).
 //
-// Payload (see the "Show Trimap preview payload" contract): width, height (ints), image (base64 PNG,
-// RGB at width x height), probs (base64 of little-endian uint16, row-major, value = round(p * 65535)),
-// t_low, t_high, t_min, t_max, step, min_unknown_fraction, final_t_low, final_t_high, unknown_count,
-// full_width, full_height.
+// Payload (see the "Show Trimap preview payload" contract): width, height (ints), image (base64 image,
+// RGB at width x height; image_format "jpeg" or "png", absent = "png"), probs (base64 of little-endian
+// uint16, row-major, value = round(p * 65535); probs_encoding "zlib-uint16le" = zlib-compressed, absent =
+// raw bytes as older runs sent them), t_low, t_high, t_min, t_max, step, min_unknown_fraction, final_t_low,
+// final_t_high, unknown_count, full_width, full_height. Decoding is async (zlib via DecompressionStream).
 
 /** Trimap labels used in the Uint8Array returned by {@link classify}. */
 export const BG = 0;
@@ -22,6 +23,11 @@ export const COLORS = Object.freeze({
 
 /** View modes of the widget. */
 export const MODES = Object.freeze(["overlay", "image", "mask", "trimap"]);
+
+/** payload.probs_encoding values understood by {@link decodeProbs} (undefined = legacy raw uint16le). */
+export const PROBS_ENCODINGS = Object.freeze(["zlib-uint16le", "uint16le"]);
+/** payload.image_format -> MIME type of the data URL (undefined = legacy "png"). */
+export const IMAGE_MIME = Object.freeze({ png: "image/png", jpeg: "image/jpeg", webp: "image/webp" });
 
 const U16_LEVELS = 65536;
 const U16_MAX = 65535;
@@ -69,18 +75,63 @@ export function decodeBase64(b64) {
 }
 
 /**
- * Decode the payload's `probs` field: base64 of little-endian uint16, row-major, width*height values.
- * @param {string} b64
+ * Inflate zlib-wrapped deflate data (RFC 1950, what Python's zlib.compress writes) with the browser's
+ * DecompressionStream("deflate"). Stops (RangeError) as soon as the output exceeds maxBytes.
+ * @param {Uint8Array} bytes compressed
+ * @param {number} maxBytes largest accepted output size
+ * @returns {Promise<Uint8Array>} the inflated bytes
+ */
+export async function inflateZlib(bytes, maxBytes) {
+  if (typeof DecompressionStream !== "function") {
+    throw new Error("this browser has no DecompressionStream (needed for zlib-compressed previews); update the browser");
+  }
+  const ds = new DecompressionStream("deflate");
+  const writer = ds.writable.getWriter();
+  // Errors of the stream surface on the reading side; swallow the writer's copy (no unhandled rejection).
+  const written = writer
+    .write(bytes)
+    .then(() => writer.close())
+    .catch(() => {});
+  const reader = ds.readable.getReader();
+  const chunks = [];
+  let total = 0;
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      total += value.length;
+      if (total > maxBytes) {
+        reader.cancel().catch(() => {});
+        throw new RangeError(`inflates to more than ${maxBytes} bytes`);
+      }
+      chunks.push(value);
+    }
+  } finally {
+    reader.releaseLock();
+  }
+  await written;
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.length;
+  }
+  return out;
+}
+
+/**
+ * Little-endian uint16 bytes -> Uint16Array of width*height values (RangeError on a size mismatch).
+ * @param {Uint8Array} bytes
  * @param {number} width
  * @param {number} height
- * @returns {Uint16Array} length width*height, values 0..65535 (probability = value / 65535)
+ * @param {string} [what] how the error message names the bytes
+ * @returns {Uint16Array}
  */
-export function decodeProbs(b64, width, height) {
-  const bytes = decodeBase64(b64);
+export function bytesToCodes(bytes, width, height, what = "probs has") {
   const n = width * height;
   if (bytes.length !== 2 * n) {
     throw new RangeError(
-      `probs has ${bytes.length} bytes but width*height*2 = ${2 * n} (width=${width}, height=${height}); ` +
+      `${what} ${bytes.length} bytes but width*height*2 = ${2 * n} (width=${width}, height=${height}); ` +
         "the node must send little-endian uint16, one value per pixel",
     );
   }
@@ -88,6 +139,36 @@ export function decodeProbs(b64, width, height) {
   const out = new Uint16Array(n);
   for (let i = 0; i < n; i++) out[i] = view.getUint16(2 * i, true);
   return out;
+}
+
+/**
+ * Decode the payload's `probs` field: base64 of little-endian uint16, row-major, width*height values,
+ * zlib-compressed when encoding is "zlib-uint16le", raw when it is undefined (older payloads) or "uint16le".
+ * @param {string} b64
+ * @param {number} width
+ * @param {number} height
+ * @param {string} [encoding] payload.probs_encoding
+ * @returns {Promise<Uint16Array>} length width*height, values 0..65535 (probability = value / 65535)
+ */
+export async function decodeProbs(b64, width, height, encoding) {
+  if (encoding !== undefined && !PROBS_ENCODINGS.includes(encoding)) {
+    throw new TypeError(
+      `trimap preview payload: unknown probs_encoding ${JSON.stringify(encoding)}, expected one of ` +
+        `${PROBS_ENCODINGS.join(", ")} (or none for raw uint16le); update the BEN2 pack's web files`,
+    );
+  }
+  let bytes = decodeBase64(b64);
+  if (encoding === "zlib-uint16le") {
+    try {
+      bytes = await inflateZlib(bytes, 2 * width * height);
+    } catch (err) {
+      throw new RangeError(
+        `probs (zlib-uint16le) could not be decompressed to width*height*2 = ${2 * width * height} bytes ` +
+          `(width=${width}, height=${height}): ${err?.message || err}`,
+      );
+    }
+  }
+  return bytesToCodes(bytes, width, height, encoding === "zlib-uint16le" ? "probs (zlib-uint16le) inflates to" : "probs has");
 }
 
 function requireNumber(p, key, { integer = false, min = -Infinity } = {}) {
@@ -102,24 +183,31 @@ function requireNumber(p, key, { integer = false, min = -Infinity } = {}) {
 }
 
 /**
- * Validate a payload and decode its probability map (the PNG stays base64; see {@link decodePng}).
+ * Validate a payload and decode its probability map (the image stays base64; see {@link decodeImage}).
  * @param {object} payload one element of message.ben2_trimap
- * @returns {{width:number,height:number,probs:Uint16Array,params:object,full:object,imageB64:string}}
- * @throws {TypeError|RangeError} naming the bad field
+ * @returns {Promise<{width:number,height:number,probs:Uint16Array,params:object,full:object,imageB64:string,
+ *   imageMime:string}>}
+ * @throws {TypeError|RangeError} (as a rejection) naming the bad field
  */
-export function decodePayload(payload) {
+export async function decodePayload(payload) {
   if (payload === null || typeof payload !== "object") {
     throw new TypeError(`trimap preview payload must be an object, got ${payload === null ? "null" : typeof payload}`);
   }
   const width = requireNumber(payload, "width", { integer: true, min: 1 });
   const height = requireNumber(payload, "height", { integer: true, min: 1 });
   if (typeof payload.image !== "string" || payload.image.length === 0) {
-    throw new TypeError("trimap preview payload: 'image' must be a base64 PNG string (no data: prefix)");
+    throw new TypeError("trimap preview payload: 'image' must be a base64 image string (no data: prefix)");
+  }
+  const format = payload.image_format === undefined ? "png" : payload.image_format;
+  if (!Object.hasOwn(IMAGE_MIME, format)) {
+    throw new TypeError(
+      `trimap preview payload: unknown image_format ${JSON.stringify(payload.image_format)}, expected one of ` +
+        `${Object.keys(IMAGE_MIME).join(", ")} (or none for png)`,
+    );
   }
   if (typeof payload.probs !== "string") {
     throw new TypeError("trimap preview payload: 'probs' must be a base64 string of uint16 values");
   }
-  const probs = decodeProbs(payload.probs, width, height);
   const params = {
     t_low: requireNumber(payload, "t_low"),
     t_high: requireNumber(payload, "t_high"),
@@ -128,6 +216,7 @@ export function decodePayload(payload) {
     step: payload.step === undefined ? 0.001 : requireNumber(payload, "step"),
     min_unknown_fraction: requireNumber(payload, "min_unknown_fraction", { min: 0 }),
   };
+  const probs = await decodeProbs(payload.probs, width, height, payload.probs_encoding);
   const opt = (k) => (typeof payload[k] === "number" && Number.isFinite(payload[k]) ? payload[k] : null);
   const full = {
     final_t_low: opt("final_t_low"),
@@ -136,7 +225,7 @@ export function decodePayload(payload) {
     full_width: opt("full_width"),
     full_height: opt("full_height"),
   };
-  return { width, height, probs, params, full, imageB64: payload.image };
+  return { width, height, probs, params, full, imageB64: payload.image, imageMime: IMAGE_MIME[format] };
 }
 
 /**
@@ -323,15 +412,16 @@ export function renderPixels(out, image, probs, labels, mode, opacity) {
 }
 
 /**
- * Decode the payload's base64 PNG into RGBA pixels at width x height (browser only; async).
- * @param {string} b64 base64 PNG without data: prefix
+ * Decode the payload's base64 image into RGBA pixels at width x height (browser only; async).
+ * @param {string} b64 base64 image without data: prefix
  * @param {number} width
  * @param {number} height
+ * @param {string} [mime] its MIME type ("image/jpeg", "image/png" = default; see {@link IMAGE_MIME})
  * @returns {Promise<Uint8ClampedArray>} RGBA, length 4*width*height
  */
-export async function decodePng(b64, width, height) {
+export async function decodeImage(b64, width, height, mime = "image/png") {
   const img = new Image();
-  img.src = `data:image/png;base64,${b64}`;
+  img.src = `data:${mime};base64,${b64}`;
   await img.decode();
   if (img.naturalWidth !== width || img.naturalHeight !== height) {
     console.warn(
@@ -344,6 +434,11 @@ export async function decodePng(b64, width, height) {
   const ctx = c.getContext("2d", { willReadFrequently: true });
   ctx.drawImage(img, 0, 0, width, height);
   return ctx.getImageData(0, 0, width, height).data;
+}
+
+/** {@link decodeImage} of a PNG (kept for callers of the older name). */
+export function decodePng(b64, width, height) {
+  return decodeImage(b64, width, height, "image/png");
 }
 
 /** Format a threshold for display (3 decimals, trailing zeros kept). */

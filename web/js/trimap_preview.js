@@ -236,33 +236,44 @@ export class TrimapPreview {
     return this.select(index, true);
   }
 
+  /**
+   * Show payload `index`. Decoding is async (zlib probs, then the image): results of a call that a newer
+   * select / setPayloads / dispose has overtaken are dropped (generation check), so a slow decode of an
+   * older message never replaces a newer one. Resolves when done; never rejects (errors go to the status).
+   */
   select(index, fromRun = false) {
     this.index = index;
     this.imageSelect.value = String(index);
     const gen = ++this.generation;
+    const stale = () => gen !== this.generation || this.disposed;
     this.root.dataset.ready = "0";
     this.status.textContent = "";
-    try {
-      const d = core.decodePayload(this.payloads[index]);
-      d.cum = core.cumulativeHistogram(d.probs);
-      this.decoded = d;
-      this.image = null;
-      if (fromRun || !this.result) this.setSliderValues(d.params);
-      this.canvas.width = d.width;
-      this.canvas.height = d.height;
-      this.recompute();
-    } catch (err) {
-      return this.fail(err);
-    }
+    let stage = "payload";
     this.ready = core
-      .decodePng(this.decoded.imageB64, this.decoded.width, this.decoded.height)
+      .decodePayload(this.payloads[index])
+      .then((d) => {
+        if (stale()) return null;
+        d.cum = core.cumulativeHistogram(d.probs);
+        this.decoded = d;
+        this.image = null;
+        if (fromRun || !this.result) this.setSliderValues(d.params);
+        this.canvas.width = d.width;
+        this.canvas.height = d.height;
+        this.recompute();
+        stage = d.imageMime;
+        return core.decodeImage(d.imageB64, d.width, d.height, d.imageMime);
+      })
       .then((rgba) => {
-        if (gen !== this.generation || this.disposed) return;
+        if (rgba === null || stale()) return;
         this.image = rgba;
         this.render();
-        this.root.dataset.ready = "1";
+        if (this.root.dataset.ready !== "error") this.root.dataset.ready = "1";
       })
-      .catch((err) => gen === this.generation && this.fail(new Error(`could not decode the preview PNG: ${err?.message || err}`)));
+      .catch((err) => {
+        if (stale()) return;
+        if (stage === "payload") this.fail(err);
+        else this.fail(new Error(`could not decode the preview image (${stage}): ${err?.message || err}`));
+      });
     return this.ready;
   }
 
