@@ -29,8 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 FG_SIZES = {"1024²": (1024, 1024), "1080p": (1920, 1080), "4K": (3840, 2160)}
 
 
@@ -65,6 +63,8 @@ def current_rss_mb() -> float:
 def make_input(batch: int, size: int, device="cpu"):
     """Deterministic smooth test images (no RNG), ImageNet-normalised: float32 [batch, 3, size, size]."""
     import torch
+
+    from .predictor import IMAGENET_MEAN, IMAGENET_STD
 
     lin = torch.linspace(0.0, 1.0, size)
     yy, xx = torch.meshgrid(lin, lin, indexing="ij")

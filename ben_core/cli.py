@@ -43,19 +43,15 @@ class UsageError(ValueError):
 # --------------------------------------------------------------------------------------------------
 
 def parse_background(text: str) -> tuple[int, int, int] | None:
-    """Parse ``--background``: ``'transparent'`` -> None, ``'#RRGGBB'`` (or ``RRGGBB``/``#RGB``) -> (r, g, b) ints 0..255.
+    """Parse ``--background``: ``'transparent'`` (or ``none``/``alpha``) -> None; ``'#RRGGBB'``, ``RRGGBB``,
+    ``#RGB`` or ``'r,g,b'`` (0..255) -> (r, g, b) ints 0..255 (see :func:`ben_core.compose.parse_colour`).
 
     Raises ValueError naming the accepted forms for anything else.
     """
-    t = text.strip().lower()
-    if t in ("transparent", "none", "alpha"):
-        return None
-    h = t[1:] if t.startswith("#") else t
-    if len(h) == 3:
-        h = "".join(c * 2 for c in h)
-    if len(h) != 6 or any(c not in "0123456789abcdef" for c in h):
-        raise ValueError(f"--background {text!r}: use 'transparent' or a hex colour like '#00FF00'")
-    return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+    from .compose import colour_to_uint8, parse_colour  # lazy: importing the CLI stays cheap
+
+    colour = parse_colour(text, allow_transparent=True)
+    return None if colour is None else colour_to_uint8(colour)
 
 
 def _positive_int(text: str) -> int:
@@ -97,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine-foreground", action="store_true",
                    help="estimate clean foreground colours at the edges (blur-fusion, slower)")
     p.add_argument("--background", type=_background_arg, default=None, metavar="transparent|#RRGGBB",
-                   help="transparent (RGBA PNG / WebM with alpha) or a colour to composite over "
-                        "(RGB image / MP4); default transparent")
+                   help="transparent (RGBA PNG / WebM with alpha) or a colour to composite over, as "
+                        "#RRGGBB, #RGB or r,g,b with 0..255 values (RGB image / MP4); default transparent")
     p.add_argument("--mask-only", action="store_true", help="write the alpha matte as a greyscale PNG")
     p.add_argument("--format", dest="image_format", default="png", choices=["png", "jpg", "webp"],
                    help="image format for composited output (transparent output is always PNG)")
@@ -259,19 +255,18 @@ def render_output(image, alpha, *, background, mask_only, foreground=None):
     import numpy as np
     from PIL import Image
 
+    from .compose import composite, to_uint8
+
     a = np.asarray(alpha, dtype=np.float32)
     if mask_only:
-        return Image.fromarray(np.rint(np.clip(a, 0, 1) * 255).astype(np.uint8), "L")
+        return Image.fromarray(to_uint8(a), "L")
     if foreground is not None:
         rgb = np.asarray(foreground, dtype=np.float32).transpose(1, 2, 0)
     else:
         rgb = np.asarray(image, dtype=np.float32) / 255.0
-    if background is None:
-        out = np.concatenate([rgb, a[..., None]], axis=-1)
-        return Image.fromarray(np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8), "RGBA")
-    bg = np.asarray(background, dtype=np.float32) / 255.0
-    comp = rgb * a[..., None] + bg * (1.0 - a[..., None])
-    return Image.fromarray(np.rint(np.clip(comp, 0, 1) * 255).astype(np.uint8), "RGB")
+    colour = None if background is None else tuple(v / 255.0 for v in background)
+    out = to_uint8(composite(rgb, a, colour))
+    return Image.fromarray(out, "RGBA" if background is None else "RGB")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from typing import Callable
 
 import numpy as np
 
+from .compose import composite, to_uint8
+
 # audio codecs each output container takes as-is (others are transcoded)
 _REMUX_AUDIO = {
     "webm": {"opus", "vorbis"},
@@ -113,18 +115,16 @@ def _add_audio_stream(av, out, kind: str, astream):
 
 
 def _frames_to_output(rgb: np.ndarray, alpha: np.ndarray, fg: np.ndarray | None, background, mask_only: bool) -> np.ndarray:
-    """uint8 frames for the encoder: [B,H,W,4] RGBA (background None) or [B,H,W,3] RGB."""
-    a = alpha[..., None]
+    """uint8 frames for the encoder: [B,H,W,4] RGBA (background None) or [B,H,W,3] RGB.
+
+    rgb: uint8 [B,H,W,3]; alpha: float32 [B,H,W] 0..1; fg: optional float32 [B,H,W,3] 0..1 (refined
+    colours, replaces rgb); background: None or (r, g, b) 0..255; mask_only: grey alpha as RGB.
+    """
     if mask_only:
-        g = np.rint(np.clip(alpha, 0, 1) * 255).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=-1)
+        return np.repeat(to_uint8(alpha)[..., None], 3, axis=-1)
     colour = fg if fg is not None else rgb.astype(np.float32) / 255.0
-    if background is None:
-        out = np.concatenate([colour, a], axis=-1)
-    else:
-        bg = np.asarray(background, dtype=np.float32) / 255.0
-        out = colour * a + bg * (1.0 - a)
-    return np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8)
+    bg = None if background is None else tuple(v / 255.0 for v in background)
+    return to_uint8(composite(colour, alpha, bg))
 
 
 def remove_background_video(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from ..ben_core.compose import parse_colour
 from . import comfy_env, tensors
 from .remove_background import OUTPUT_MODES
 
@@ -141,7 +142,7 @@ class BEN2RefineMask:
         if output_mode not in OUTPUT_MODES:
             raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
         if output_mode == "RGB":
-            tensors.parse_colour(background_colour)
+            parse_colour(background_colour)  # fail before the slow part
         rgb = tensors.image_to_bchw(image)                       # [B,3,H,W] new tensor
         alpha = tensors.match_mask(mask, image)                  # [B,H,W]
         if trimap is not None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..ben_core.compose import parse_colour
 from . import comfy_env, tensors
 
 CATEGORY = "image/BEN2"
@@ -103,7 +104,7 @@ class BEN2RemoveBackground:
         if output_mode not in OUTPUT_MODES:
             raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
         if output_mode == "RGB":
-            tensors.parse_colour(background_colour)  # fail before the slow part
+            parse_colour(background_colour)  # fail before the slow part
         size = int(working_size)
         if str(size) not in WORKING_SIZES:
             raise ValueError(f"working_size must be one of {WORKING_SIZES}, got {working_size!r}")

@@ -8,11 +8,10 @@ Every function here returns new tensors; nothing modifies its arguments in place
 """
 from __future__ import annotations
 
-import re
-from typing import Tuple
-
 import torch
 import torch.nn.functional as F
+
+from ..ben_core.compose import composite, parse_colour
 
 
 def _shape(t) -> str:
@@ -125,46 +124,18 @@ def resize_maps(maps: torch.Tensor, height: int, width: int, mode: str = "biline
     return y[:, 0].clamp(0.0, 1.0)
 
 
-_HEX = re.compile(r"^#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})$")
-
-
-def parse_colour(text: str) -> Tuple[float, float, float]:
-    """Parse ``#RRGGBB``, ``#RGB`` (the ``#`` is optional) or ``r,g,b`` (0..255) into an RGB triple 0..1.
-
-    Raises ValueError with the accepted formats if the text is not a colour.
-    """
-    s = str(text).strip()
-    m = _HEX.match(s)
-    if m:
-        hx = m.group(1)
-        if len(hx) == 3:
-            hx = "".join(ch * 2 for ch in hx)
-        return tuple(int(hx[i:i + 2], 16) / 255.0 for i in (0, 2, 4))  # type: ignore[return-value]
-    parts = [p.strip() for p in s.split(",")]
-    if len(parts) == 3:
-        try:
-            vals = [float(p) for p in parts]
-        except ValueError:
-            vals = []
-        if len(vals) == 3 and all(0.0 <= v <= 255.0 for v in vals):
-            return tuple(v / 255.0 for v in vals)  # type: ignore[return-value]
-    raise ValueError(f"background colour {text!r} is not a colour: use #RRGGBB (e.g. #00FF00), #RGB or 'r,g,b' "
-                     "with 0..255 values.")
-
-
 def compose_output(foreground: torch.Tensor, alpha: torch.Tensor, mode: str, colour: str) -> torch.Tensor:
     """Build the IMAGE output from a foreground ``[B,3,H,W]`` 0..1 and alpha ``[B,H,W]`` 0..1.
 
     mode "RGBA": ``[B,H,W,4]`` = foreground colours + alpha as 4th channel (a cut-out).
-    mode "RGB": ``[B,H,W,3]`` = foreground composited over ``colour`` (see parse_colour).
-    Returns float32 on the inputs' device.
+    mode "RGB": ``[B,H,W,3]`` = foreground composited over ``colour`` (text, see
+    :func:`ben_core.compose.parse_colour`). Returns float32 on the inputs' device (a new tensor).
     """
-    a = alpha.to(foreground.dtype).unsqueeze(1)
     if mode == "RGBA":
-        out = torch.cat([foreground, a], dim=1)
+        bg = None
     elif mode == "RGB":
-        bg = torch.tensor(parse_colour(colour), dtype=foreground.dtype, device=foreground.device).view(1, 3, 1, 1)
-        out = foreground * a + bg * (1.0 - a)
+        bg = parse_colour(colour)
     else:
         raise ValueError(f"output mode must be 'RGBA' or 'RGB', got {mode!r}")
-    return bchw_to_image(out.clamp(0.0, 1.0))
+    out = composite(foreground.permute(0, 2, 3, 1), alpha, bg)   # channels-last [B,H,W,C]
+    return out.to(torch.float32).contiguous()
