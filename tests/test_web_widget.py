@@ -392,6 +392,20 @@ def test_callbacks_are_chained_and_removed_node_is_inert(page):
     assert ["t_low", 0.2] in page.evaluate("node.widgetCallbackLog")
 
 
+def test_loaded_workflow_values_reach_the_sliders(page):
+    """configure() (loading a saved workflow) sets widget values without callbacks, then onConfigure."""
+    page.evaluate(SETUP_JS, {"withDOMWidget": True, "values": node_values()})
+    page.evaluate("""() => { const saved = {t_low: 0.2, t_high: 0.5, min_unknown_fraction: 0.01};
+                             for (const w of node.widgets) if (w.name in saved) w.value = saved[w.name];
+                             node.onConfigure({widgets_values: [0.2, 0.5, 0.03, 0.97, 0.01]}); }""")
+    assert page.evaluate("document.querySelector('input[data-param=t_low]').value") == "0.2"
+    assert page.evaluate("document.querySelector('input[data-param=t_high]').value") == "0.5"
+    assert page.evaluate("document.querySelector('input[data-param=min_unknown_fraction]').value") == "0.01"
+    # the t_low < t_high guard uses the loaded t_high, not the default 0.9
+    move_slider(page, "t_low", 0.7)
+    assert widget_value(page, "t_low") < widget_value(page, "t_high") == 0.5
+
+
 def test_slider_inert_after_removal(page):
     setup_node(page, [make_payload()])
     page.evaluate("window.__slider = document.querySelector('input[data-param=t_low]'); node.onRemoved();")

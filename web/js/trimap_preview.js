@@ -412,6 +412,21 @@ export function patchNodeType(nodeType) {
     }
     return r;
   };
+  // Loading a saved workflow sets the node's widget values without firing their callbacks, then calls
+  // onConfigure: re-read them, or the sliders (and the t_low < t_high guard) keep the defaults.
+  const onConfigure = proto.onConfigure;
+  proto.onConfigure = function () {
+    const r = onConfigure?.apply(this, arguments);
+    const preview = this.ben2TrimapPreview;
+    if (preview && !preview.disposed) {
+      try {
+        preview.onNodeWidgetChanged("t_low");
+      } catch (err) {
+        console.error("[BEN2 trimap preview]", err);
+      }
+    }
+    return r;
+  };
   const onRemoved = proto.onRemoved;
   proto.onRemoved = function () {
     try {
