@@ -112,6 +112,17 @@ class BEN2LoadModel:
             }
         }
 
+    @classmethod
+    def IS_CHANGED(cls, model_name, device="auto", precision="auto", download_official_weights=False):
+        """Fingerprint of the checkpoint file (path, size, mtime), so ComfyUI re-runs the loader when the file is
+        replaced on disk instead of reusing its cached BEN_MODEL; "" while the file is missing (never raises)."""
+        try:
+            path = comfy_env.resolve_model_path(model_name)
+            st = os.stat(path)
+        except Exception:  # missing file: load() reports it with the folders and the fix
+            return ""
+        return f"{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}"
+
     def load(self, model_name, device="auto", precision="auto", download_official_weights=False):
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev)

@@ -209,6 +209,21 @@ def test_missing_model_and_opt_in_download(tmp_path, monkeypatch):
     assert load_ben.find_or_download("model.safetensors", download=True) == path and len(calls) == 1
 
 
+def test_load_ben_is_changed_follows_the_file_on_disk(tmp_path, monkeypatch):
+    """ComfyUI reuses a node's cached output while IS_CHANGED stays equal: a replaced file must change it."""
+    fp = make_folder_paths(str(tmp_path / "models"))
+    monkeypatch.setitem(sys.modules, "folder_paths", fp)
+    node = sub("nodes.load_ben").BEN2LoadModel
+    assert node.IS_CHANGED("model.safetensors", "auto", "auto", False) == ""  # missing: no error
+    f = tmp_path / "models" / "BEN" / "model.safetensors"
+    f.parent.mkdir(parents=True)
+    f.write_bytes(b"1")
+    first = node.IS_CHANGED("model.safetensors", "auto", "auto", False)
+    assert first and first == node.IS_CHANGED("model.safetensors", "auto", "auto", False)
+    f.write_bytes(b"22")
+    assert node.IS_CHANGED("model.safetensors", "auto", "auto", False) != first
+
+
 def test_fallback_folders_without_comfyui(tmp_path, monkeypatch):
     monkeypatch.setenv("BEN2_MODELS_DIR", str(tmp_path))
     (tmp_path / "x.safetensors").write_bytes(b"x")
