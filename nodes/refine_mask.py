@@ -50,19 +50,35 @@ def make_trimap(mask: torch.Tensor, source: str, band_radius: int) -> torch.Tens
     return out
 
 
-_vitmatte_models: dict = {}
+_vitmatte_models: dict = {}  # at most one entry: {"device", "net", "patcher"}
 
 
 def vitmatte_model(device: torch.device):
     """The ViTMatte network (hustvl/vitmatte-small-composition-1k from the Hugging Face cache, downloaded
-    once if missing), loaded once per device."""
-    key = str(device)
-    if key not in _vitmatte_models:
+    once if missing), loaded once and returned with its weights on ``device``.
+
+    Inside ComfyUI it is loaded to the offload device, wrapped in a ModelPatcher and put on ``device`` by
+    ``load_models_gpu`` before every use, so ComfyUI can free its VRAM for other models (it is not pinned
+    on the GPU for the rest of the session). Outside ComfyUI it is simply moved to ``device``.
+    """
+    from .model_cache import _Holder
+
+    device = torch.device(device)
+    entry = _vitmatte_models.get("entry")
+    if entry is None or entry["device"] != device:
         from ..ben_core.vitmatte import load_vitmatte
 
         _vitmatte_models.clear()  # keep one copy
-        _vitmatte_models[key] = load_vitmatte(device=device)
-    return _vitmatte_models[key]
+        offload = comfy_env.offload_device() if device.type != "cpu" else device
+        net = load_vitmatte(device=offload)
+        # the holder: ModelPatcher sets `.device` on its model, a read-only property of transformers models
+        patcher = comfy_env.make_patcher(_Holder(net, torch.float32), device, offload)
+        entry = _vitmatte_models["entry"] = {"device": device, "net": net, "patcher": patcher}
+    if entry["patcher"] is not None:
+        comfy_env.load_models_gpu([entry["patcher"]])
+    else:
+        entry["net"].to(device)
+    return entry["net"]
 
 
 def _call_refine(rgb_bchw, alpha, trimap, method, radius, eps):

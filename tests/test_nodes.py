@@ -607,6 +607,28 @@ def test_refine_mask_vitmatte_with_a_tiny_random_network(monkeypatch):
     assert torch.all(refined[tri == 1.0] == 1.0) and torch.all(refined[tri == 0.0] == 0.0)
 
 
+def test_vitmatte_is_loaded_once_and_handed_to_comfy_model_management(monkeypatch):
+    """Inside ComfyUI the ViTMatte weights must go through a ModelPatcher + load_models_gpu (offloadable),
+    not be pinned on the GPU by a module-level cache."""
+    comfy = install_comfy(monkeypatch, device="cpu")
+    rm = sub("nodes.refine_mask")
+    vm = importlib.import_module(f"{PACK}.ben_core.vitmatte")
+    loads = []
+
+    def fake_load(device="cpu", **kw):
+        loads.append(torch.device(device))
+        return torch.nn.Linear(2, 2)
+
+    monkeypatch.setattr(vm, "load_vitmatte", fake_load)
+    monkeypatch.setattr(rm, "_vitmatte_models", {})
+    a = rm.vitmatte_model(torch.device("cpu"))
+    b = rm.vitmatte_model(torch.device("cpu"))
+    assert a is b and loads == [torch.device("cpu")]
+    assert len(comfy.patchers) == 1 and comfy.patchers[0].model.net is a
+    gpu_loads = [c for c in comfy.calls if c[0] == "load_models_gpu"]
+    assert len(gpu_loads) == 2 and all(c[1] == [comfy.patchers[0]] for c in gpu_loads)
+
+
 def test_nodes_never_import_a_top_level_ben_core(monkeypatch):
     """Inside ComfyUI only '<pack>.ben_core' exists: block the top-level name and run every node."""
     monkeypatch.setitem(sys.modules, "ben_core", None)  # `import ben_core...` now raises ImportError
