@@ -14,7 +14,7 @@ import torch
 
 from ..ben_core.compose import parse_colour
 from . import comfy_env, tensors
-from .remove_background import OUTPUT_MODES
+from .remove_background import OUTPUT_MODES, foreground_colours
 
 CATEGORY = "image/BEN2"
 METHODS = ["guided", "vitmatte"]
@@ -180,11 +180,7 @@ class BEN2RefineMask:
         if refine_foreground:
             from ..ben_core.refine import estimate_foreground_colors
 
-            fg = torch.empty_like(rgb)
-            for i in range(rgb.shape[0]):  # one image at a time on the compute device
-                comfy_env.check_interrupt()
-                est = estimate_foreground_colors(rgb[i:i + 1].to(device), refined[i:i + 1].to(device))
-                fg[i:i + 1] = est.to(fg.device, fg.dtype)
+            fg = foreground_colours(rgb, refined, device, estimate_foreground_colors)  # per image on the device
         else:
             fg = rgb
         out_image = tensors.compose_output(fg, refined, output_mode, background_colour)

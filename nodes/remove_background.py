@@ -11,17 +11,20 @@ OUTPUT_MODES = ["RGBA", "RGB"]
 WORKING_SIZES = ["1024", "768", "512"]
 
 
-def foreground_colours(rgb_bchw: torch.Tensor, alpha: torch.Tensor, device: torch.device) -> torch.Tensor:
+def foreground_colours(rgb_bchw: torch.Tensor, alpha: torch.Tensor, device: torch.device,
+                       estimator=None) -> torch.Tensor:
     """Blur-fusion foreground estimate, one image at a time on ``device``; returns ``[B,3,H,W]`` on rgb's device.
 
-    rgb_bchw ``[B,3,H,W]`` float 0..1, alpha ``[B,H,W]`` float 0..1. Checks for interruption between images.
+    rgb_bchw ``[B,3,H,W]`` float 0..1, alpha ``[B,H,W]`` float 0..1. ``estimator(image [1,3,H,W], alpha [1,H,W])
+    -> [1,3,H,W]`` defaults to ``ben_core.foreground.estimate_foreground``. Checks for interruption between images.
     """
-    from ..ben_core.foreground import estimate_foreground
+    if estimator is None:
+        from ..ben_core.foreground import estimate_foreground as estimator
 
     out = torch.empty_like(rgb_bchw)
     for i in range(rgb_bchw.shape[0]):
         comfy_env.check_interrupt()
-        fg = estimate_foreground(rgb_bchw[i:i + 1].to(device), alpha[i:i + 1].to(device))
+        fg = estimator(rgb_bchw[i:i + 1].to(device), alpha[i:i + 1].to(device))
         out[i:i + 1] = fg.to(out.device, out.dtype)
     return out
 
