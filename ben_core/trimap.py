@@ -12,6 +12,7 @@ Trimap values: 0.0 = sure background, 0.5 = unknown, 1.0 = sure foreground.
 from __future__ import annotations
 
 import math
+import operator
 
 import numpy as np
 import torch
@@ -120,15 +121,16 @@ def confidence_trimap(probs: torch.Tensor, t_low: float = 0.10, t_high: float = 
     if min_unknown is None:
         n_min = default_min_unknown(H, W)
     else:
-        if isinstance(min_unknown, bool) or not isinstance(min_unknown, int):
-            raise TypeError(f"min_unknown must be an int or None, got {type(min_unknown).__name__}")
-        if min_unknown < 0:
-            raise ValueError(f"min_unknown must be >= 0, got {min_unknown}")
-        n_min = min_unknown
+        if isinstance(min_unknown, bool) or not hasattr(min_unknown, "__index__"):
+            raise TypeError(f"min_unknown must be an int (pixel count) or None, got {type(min_unknown).__name__}; "
+                            "use round(fraction * H * W) for a fraction of the area")
+        n_min = operator.index(min_unknown)  # Python or numpy integer
+        if n_min < 0:
+            raise ValueError(f"min_unknown must be >= 0, got {n_min}")
 
     lead = probs.shape[:-2]
-    flat = probs.reshape(-1, H * W)
-    n_maps = flat.shape[0]
+    n_maps = math.prod(lead)
+    flat = probs.reshape(n_maps, H * W)  # explicit count: reshape(-1, 0) is ambiguous for empty maps
     out = torch.empty(flat.shape, dtype=probs.dtype, device=probs.device)
     fin_low = torch.empty(n_maps, dtype=torch.float64)
     fin_high = torch.empty(n_maps, dtype=torch.float64)
@@ -149,6 +151,7 @@ def confidence_trimap(probs: torch.Tensor, t_low: float = 0.10, t_high: float = 
     low_idx = torch.tensor([pos[v] for v in f_low], dtype=torch.long)
     nb = len(bounds_list)
     lo_min, hi_max = min(f_low), max(c_high)
+    bounds = torch.tensor(bounds_list, dtype=work, device=probs.device)
     for i in range(n_maps):
         p = flat[i] if flat.dtype == work else flat[i].to(work)
         mn, mx = torch.aminmax(p)
@@ -159,7 +162,6 @@ def confidence_trimap(probs: torch.Tensor, t_low: float = 0.10, t_high: float = 
                              "pass sigmoid(logits), not logits")
         # only pixels with lo_min < p < hi_max can be unknown at any step: count those
         cand = p[(p > lo_min) & (p < hi_max)]
-        bounds = torch.tensor(bounds_list, dtype=work, device=p.device)
         # n_lt[j] = #(cand < b_j) ; n_le[j] = #(cand <= b_j)
         idx = torch.bucketize(cand, bounds, right=True)   # #(b <= p): p < b_j  <=> idx <= j
         n_lt = torch.bincount(idx, minlength=nb + 1).cumsum(0)[:nb].cpu()

@@ -217,3 +217,17 @@ def test_float32_neighbours_of_thresholds_and_half_inputs():
     probs = torch.sigmoid(torch.randn(2, 40, 40, generator=g) * 6)
     for dt in (torch.float16, torch.bfloat16):
         check_equal(probs.to(dt), min_unknown=500)
+
+
+def test_empty_maps_and_numpy_min_unknown():
+    import numpy as np
+    for shape in [(2, 0, 4), (3, 5, 0), (0, 4, 4), (2, 0, 3, 3)]:
+        tri, lo, hi = confidence_trimap(torch.rand(shape))
+        n = 1
+        for d in shape[:-2]:
+            n *= d
+        assert tri.shape == shape and lo.shape == (n,) and hi.shape == (n,)
+    probs = torch.rand(2, 9, 11, generator=torch.Generator().manual_seed(12))
+    a = confidence_trimap(probs, min_unknown=np.int64(40))
+    b = confidence_trimap(probs, min_unknown=40)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
