@@ -214,6 +214,21 @@ def test_forward_is_differentiable_outside_inference_mode():
     assert not missing, missing
 
 
+def test_input_gradient_with_frozen_weights():
+    """Saliency / attack use: weights frozen (as load_ben returns them), only the input records grad.
+
+    The head must take the autograd path (not the in-place banded one), agree with inference and
+    give a finite, non-zero input gradient."""
+    m = small_model().requires_grad_(False)
+    x = torch.randn(1, 3, 512, 512, generator=torch.Generator().manual_seed(5), requires_grad=True)
+    y = m(x)
+    assert y.requires_grad
+    with torch.inference_mode():
+        assert (m(x.detach()) - y.detach()).abs().max().item() < 1e-4
+    y.mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
 # ----------------------------------------------------------------------------- building blocks
 def test_nearest_up2_conv3x3_equals_upsample_then_conv():
     g = torch.Generator().manual_seed(0)

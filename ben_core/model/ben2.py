@@ -167,7 +167,7 @@ def upsample_norm_gelu_conv(x: Tensor, up: nn.Conv2d, out_conv: nn.Conv2d, band_
                                 memory_format=torch.channels_last)
             u[:, :, a::2, c::2] = phase
         u.sub_(mean.to(u.dtype)).mul_(rstd.to(u.dtype))
-        gelu_(u)
+        u = gelu_(u)
         # Full-resolution rows 2*lo .. 2*hi-1; padding=1 is exact at the image border and the
         # rows next to inner band edges (wrongly zero-padded) are cropped away.
         y = out_conv(u)[:, :, 2 * (i0 - lo):2 * (i1 - lo)]
@@ -302,8 +302,9 @@ class BENBase(nn.Module):
         y = y.add_(conv3x3_then_box_down(x, sw, sb, 4))
         y = instance_norm_gelu_(nearest_up2_conv3x3(y, self.upsample1[0].weight, self.upsample1[0].bias))
         y = y.add_(conv3x3_then_box_down(x, sw, sb, 2))
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self.upsample2.parameters()):
-            # Autograd path: the banded recompute below is for inference only.
+        if y.requires_grad:
+            # Autograd path (weights or only the input recording grad): the banded recompute below
+            # works in place and is for inference only.
             y = instance_norm_gelu_(nearest_up2_conv3x3(y, self.upsample2[0].weight, self.upsample2[0].bias))
             return self.output(y).contiguous()
         return upsample_norm_gelu_conv(y, self.upsample2[0], self.output[0])
