@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from .foreground import estimate_foreground
 from .guided_filter import guided_filter
 from .trimap import band_trimap, confidence_trimap, default_min_unknown
 
@@ -58,15 +59,23 @@ def _check_inputs(image, alpha, trimap):
                          "for ComfyUI IMAGE [B, H, W, 3] use image.permute(0, 3, 1, 2)")
     if alpha.dim() != 3 or alpha.shape[0] != image.shape[0] or alpha.shape[1:] != image.shape[2:]:
         raise ValueError(f"alpha must be [B, H, W] = {(image.shape[0], *image.shape[2:])}, got {tuple(alpha.shape)}")
+    if alpha.numel() == 0:
+        raise ValueError(f"empty input: image shape {tuple(image.shape)}; need at least one image of at least 1x1 pixels")
+    if alpha.device != image.device:
+        raise ValueError(f"image is on {image.device} but alpha is on {alpha.device}; move them to one device")
     if not bool(torch.isfinite(image).all()) or not bool(torch.isfinite(alpha).all()):
-        raise ValueError("image and alpha must not contain NaN or infinite values")
+        raise ValueError("image and alpha must not contain NaN or infinite values; "
+                         "replace them (e.g. torch.nan_to_num) before refining")
     if float(alpha.min()) < 0 or float(alpha.max()) > 1:
-        raise ValueError(f"alpha must lie in [0, 1], got min {float(alpha.min())}, max {float(alpha.max())}")
+        raise ValueError(f"alpha must lie in [0, 1], got min {float(alpha.min())}, max {float(alpha.max())}; "
+                         "pass probabilities (sigmoid of logits) or clamp the mask")
     if trimap is not None:
         if not isinstance(trimap, torch.Tensor) or not trimap.is_floating_point():
             raise TypeError("trimap must be a float tensor with values {0, 0.5, 1}")
         if trimap.shape != alpha.shape:
             raise ValueError(f"trimap must have alpha's shape {tuple(alpha.shape)}, got {tuple(trimap.shape)}")
+        if trimap.device != alpha.device:
+            raise ValueError(f"alpha is on {alpha.device} but trimap is on {trimap.device}; move them to one device")
         ok = (trimap == 0) | (trimap == 0.5) | (trimap == 1)
         if not bool(ok.all()):
             raise ValueError("trimap values must be exactly 0 (background), 0.5 (unknown) or 1 (foreground); "
@@ -181,10 +190,6 @@ def estimate_foreground_colors(image: torch.Tensor, alpha: torch.Tensor, radii=(
 
     image ``[B, 3, H, W]`` float 0..1, alpha ``[B, H, W]`` float 0..1 -> ``[B, 3, H, W]`` float 0..1.
     """
-    try:
-        from .foreground import estimate_foreground
-    except ImportError as exc:  # pragma: no cover - depends on the sibling module
-        raise ImportError("foreground colour estimation needs ben_core.foreground.estimate_foreground") from exc
     fg = estimate_foreground(image, alpha, radii=tuple(radii))
     soft = ((alpha > 0) & (alpha < 1)).unsqueeze(1)
     return torch.where(soft, fg.to(image.dtype).clamp(0, 1), image)

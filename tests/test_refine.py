@@ -185,6 +185,21 @@ def test_bad_inputs():
         refine_alpha(img, nan)
 
 
+@pytest.mark.parametrize("shape", [(0, 16, 16), (1, 0, 16), (1, 16, 0)])
+def test_empty_input_is_a_clear_error(shape):
+    b, h, w = shape
+    with pytest.raises(ValueError, match="empty input"):
+        refine_alpha(torch.rand(b, 3, h, w), torch.rand(b, h, w))
+
+
+def test_device_mismatch_is_a_clear_error():
+    img, a = torch.rand(1, 3, 8, 8), torch.rand(1, 8, 8)
+    with pytest.raises(ValueError, match="one device"):
+        refine_alpha(img, a.to("meta"))
+    with pytest.raises(ValueError, match="one device"):
+        refine_alpha(img, a, torch.full((1, 8, 8), 0.5, device="meta"))
+
+
 def test_foreground_colors_restricted_to_soft_pixels():
     fgmod = pytest.importorskip("ben_core.foreground")
     if not hasattr(fgmod, "estimate_foreground"):
