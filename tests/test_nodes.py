@@ -398,6 +398,16 @@ def soft_disc(h=64, w=96, b=1):
     return p.expand(b, h, w).contiguous()
 
 
+def test_mask_follows_the_image_device():
+    """--gpu-only: masks from our nodes come on the GPU, Load Image's images on the CPU (and vice versa);
+    the nodes combine them, so a fitted mask must sit on the image's device ('meta' stands in for the GPU)."""
+    t = sub("nodes.tensors")
+    image = torch.empty(2, 8, 6, 3, device="meta")
+    for mask in (torch.rand(1, 8, 6), torch.rand(2, 4, 3)):
+        m = t.match_mask(mask, image)
+        assert m.device.type == "meta" and m.shape == (2, 8, 6)
+
+
 def test_show_trimap_outputs_and_payload():
     st = sub("nodes.show_trimap")
     img = torch.rand(2, 64, 96, 3)
