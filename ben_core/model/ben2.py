@@ -184,9 +184,13 @@ class BENBase(nn.Module):
         embed_dim: decoder width and Swin embedding width (128 for the official model).
         depths, num_heads, window_size: Swin backbone configuration (Swin-B, window 12).
 
-    ``forward(x)``: ``x`` float ``[B, 3, S, S]`` ImageNet-normalised (S a multiple of 128; the
-    model is trained at 1024), returns logits ``[B, 1, S, S]`` of ``x``'s dtype.
+    ``forward(x)``: ``x`` float ``[B, 3, S, S]`` ImageNet-normalised (square, S a multiple of
+    ``size_multiple`` = 128; the model is trained at 1024), returns logits ``[B, 1, S, S]`` of
+    ``x``'s dtype.
     """
+
+    #: The input side must be a multiple of this (the predictor checks its working size against it).
+    size_multiple = 128
 
     def __init__(self, embed_dim: int = 128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
                  window_size: int = 12) -> None:
@@ -233,10 +237,15 @@ class BENBase(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"BENBase expects a float tensor (ImageNet-normalised), got {x.dtype}")
         h, w = x.shape[-2:]
-        if h % 128 or w % 128 or h == 0 or w == 0:
+        m = BENBase.size_multiple
+        if h % m or w % m or h == 0 or w == 0:
             raise ValueError(
-                f"BENBase needs a side that is a multiple of 128 (e.g. 512, 768, 1024), got {h}x{w}; "
-                "resize the image first (the predictor does this)")
+                f"BENBase needs a side that is a multiple of {m} (e.g. 512, 768, 1024), got {h}x{w}; "
+                "resize the image first (BENPredictor does this)")
+        if h != w:
+            raise ValueError(
+                f"BENBase expects a square input [B, 3, S, S], got {h}x{w}; resize the image to S x S "
+                "first (BENPredictor does this and resizes the alpha back)")
 
     @staticmethod
     def _backbone_input(x: Tensor) -> Tensor:
