@@ -244,7 +244,8 @@ class BENPredictor:
         dtype: compute precision, ``torch.float32`` (default), ``torch.float16`` or ``torch.bfloat16``
             (autocast; see the module docstring for the fp32 fallback on non-finite logits).
         working_size: S, the square size the network sees (1024 is BEN2's native size; 512/768 are faster).
-            Must be a multiple of 64.
+            Must be a multiple of the model's ``size_multiple`` attribute (128 for ``BENBase``; 64 for a
+            model without that attribute).
         batch_size: images per forward pass (>= 1). Every image is processed whatever B is.
 
     Attributes: ``model``, ``device``, ``dtype``, ``working_size``, ``batch_size``, ``fallback_count``
@@ -258,10 +259,11 @@ class BENPredictor:
                             f"got {type(model).__name__}")
         if dtype not in (torch.float32,) + _HALF_DTYPES:
             raise ValueError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype!r}")
-        if isinstance(working_size, bool) or not isinstance(working_size, int) or working_size < 64 \
-                or working_size % 64:
-            raise ValueError(f"working_size must be a positive multiple of 64 (1024 native, 512/768 faster), "
-                             f"got {working_size!r}")
+        multiple = int(getattr(model, "size_multiple", 64))
+        if isinstance(working_size, bool) or not isinstance(working_size, int) or working_size < multiple \
+                or working_size % multiple:
+            raise ValueError(f"working_size must be a positive multiple of {multiple} for "
+                             f"{type(model).__name__} (1024 native, 512/768 faster), got {working_size!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         param = next(model.parameters(), None)

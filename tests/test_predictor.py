@@ -253,6 +253,16 @@ def test_bad_settings(kwargs):
         BENPredictor(RedDetector(), **kwargs)
 
 
+def test_working_size_checked_against_the_model_multiple():
+    """BENBase needs a multiple of 128: 576 must fail at construction, not deep inside the first forward."""
+    from ben_core.model import BENBase
+
+    with torch.device("meta"):
+        net = BENBase()
+    with pytest.raises(ValueError, match="multiple of 128"):
+        BENPredictor(net, working_size=576)
+
+
 def test_not_a_module():
     with pytest.raises(TypeError):
         BENPredictor(lambda x: x)
