@@ -95,8 +95,8 @@ def match_mask(mask, image, mask_name: str = "mask", image_name: str = "image", 
     Rules: a mask batch of 1 is broadcast over the image batch; a mask batch equal to the image batch
     is used as is; a mask of another height/width is resized to the image size (``mode`` "bilinear"
     for soft masks, "nearest" for trimaps so their 0/0.5/1 levels survive). Any other batch size gives a
-    ValueError naming both shapes. The result is on the image's device. ``image`` may also be a ``[B,3,H,W]`` ben_core tensor if
-    ``image_name`` says so; only its batch and spatial size are read.
+    ValueError naming both shapes. The result is a new tensor on the image's device. ``image`` must be a
+    ComfyUI IMAGE (see :func:`check_image`); only its batch and spatial size are read.
     """
     img = check_image(image, image_name)
     b, h, w = img.shape[0], img.shape[1], img.shape[2]
