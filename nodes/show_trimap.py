@@ -108,14 +108,17 @@ def build_payload(rgb_3hw: torch.Tensor, probs_hw: torch.Tensor, params: dict, f
 def visualise(rgb_bchw: torch.Tensor, trimap: torch.Tensor) -> torch.Tensor:
     """Image with the trimap drawn on it: foreground as is, background dimmed, unknown tinted pink.
 
-    rgb ``[B,3,H,W]`` 0..1, trimap ``[B,H,W]`` {0,0.5,1} -> ComfyUI IMAGE ``[B,H,W,3]``.
+    rgb ``[B,3,H,W]`` 0..1, trimap ``[B,H,W]`` {0,0.5,1} -> ComfyUI IMAGE ``[B,H,W,3]`` float32 (new tensor).
+    One image at a time into the output, so a 4K batch never holds several full-batch temporaries.
     """
-    t = trimap.unsqueeze(1)
-    tint = torch.tensor(UNKNOWN_TINT, dtype=rgb_bchw.dtype, device=rgb_bchw.device).view(1, 3, 1, 1)
-    unknown = 0.4 * rgb_bchw + 0.6 * tint
-    background = BACKGROUND_DIM * rgb_bchw
-    out = torch.where(t >= 0.75, rgb_bchw, torch.where(t <= 0.25, background, unknown))
-    return tensors.bchw_to_image(out)
+    b, _, h, w = rgb_bchw.shape
+    out = torch.empty((b, h, w, 3), dtype=torch.float32, device=rgb_bchw.device)
+    tint = torch.tensor(UNKNOWN_TINT, dtype=rgb_bchw.dtype, device=rgb_bchw.device).view(3, 1, 1)
+    for i in range(b):
+        x, t = rgb_bchw[i], trimap[i].unsqueeze(0)
+        unknown = 0.4 * x + 0.6 * tint
+        out[i] = torch.where(t >= 0.75, x, torch.where(t <= 0.25, BACKGROUND_DIM * x, unknown)).permute(1, 2, 0)
+    return out
 
 
 def compute_trimap(probs: torch.Tensor, t_low: float, t_high: float, t_min: float, t_max: float,

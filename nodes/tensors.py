@@ -61,11 +61,6 @@ def image_to_bchw(image, name: str = "image") -> torch.Tensor:
     return image_rgb(image, name).permute(0, 3, 1, 2).contiguous()
 
 
-def bchw_to_image(x: torch.Tensor) -> torch.Tensor:
-    """ben_core ``[B,C,H,W]`` -> ComfyUI IMAGE ``[B,H,W,C]`` float32, contiguous (new tensor)."""
-    return x.permute(0, 2, 3, 1).to(torch.float32).contiguous()
-
-
 def check_mask(mask, name: str = "mask") -> torch.Tensor:
     """Validate a ComfyUI MASK and return it as ``[B,H,W]`` float32 (new tensor, values clamped to 0..1).
 

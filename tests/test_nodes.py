@@ -444,6 +444,20 @@ def test_show_trimap_outputs_and_payload():
         (0.1, 0.9, 0.03, 0.97, 0.001, 0.05)
 
 
+def test_show_trimap_visualisation_colours():
+    st = sub("nodes.show_trimap")
+    rgb = torch.rand(3, 3, 5, 7)
+    tri = torch.tensor([0.0, 0.5, 1.0]).repeat_interleave(35).view(3, 5, 7)[torch.randperm(3)]
+    vis = st.visualise(rgb, tri)
+    assert vis.shape == (3, 5, 7, 3) and vis.dtype == torch.float32
+    x = rgb.permute(0, 2, 3, 1)
+    tint = torch.tensor(st.UNKNOWN_TINT)
+    for i in range(3):
+        level = float(tri[i, 0, 0])
+        want = {1.0: x[i], 0.0: st.BACKGROUND_DIM * x[i], 0.5: 0.4 * x[i] + 0.6 * tint}[level]
+        assert torch.allclose(vis[i], want, atol=1e-6), level
+
+
 def test_show_trimap_preview_is_downsampled_and_capped():
     st = sub("nodes.show_trimap")
     img = torch.rand(9, 300, 600, 3)
