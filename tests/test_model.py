@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from conftest import DATA_DIR, synth_sd
 from ben_core.model import BENBase
+from ben_core.model import ben2 as ben2_module
 from ben_core.model.ben2 import conv3x3_then_box_down, nearest_up2_conv3x3, upsample_norm_gelu_conv
 from ben_core.model.decoder import channel_stats, instance_norm_gelu_, sine_position_encoding
 from ben_core.model import swin
@@ -242,7 +243,11 @@ def test_nearest_up2_conv3x3_equals_upsample_then_conv():
         assert (out - ref).abs().max().item() < 1e-4
 
 
-def test_banded_upsample_norm_gelu_conv_equals_direct():
+@pytest.mark.parametrize("merge", ["float64", "float32 as on MPS"])
+def test_banded_upsample_norm_gelu_conv_equals_direct(merge, monkeypatch):
+    if merge != "float64":  # MPS has no float64: the band statistics are merged in float32 there
+        assert ben2_module._merge_dtype(torch.device("mps")) == torch.float32
+        monkeypatch.setattr(ben2_module, "_merge_dtype", lambda device: torch.float32)
     g = torch.Generator().manual_seed(5)
     x = torch.randn(2, 8, 22, 14, generator=g) * 2 + 0.5
     up, out = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Conv2d(8, 1, 3, padding=1)

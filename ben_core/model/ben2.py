@@ -118,13 +118,19 @@ def nearest_up2_conv3x3(x: Tensor, weight: Tensor, bias: Tensor, band_rows: int 
     return out
 
 
+def _merge_dtype(device: torch.device) -> torch.dtype:
+    """Accumulator dtype for merging per-band statistics: float64, but float32 on MPS (which has no
+    float64; ``.double()`` there raises)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def upsample_norm_gelu_conv(x: Tensor, up: nn.Conv2d, out_conv: nn.Conv2d, band_rows: int = 64,
                             eps: float = 1e-5) -> Tensor:
     """``out_conv(GELU(InstanceNorm(up(nearest_up2(x)))))`` without the full-resolution tensor.
 
     The full-resolution activation (``[B, C, 2h, 2w]``, 512 MB at 1024^2) is the largest
     tensor of the network. Pass 1 runs the sub-pixel convolution band by band and merges exact
-    per-band statistics (Chan et al.'s parallel variance, float64); pass 2 recomputes each band
+    per-band statistics (Chan et al.'s parallel variance, float64; float32 on MPS); pass 2 recomputes each band
     with a one-row halo, normalises it, applies GELU and the final 3x3 conv (zero padding at
     the image border, exactly like the full-size computation).
 
@@ -138,13 +144,14 @@ def upsample_norm_gelu_conv(x: Tensor, up: nn.Conv2d, out_conv: nn.Conv2d, band_
     c_out = up.weight.shape[0]
     kernels = _subpixel_kernels(up.weight)
 
+    acc = _merge_dtype(x.device)
     count, mean, m2 = 0, None, None  # pass 1: statistics
     for i0 in range(0, h, band_rows):
         i1 = min(i0 + band_rows, h)
         for _, _, phase in _subpixel_band(x, kernels, up.bias, i0, i1):
             var_b, mean_b = channel_stats(phase)
             n_b = phase.shape[2] * phase.shape[3]
-            var_b, mean_b = var_b.double(), mean_b.double()
+            var_b, mean_b = var_b.to(acc), mean_b.to(acc)
             if mean is None:
                 count, mean, m2 = n_b, mean_b, var_b * n_b
                 continue
