@@ -245,6 +245,17 @@ def load_rgb(path: Path):
         return im
 
 
+def frame_count(path: Path) -> int:
+    """Number of frames of an image file (animated GIF/WebP/PNG, multi-page TIFF > 1; 1 otherwise or unknown)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return max(1, int(getattr(im, "n_frames", 1)))
+    except Exception:  # load_rgb already read the file; a count is only needed for the warning
+        return 1
+
+
 def render_output(image, alpha, *, background, mask_only, foreground=None):
     """Build the output PIL image.
 
@@ -435,6 +446,11 @@ def _process_images(jobs: Sequence[Job], predictor, args, outdir: Path, progress
                 failures.append((job.source, f"cannot read image: {type(e).__name__}: {e}"))
                 progress.write(f"error: {job.source}: cannot read image ({type(e).__name__}: {e})")
                 progress.update(1, job.source.name)
+                continue
+            frames = frame_count(job.source)
+            if frames > 1:  # never drop frames silently
+                progress.write(f"warning: {job.source}: has {frames} frames; only the first is processed "
+                               "(convert it to a video file, e.g. .mp4 or .webm, to process every frame)")
         if not loaded:
             continue
         try:

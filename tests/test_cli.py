@@ -93,6 +93,16 @@ def test_all_good_exit_zero_and_colour_background_composite(tmp_path, capsys):
     assert Image.open(out / "x.jpg").mode == "RGB"
 
 
+def test_animated_image_warns_that_only_the_first_frame_is_processed(tmp_path, capsys):
+    src = tmp_path / "anim.gif"
+    frames = [Image.fromarray(np.full((8, 10, 3), v, np.uint8)) for v in (10, 200, 90)]
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert run([src, "-o", tmp_path / "o", "-q"]) == cli.EXIT_OK
+    err = capsys.readouterr().err
+    assert "anim.gif" in err and "3 frames" in err and "only the first" in err
+    assert (tmp_path / "o" / "anim.png").is_file()
+
+
 def test_mask_only_writes_greyscale_alpha(tmp_path):
     src = tmp_path / "m.png"
     arr = rand_image(src, 12, 9, 3)
