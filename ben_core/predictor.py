@@ -244,8 +244,8 @@ class BENPredictor:
         dtype: compute precision, ``torch.float32`` (default), ``torch.float16`` or ``torch.bfloat16``
             (autocast; see the module docstring for the fp32 fallback on non-finite logits).
         working_size: S, the square size the network sees (1024 is BEN2's native size; 512/768 are faster).
-            Must be a multiple of the model's ``size_multiple`` attribute (128 for ``BENBase``; 64 for a
-            model without that attribute).
+            Must be a multiple of the model's ``size_multiple`` attribute and at least its ``min_size``
+            (128 and 384 for ``BENBase``; 64 for a model without these attributes).
         batch_size: images per forward pass (>= 1). Every image is processed whatever B is.
 
     Attributes: ``model``, ``device``, ``dtype``, ``working_size``, ``batch_size``, ``fallback_count``
@@ -260,9 +260,10 @@ class BENPredictor:
         if dtype not in (torch.float32,) + _HALF_DTYPES:
             raise ValueError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype!r}")
         multiple = int(getattr(model, "size_multiple", 64))
-        if isinstance(working_size, bool) or not isinstance(working_size, int) or working_size < multiple \
+        minimum = max(multiple, int(getattr(model, "min_size", multiple)))
+        if isinstance(working_size, bool) or not isinstance(working_size, int) or working_size < minimum \
                 or working_size % multiple:
-            raise ValueError(f"working_size must be a positive multiple of {multiple} for "
+            raise ValueError(f"working_size must be a multiple of {multiple} and at least {minimum} for "
                              f"{type(model).__name__} (1024 native, 512/768 faster), got {working_size!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")

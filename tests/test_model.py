@@ -144,6 +144,7 @@ def test_shape_768(model):
     (torch.zeros(3, 512, 512), ValueError, "[B, 3, S, S]"),
     (torch.zeros(1, 3, 500, 500), ValueError, "multiple of 128"),
     (torch.zeros(1, 3, 512, 1024), ValueError, "square"),
+    (torch.zeros(1, 3, 256, 256), ValueError, "at least 384"),
     (torch.zeros(0, 3, 512, 512), ValueError, "empty batch"),
     (torch.zeros(1, 3, 512, 512, dtype=torch.uint8), TypeError, "float"),
     (np.zeros((1, 3, 512, 512), np.float32), TypeError, "torch.Tensor"),

@@ -254,13 +254,14 @@ def test_bad_settings(kwargs):
 
 
 def test_working_size_checked_against_the_model_multiple():
-    """BENBase needs a multiple of 128: 576 must fail at construction, not deep inside the first forward."""
+    """BENBase needs a multiple of 128, at least 384: bad sizes fail at construction, not in the first forward."""
     from ben_core.model import BENBase
 
     with torch.device("meta"):
         net = BENBase()
-    with pytest.raises(ValueError, match="multiple of 128"):
-        BENPredictor(net, working_size=576)
+    for bad in (576, 256):  # not a multiple of 128; below BENBase.min_size
+        with pytest.raises(ValueError, match="multiple of 128 and at least 384"):
+            BENPredictor(net, working_size=bad)
 
 
 def test_not_a_module():

@@ -192,12 +192,15 @@ class BENBase(nn.Module):
         depths, num_heads, window_size: Swin backbone configuration (Swin-B, window 12).
 
     ``forward(x)``: ``x`` float ``[B, 3, S, S]`` ImageNet-normalised (square, S a multiple of
-    ``size_multiple`` = 128; the model is trained at 1024), returns logits ``[B, 1, S, S]`` of
-    ``x``'s dtype.
+    ``size_multiple`` = 128 and at least ``min_size`` = 384; the model is trained at 1024), returns
+    logits ``[B, 1, S, S]`` of ``x``'s dtype.
     """
 
     #: The input side must be a multiple of this (the predictor checks its working size against it).
     size_multiple = 128
+    #: Smallest side: below it MCLM's coarsest pooled view of the S/64 feature map rounds to 0x0
+    #: (one attention source silently vanishes and the backward pass fails).
+    min_size = 384
 
     def __init__(self, embed_dim: int = 128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
                  window_size: int = 12) -> None:
@@ -249,6 +252,10 @@ class BENBase(nn.Module):
             raise ValueError(
                 f"BENBase needs a side that is a multiple of {m} (e.g. 512, 768, 1024), got {h}x{w}; "
                 "resize the image first (BENPredictor does this)")
+        if h < BENBase.min_size or w < BENBase.min_size:
+            raise ValueError(
+                f"BENBase needs a side of at least {BENBase.min_size} (512, 768 or 1024 recommended), got "
+                f"{h}x{w}; resize the image up first (BENPredictor does this)")
         if h != w:
             raise ValueError(
                 f"BENBase expects a square input [B, 3, S, S], got {h}x{w}; resize the image to S x S "
