@@ -49,11 +49,6 @@ def model_management():
     return mod
 
 
-def has_comfy() -> bool:
-    """True when running inside ComfyUI (its model management is importable)."""
-    return model_management() is not None
-
-
 # ----------------------------------------------------------------------------------------- folders
 
 def _fallback_dirs() -> List[str]:
@@ -273,5 +268,4 @@ def progress_callback(total: int) -> Callable[[int, int], None]:
     def progress(done: int, total_: int) -> None:
         bar.update_absolute(int(done), int(total_))
 
-    progress.bar = bar  # type: ignore[attr-defined]
     return progress
