@@ -329,7 +329,9 @@ class BENPredictor:
             raise TypeError(f"expected a float tensor, got {x_normalised.dtype}")
         x = x_normalised.to(self.device)
         logits = self._run(x, self.dtype)
-        if self.dtype != torch.float32 and not bool(torch.isfinite(logits).all()):
+        if self.dtype != torch.float32:
+            if bool(torch.isfinite(logits).all()):  # finite implies no NaN: one check per chunk
+                return logits.to(torch.float32)
             self.fallback_count += 1
             del logits
             logits = self._run(x, torch.float32)
