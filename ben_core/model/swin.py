@@ -73,20 +73,6 @@ def shift_regions(hp: int, wp: int, window_size: int, shift: int) -> Tensor:
     return window_partition(region[None, :, :, None], ws)[0, :, :, 0]
 
 
-def shift_region_mask(hp: int, wp: int, window_size: int, shift: int, device, dtype) -> Tensor:
-    """Additive attention mask for shifted windows on a padded ``hp x wp`` token map.
-
-    Tokens that come from different regions after the cyclic shift get ``-100`` (as upstream
-    Swin), others ``0``.
-
-    Returns:
-        ``[nW, ws*ws, ws*ws]`` tensor of ``dtype`` on ``device``.
-    """
-    region = shift_regions(hp, wp, window_size, shift)
-    different = region[:, None, :] != region[:, :, None]
-    return (different.to(torch.float32) * _SHIFT_MASK_VALUE).to(device, dtype)
-
-
 class WindowLayout:
     """Token bookkeeping of one stage: zero-pad to a window multiple, cyclic shift, partition.
 
