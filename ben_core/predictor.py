@@ -242,7 +242,8 @@ class BENPredictor:
             eval mode and, if ``device`` differs from where its parameters are, moved there (in place).
         device: where the network runs; None = the device of the model's parameters.
         dtype: compute precision, ``torch.float32`` (default), ``torch.float16`` or ``torch.bfloat16``
-            (autocast; see the module docstring for the fp32 fallback on non-finite logits).
+            (autocast; see the module docstring for the fp32 fallback on non-finite logits). Half weights
+            need the same half ``dtype`` (or float32); fp16 weights with bf16 (or the reverse) raise ValueError.
         working_size: S, the square size the network sees (1024 is BEN2's native size; 512/768 are faster).
             Must be a multiple of the model's ``size_multiple`` attribute and at least its ``min_size``
             (128 and 384 for ``BENBase``; 64 for a model without these attributes).
@@ -275,6 +276,12 @@ class BENPredictor:
             raise ValueError("the model's weights are on the meta device (not loaded); load them first")
         if param is not None and not _same_device(param.device, device):
             model.to(device)
+        if param is not None and param.dtype in _HALF_DTYPES and dtype in _HALF_DTYPES and param.dtype != dtype:
+            # autocast to one half type over weights of the other fails inside BENBase (torch.cat /
+            # layer_norm refuse the mix), so say so before any work.
+            raise ValueError(f"the model's weights are {param.dtype} but dtype={dtype}: autocast cannot mix the two "
+                             f"half types. Load the weights in float32 (load_ben(..., dtype=torch.float32), the "
+                             f"robust choice) or in {dtype}, or pass dtype={param.dtype}")
         if model.training:
             model.eval()
         self.model = model

@@ -312,6 +312,15 @@ def test_fp32_requested_with_half_weights():
     assert p._fp32_copy.calls[n_before:] == [torch.float32] * 3  # ... one fp32 copy, made once, did
 
 
+@pytest.mark.parametrize("weights, dtype", [(torch.float16, torch.bfloat16), (torch.bfloat16, torch.float16)])
+def test_half_weights_with_the_other_half_dtype_rejected(weights, dtype):
+    """BENBase under autocast to one half type with weights of the other fails deep in the forward
+    ('Unexpected floating ScalarType in at::autocast::prioritize'); the predictor refuses it upfront."""
+    with pytest.raises(ValueError, match="cannot mix the two half types"):
+        BENPredictor(NaNUnlessFP32().to(weights), dtype=dtype, working_size=64)
+    BENPredictor(NaNUnlessFP32().to(weights), dtype=weights, working_size=64)  # same half type: fine
+
+
 def test_half_precision_without_problems_runs_in_half():
     net = RedDetector(3.0)
     imgs = np.random.default_rng(7).random((2, 30, 30, 3)).astype(np.float32)
