@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["box_mean", "guided_filter"]
+__all__ = ["box_sum", "window_count", "box_mean", "guided_filter"]
 
 
 def _compute_dtype(device: torch.device) -> torch.dtype:
@@ -19,17 +19,29 @@ def _compute_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-def _box_sum_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
-    """Sum over the window [i - r, i + r] (clipped to the array) along ``dim``, via a cumulative sum."""
+def box_sum(x: torch.Tensor, r: int, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Sum of ``x`` over the centred window ``[i - r, i + r]`` along ``dim``, clipped to the array.
+
+    x: any tensor (bool/int/float), r >= 0, dim: the axis. Cumulative sums, so the cost does not depend
+    on ``r``. dtype: accumulation/result dtype (default as ``torch.cumsum``: float x keeps its dtype,
+    bool/int x gives int64; pass ``torch.int32`` for faster exact counts of a mask below 2**31 pixels).
+    Returns a tensor of x's shape. Window sizes for normalising: :func:`window_count`.
+    """
     n = x.shape[dim]
-    c = torch.cumsum(x, dim=dim)
+    c = torch.cumsum(x, dim=dim, dtype=dtype)
     zero_shape = list(x.shape)
     zero_shape[dim] = 1
-    c = torch.cat([torch.zeros(zero_shape, dtype=x.dtype, device=x.device), c], dim=dim)
+    c = torch.cat([torch.zeros(zero_shape, dtype=c.dtype, device=x.device), c], dim=dim)  # c[0] = 0
     idx = torch.arange(n, device=x.device)
     hi = torch.clamp(idx + r + 1, max=n)
     lo = torch.clamp(idx - r, min=0)
     return c.index_select(dim, hi) - c.index_select(dim, lo)
+
+
+def window_count(n: int, r: int, dtype: torch.dtype = torch.int32, device=None) -> torch.Tensor:
+    """``[n]`` number of positions in each clipped window ``[i - r, i + r]`` of an axis of length n (as box_sum)."""
+    idx = torch.arange(n, device=device)
+    return ((idx + r).clamp(max=n - 1) - (idx - r).clamp(min=0) + 1).to(dtype)
 
 
 def box_mean(x: torch.Tensor, r: int, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -40,13 +52,13 @@ def box_mean(x: torch.Tensor, r: int, weight: torch.Tensor | None = None) -> tor
     Returns a tensor of x's shape and dtype.
     """
     if weight is None:
-        s = _box_sum_1d(_box_sum_1d(x, r, -2), r, -1)
+        s = box_sum(box_sum(x, r, -2), r, -1)
         H, W = x.shape[-2:]
-        ones_h = _box_sum_1d(torch.ones(H, 1, dtype=x.dtype, device=x.device), r, 0)
-        ones_w = _box_sum_1d(torch.ones(1, W, dtype=x.dtype, device=x.device), r, 1)
-        return s / (ones_h * ones_w)
-    num = _box_sum_1d(_box_sum_1d(x * weight, r, -2), r, -1)
-    den = _box_sum_1d(_box_sum_1d(weight.expand(x.shape[-2:]), r, -2), r, -1)
+        n_h = window_count(H, r, x.dtype, x.device)[:, None]
+        n_w = window_count(W, r, x.dtype, x.device)[None, :]
+        return s / (n_h * n_w)
+    num = box_sum(box_sum(x * weight, r, -2), r, -1)
+    den = box_sum(box_sum(weight.expand(x.shape[-2:]), r, -2), r, -1)
     return num / den.clamp_min(torch.finfo(x.dtype).tiny)
 
 

@@ -16,7 +16,8 @@ import operator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from .guided_filter import box_sum, window_count
 
 __all__ = ["confidence_trimap", "band_trimap", "threshold_sequence", "default_min_unknown"]
 
@@ -180,22 +181,6 @@ def confidence_trimap(probs: torch.Tensor, t_low: float = 0.10, t_high: float = 
     return out.reshape(*lead, H, W), fin_low, fin_high
 
 
-def _box_sum_int(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
-    """Integer sum over the window [i - r, i + r] (clipped) along ``dim`` via a cumulative sum."""
-    n = x.shape[dim]
-    c = torch.cumsum(x, dim=dim, dtype=torch.int32)
-    pad = [0] * (2 * x.dim())
-    pad[2 * (x.dim() - 1 - dim)] = 1  # one leading zero along dim
-    c = F.pad(c, pad)
-    idx = torch.arange(n, device=x.device)
-    return c.index_select(dim, (idx + r + 1).clamp(max=n)) - c.index_select(dim, (idx - r).clamp(min=0))
-
-
-def _window_count(n: int, r: int, device) -> torch.Tensor:
-    idx = torch.arange(n, device=device)
-    return ((idx + r).clamp(max=n - 1) - (idx - r).clamp(min=0) + 1).to(torch.int32)
-
-
 def band_trimap(mask: torch.Tensor, radius: int) -> torch.Tensor:
     """Trimap from a hard mask: an unknown band of ``radius`` pixels on both sides of its edge.
 
@@ -215,19 +200,19 @@ def band_trimap(mask: torch.Tensor, radius: int) -> torch.Tensor:
     if radius < 0:
         raise ValueError(f"radius must be >= 0, got {radius}")
     if torch.isnan(mask).any():
-        raise ValueError("mask contains NaN values")
+        raise ValueError("mask contains NaN values; replace them first (e.g. torch.nan_to_num(mask))")
     H, W = mask.shape[-2:]
     flat = mask.reshape(-1, H, W)
     out = torch.empty(flat.shape, dtype=mask.dtype, device=mask.device)
     if radius > 0 and H * W > 0:
         # pixels of the clipped window: the image border never counts as the other class
-        n_win = _window_count(H, radius, mask.device)[:, None] * _window_count(W, radius, mask.device)[None, :]
+        n_win = window_count(H, radius, device=mask.device)[:, None] * window_count(W, radius, device=mask.device)[None, :]
     for i in range(flat.shape[0]):
         fg = flat[i] >= 0.5
         o = out[i]
         o.copy_(fg)
         if radius == 0 or H * W == 0:
             continue
-        s = _box_sum_int(_box_sum_int(fg.to(torch.int32), radius, 0), radius, 1)
+        s = box_sum(box_sum(fg, radius, 0, dtype=torch.int32), radius, 1, dtype=torch.int32)  # exact counts
         o.masked_fill_((s > 0) & (s < n_win), 0.5)
     return out.reshape(mask.shape)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ben_core.guided_filter import box_mean, guided_filter
+from ben_core.guided_filter import box_mean, box_sum, guided_filter, window_count
 from ben_core.refine import auto_trimap, default_radius, refine_alpha
 from ben_core.synthetic_matting import band_mse, band_sad, coarsen_alpha, make_synthetic_matte
 from ben_core.trimap import confidence_trimap
@@ -51,6 +51,20 @@ def test_box_mean_matches_naive():
         for c in range(9):
             ref = x[:, max(0, y - 2):y + 3, max(0, c - 2):c + 3].mean((1, 2))
             assert torch.allclose(m[:, y, c], ref)
+
+
+@pytest.mark.parametrize("r", [0, 1, 3, 20])
+def test_box_sum_and_window_count_match_naive(r):
+    mask = torch.rand(9, 14, generator=torch.Generator().manual_seed(r)) > 0.6
+    for dim, n in ((0, 9), (1, 14)):
+        s32 = box_sum(mask, r, dim, dtype=torch.int32)
+        assert s32.dtype == torch.int32 and box_sum(mask, r, dim).dtype == torch.int64
+        cnt = window_count(n, r)
+        for i in range(n):
+            lo, hi = max(0, i - r), min(n, i + r + 1)
+            ref = mask.narrow(dim, lo, hi - lo).sum(dim)
+            assert torch.equal(s32.select(dim, i), ref.to(torch.int32))
+            assert int(cnt[i]) == hi - lo
 
 
 @pytest.mark.parametrize("weighted", [False, True])
