@@ -18,6 +18,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from .hub import WeightsNotFoundError
+
 __all__ = ["VITMATTE_REPO", "VitMatteUnavailableError", "load_vitmatte", "vitmatte_refine", "vitmatte_tiles"]
 
 VITMATTE_REPO = "hustvl/vitmatte-small-composition-1k"
@@ -37,14 +39,6 @@ def _vitmatte_class():
             "method='vitmatte' needs the 'transformers' package (>= 4.35, with VitMatteForImageMatting); "
             "install it with `pip install transformers` (ComfyUI installs it) or use method='guided'") from exc
     return VitMatteForImageMatting
-
-
-def _weights_error(message: str) -> Exception:
-    try:
-        from .hub import WeightsNotFoundError
-    except ImportError:  # pragma: no cover - hub is a sibling module
-        WeightsNotFoundError = FileNotFoundError
-    return WeightsNotFoundError(message)
 
 
 def load_vitmatte(repo_id: str = VITMATTE_REPO, *, local_dir: Optional[os.PathLike] = None,
@@ -67,7 +61,7 @@ def load_vitmatte(repo_id: str = VITMATTE_REPO, *, local_dir: Optional[os.PathLi
     if local_dir is not None:
         path = Path(local_dir)
         if not (path / "config.json").is_file():
-            raise _weights_error(f"{path} has no config.json; put the files of https://huggingface.co/{repo_id} there")
+            raise WeightsNotFoundError(f"{path} has no config.json; put the files of https://huggingface.co/{repo_id} there")
     else:
         from huggingface_hub import snapshot_download
         offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
@@ -79,14 +73,14 @@ def load_vitmatte(repo_id: str = VITMATTE_REPO, *, local_dir: Optional[os.PathLi
                 raise FileNotFoundError(path)
         except Exception as exc:
             if only_local:
-                raise _weights_error(
+                raise WeightsNotFoundError(
                     f"ViTMatte weights '{repo_id}' are not in the Hugging Face cache ({cache_dir or 'default cache'}) "
                     f"and offline mode is on; download them once online (huggingface-cli download {repo_id}) "
                     "or pass local_dir= a folder with config.json and model.safetensors") from exc
             try:
                 path = Path(snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=patterns))
             except Exception as exc2:
-                raise _weights_error(
+                raise WeightsNotFoundError(
                     f"could not download ViTMatte weights '{repo_id}' ({type(exc2).__name__}: {exc2}); "
                     f"download https://huggingface.co/{repo_id} into a folder and pass local_dir=") from exc2
     model = cls.from_pretrained(str(path))
@@ -139,8 +133,13 @@ def vitmatte_refine(image: torch.Tensor, trimap: torch.Tensor, model=None, *, ti
         raise ValueError(f"tile_size must be a multiple of 32 and >= 64, got {tile_size}")
     if not 0 <= margin < tile_size // 4:
         raise ValueError(f"margin must be in [0, tile_size/4), got {margin}")
+    if not (isinstance(image, torch.Tensor) and image.is_floating_point()
+            and isinstance(trimap, torch.Tensor) and trimap.is_floating_point()):
+        raise TypeError("image and trimap must be float tensors (RGB 0..1 and {0, 0.5, 1}); "
+                        "convert uint8 with x.float() / 255")
     if image.dim() != 4 or image.shape[1] != 3 or trimap.shape != (image.shape[0], *image.shape[2:]):
-        raise ValueError(f"need image [B,3,H,W] and trimap [B,H,W]; got {tuple(image.shape)} and {tuple(trimap.shape)}")
+        raise ValueError(f"need image [B,3,H,W] and trimap [B,H,W] of the same B, H, W; got {tuple(image.shape)} "
+                         f"and {tuple(trimap.shape)} (channels-last images: image.permute(0, 3, 1, 2))")
     if model is None:
         model = load_vitmatte(repo_id)
     if getattr(model, "training", False):
@@ -148,7 +147,7 @@ def vitmatte_refine(image: torch.Tensor, trimap: torch.Tensor, model=None, *, ti
     p = next(model.parameters())
     mdev, mdt = p.device, p.dtype
     B, _, H, W = image.shape
-    out = trimap.to(torch.float32).clone()
+    out = trimap.to(device=image.device, dtype=torch.float32, copy=True)
     plans = [vitmatte_tiles(H, W, trimap[i] == 0.5, tile_size, margin) for i in range(B)]
     total, done = sum(len(t) for t in plans), 0
     with torch.inference_mode():

@@ -95,6 +95,9 @@ def test_weights_not_cached_offline(tmp_path):
     assert "vitmatte" in str(ei.value).lower()
     with pytest.raises(FileNotFoundError):
         load_vitmatte(local_dir=tmp_path)
+    from ben_core.hub import WeightsNotFoundError
+    with pytest.raises(WeightsNotFoundError, match="config.json"):
+        load_vitmatte(local_dir=tmp_path)
 
 
 def test_missing_transformers_message(monkeypatch):
@@ -111,3 +114,7 @@ def test_bad_tile_arguments():
         vitmatte_refine(img, tri, model, tile_size=100)
     with pytest.raises(ValueError):
         vitmatte_refine(img, tri, model, tile_size=128, margin=40)
+    with pytest.raises(TypeError, match="float"):
+        vitmatte_refine((img * 255).byte(), tri, model)
+    with pytest.raises(ValueError, match="same B, H, W"):
+        vitmatte_refine(img, tri[:, :-1], model)
