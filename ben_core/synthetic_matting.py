@@ -29,7 +29,9 @@ def _smooth_noise(g: torch.Generator, c: int, h: int, w: int, cells: int) -> tor
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``[N, C, H, W]`` (reflect padding); returns a new tensor."""
+    """Separable Gaussian blur of ``[N, C, H, W]`` float (any size; reflect padding; kernel radius
+    ceil(3 sigma), truncated and renormalised on sides shorter than it). sigma <= 0 returns a copy.
+    Returns a new tensor of x's shape and dtype."""
     if sigma <= 0:
         return x.clone()
     r = max(1, int(math.ceil(3 * sigma)))
@@ -37,12 +39,17 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()
     C = x.shape[1]
-    pad_h = min(r, x.shape[-2] - 1)
+    pad_h = min(r, x.shape[-2] - 1)  # reflect padding needs pad < size: tiny images get a truncated kernel
     pad_w = min(r, x.shape[-1] - 1)
+
+    def taps(pad: int) -> torch.Tensor:
+        kk = k[r - pad:r + pad + 1]
+        return kk if pad == r else kk / kk.sum()  # a truncated kernel is renormalised (constants stay constant)
+
     y = F.pad(x, (pad_w, pad_w, 0, 0), mode="reflect" if pad_w > 0 else "replicate")
-    y = F.conv2d(y, k[r - pad_w:r + pad_w + 1].reshape(1, 1, 1, -1).expand(C, 1, 1, -1).contiguous(), groups=C)
+    y = F.conv2d(y, taps(pad_w).reshape(1, 1, 1, -1).expand(C, 1, 1, -1).contiguous(), groups=C)
     y = F.pad(y, (0, 0, pad_h, pad_h), mode="reflect" if pad_h > 0 else "replicate")
-    return F.conv2d(y, k[r - pad_h:r + pad_h + 1].reshape(1, 1, -1, 1).expand(C, 1, -1, 1).contiguous(), groups=C)
+    return F.conv2d(y, taps(pad_h).reshape(1, 1, -1, 1).expand(C, 1, -1, 1).contiguous(), groups=C)
 
 
 def coarsen_alpha(alpha: torch.Tensor, model_size: int = 1024, blur_sigma: float = 0.7) -> torch.Tensor:

@@ -55,6 +55,9 @@ def test_gaussian_blur_preserves_constants_and_mass():
     d[0, 0, 20, 20] = 1
     y = gaussian_blur(d, 2.0)
     assert float(y.sum()) == pytest.approx(1.0, abs=1e-5) and float(y[0, 0, 20, 20]) < 0.1
+    for h, w in ((1, 1), (3, 3), (2, 9), (5, 4)):  # sides shorter than the kernel radius
+        x = torch.full((1, 1, h, w), 0.6)
+        assert torch.allclose(gaussian_blur(x, 1.5), x, atol=1e-6)
 
 
 def test_metrics():
