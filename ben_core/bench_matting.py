@@ -62,6 +62,8 @@ def _timeit(fn, repeat=3):
 
 
 def trimap_table(sizes) -> str:
+    """Markdown table: naive Algorithm 1+2 loop vs confidence_trimap on soft/sharp [H, W] maps of ``sizes``
+    (list of (H, W)); times in seconds and whether trimap and final thresholds are identical."""
     g = torch.Generator().manual_seed(0)
     lines = ["| map | size | naive steps | naive loop (s) | confidence_trimap (s) | speed-up | identical |",
              "|---|---|---|---|---|---|---|"]
@@ -106,6 +108,8 @@ def tiny_vitmatte():
 
 
 def cases(quick: bool):
+    """Benchmark cases: list of ``(name, image [1,3,H,W], truth [1,H,W], coarse [1,H,W], trimap [1,H,W])``,
+    all float 0..1 (three synthetic samples, 960x540 with ``quick`` else 1920x1080, plus the lemur twice)."""
     out = []
     sz = [(540, 960)] if quick else [(1080, 1920)]
     for H, W in sz:
@@ -122,6 +126,8 @@ def cases(quick: bool):
 
 
 def quality_table(cs, vit) -> str:
+    """Markdown table of band SAD / MSE for coarse, guided and (if ``vit`` is a model) vitmatte on ``cs``
+    (as :func:`cases` returns)."""
     lines = ["| case | unknown px | method | SAD band | MSE band | MSE cut | time (s) |",
              "|---|---|---|---|---|---|---|"]
     for name, img, gt, coarse, tri in cs:
@@ -143,6 +149,7 @@ def quality_table(cs, vit) -> str:
 
 
 def sweep_table(cs) -> str:
+    """Markdown table of the band-MSE cut for a sweep of radius / eps / unknown_weight on ``cs``."""
     lines = ["| radius x default | eps | unknown_weight | " + " | ".join(c[0] for c in cs) + " | mean |",
              "|---" * (4 + len(cs)) + "|"]
     configs = [(1.0, None, 0.3), (0.5, None, 0.3), (2.0, None, 0.3), (1.0, 1e-5, 0.3), (1.0, 1e-3, 0.3),
@@ -198,6 +205,8 @@ def _child_4k(path: str) -> None:
 
 
 def fourk_table(H=2160, W=3840) -> str:
+    """Markdown table: guided refinement of an ``H x W`` synthetic sample in a fresh subprocess
+    (time, peak RSS, band MSE/SAD)."""
     s = make_synthetic_matte(H, W, seed=0, model_size=1024)
     tri = confidence_trimap(s["coarse"])[0]
     with tempfile.TemporaryDirectory() as td:
@@ -218,6 +227,7 @@ def fourk_table(H=2160, W=3840) -> str:
 
 
 def main(argv=None) -> None:
+    """Command line entry: print the benchmark tables (``--quick``, ``--no-4k``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller synthetic images, no 4K, no naive 4K trimap")
     ap.add_argument("--no-4k", action="store_true", help="skip the 4K refinement measurement")
