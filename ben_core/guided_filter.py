@@ -111,8 +111,12 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
     Returns: ``[H, W]`` filtered map in ``src``'s dtype (computed in float64, float32 on MPS); not clamped.
     Inputs are not modified.
     """
+    for name, t in (("guide", guide), ("src", src), ("weight", weight)):
+        if t is not None and not (isinstance(t, torch.Tensor) and t.is_floating_point()):
+            raise TypeError(f"{name} must be a float torch.Tensor, got {getattr(t, 'dtype', type(t).__name__)}; "
+                            "convert uint8 with x.float() / 255")
     if guide.dim() != 3 or guide.shape[0] != 3:
-        raise ValueError(f"guide must be [3, H, W], got shape {tuple(guide.shape)}")
+        raise ValueError(f"guide must be [3, H, W] (one RGB image, channels first), got shape {tuple(guide.shape)}")
     if src.shape != guide.shape[1:]:
         raise ValueError(f"src must be [H, W] = {tuple(guide.shape[1:])}, got {tuple(src.shape)}")
     if weight is not None and weight.shape != src.shape:

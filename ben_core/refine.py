@@ -87,8 +87,7 @@ def auto_trimap(alpha: torch.Tensor) -> torch.Tensor:
     for a hard mask (fewer than min_unknown/10 pixels with 0.03 < alpha < 0.97), a band of
     :func:`default_band_radius` around its edge. Returns [B,H,W] {0,0.5,1} in alpha's dtype."""
     H, W = alpha.shape[-2:]
-    tri = confidence_trimap(alpha)[0]
-    out = tri.clone()
+    out = confidence_trimap(alpha)[0]  # a new tensor: hard-mask images are overwritten in place below
     n_min = default_min_unknown(H, W)
     for i in range(alpha.shape[0]):
         soft = int(((alpha[i] > 0.03) & (alpha[i] < 0.97)).sum())

@@ -199,6 +199,16 @@ def test_bad_inputs():
         refine_alpha(img, nan)
 
 
+def test_guided_filter_rejects_non_float_inputs():
+    I, p = torch.rand(3, 8, 8), torch.rand(8, 8)
+    with pytest.raises(TypeError, match="guide"):
+        guided_filter((I * 255).byte(), p, 2, 1e-4)
+    with pytest.raises(TypeError, match="src"):
+        guided_filter(I, p.numpy(), 2, 1e-4)
+    with pytest.raises(TypeError, match="weight"):
+        guided_filter(I, p, 2, 1e-4, weight=torch.ones(8, 8, dtype=torch.int64))
+
+
 @pytest.mark.parametrize("shape", [(0, 16, 16), (1, 0, 16), (1, 16, 0)])
 def test_empty_input_is_a_clear_error(shape):
     b, h, w = shape
