@@ -175,6 +175,8 @@ def refine_alpha(image: torch.Tensor, alpha: torch.Tensor, trimap: torch.Tensor 
         for i in range(B):
             out[i] = _guided_refine_one(image[i], alpha[i], trimap[i], r, e, float(unknown_weight), int(strip_rows))
     else:
+        if radius is not None or eps is not None:
+            raise TypeError("radius and eps apply to method='guided' only; drop them for method='vitmatte'")
         from .vitmatte import vitmatte_refine
         out = vitmatte_refine(image, trimap, **vitmatte_kwargs).to(alpha.dtype)
         out = torch.where(trimap == 0.5, out.clamp(0, 1), trimap.to(alpha.dtype))

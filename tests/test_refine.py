@@ -193,6 +193,8 @@ def test_bad_inputs():
         refine_alpha(img, a, eps=0.0)
     with pytest.raises(TypeError):
         refine_alpha((img * 255).byte(), a)
+    with pytest.raises(TypeError, match="method='guided' only"):
+        refine_alpha(img, a, method="vitmatte", radius=4)
     nan = a.clone()
     nan[0, 0, 0] = float("nan")
     with pytest.raises(ValueError):
