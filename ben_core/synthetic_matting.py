@@ -162,24 +162,25 @@ def make_synthetic_matte(height: int = 512, width: int = 768, seed: int = 0, mod
     return out
 
 
-def _region(pred: torch.Tensor, gt: torch.Tensor, region: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _region_diff(pred: torch.Tensor, gt: torch.Tensor, region: torch.Tensor | None) -> torch.Tensor:
+    """float64 ``pred - gt`` at the pixels of ``region`` (all pixels when None), flattened."""
     if pred.shape != gt.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and gt {tuple(gt.shape)} must have the same shape")
+    d = pred.double() - gt.double()
     if region is None:
-        region = torch.ones_like(gt, dtype=torch.bool)
-    elif region.shape != gt.shape:
-        raise ValueError(f"region {tuple(region.shape)} must match gt {tuple(gt.shape)}")
-    region = region.bool()
-    return (pred.double() - gt.double())[region], region
+        return d.reshape(-1)
+    if region.shape != gt.shape:
+        raise ValueError(f"region {tuple(region.shape)} must match gt {tuple(gt.shape)} (e.g. trimap == 0.5)")
+    return d[region.bool()]
 
 
 def band_sad(pred: torch.Tensor, gt: torch.Tensor, region: torch.Tensor | None = None) -> float:
     """Sum of absolute alpha differences inside ``region`` (bool, e.g. ``trimap == 0.5``), in thousands."""
-    d, _ = _region(pred, gt, region)
+    d = _region_diff(pred, gt, region)
     return float(d.abs().sum()) / 1000.0
 
 
 def band_mse(pred: torch.Tensor, gt: torch.Tensor, region: torch.Tensor | None = None) -> float:
     """Mean squared alpha difference inside ``region`` (bool); 0.0 for an empty region."""
-    d, _ = _region(pred, gt, region)
+    d = _region_diff(pred, gt, region)
     return float((d * d).mean()) if d.numel() else 0.0
