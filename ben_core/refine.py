@@ -13,6 +13,8 @@ Only pixels with ``trimap == 0.5`` change; sure foreground/background come out e
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from .foreground import estimate_foreground
@@ -82,17 +84,19 @@ def _check_inputs(image, alpha, trimap):
                              "build one with confidence_trimap() or band_trimap()")
 
 
-def auto_trimap(alpha: torch.Tensor) -> torch.Tensor:
+def auto_trimap(alpha: torch.Tensor, band_radius: Optional[int] = None) -> torch.Tensor:
     """Trimap for ``alpha`` [B,H,W] when none is given: the paper's confidence trimap per image, or,
     for a hard mask (fewer than min_unknown/10 pixels with 0.03 < alpha < 0.97), a band of
-    :func:`default_band_radius` around its edge. Returns [B,H,W] {0,0.5,1} in alpha's dtype."""
+    ``band_radius`` pixels (None -> :func:`default_band_radius`) around its edge.
+    Returns [B,H,W] {0,0.5,1} in alpha's dtype."""
     H, W = alpha.shape[-2:]
+    radius = default_band_radius(H, W) if band_radius is None else int(band_radius)
     out = confidence_trimap(alpha)[0]  # a new tensor: hard-mask images are overwritten in place below
     n_min = default_min_unknown(H, W)
     for i in range(alpha.shape[0]):
         soft = int(((alpha[i] > 0.03) & (alpha[i] < 0.97)).sum())
         if soft < max(1, n_min // 10):
-            out[i] = band_trimap(alpha[i], default_band_radius(H, W))
+            out[i] = band_trimap(alpha[i], radius)
     return out
 
 

@@ -30,7 +30,8 @@ def auto_band_radius(height: int, width: int) -> int:
 
 def make_trimap(mask: torch.Tensor, source: str, band_radius: int) -> torch.Tensor:
     """Trimap ``[B,H,W]`` {0,0.5,1} for a mask ``[B,H,W]`` 0..1 (see the module docstring for the sources)."""
-    from ..ben_core.trimap import band_trimap, confidence_trimap, default_min_unknown
+    from ..ben_core.refine import auto_trimap
+    from ..ben_core.trimap import band_trimap, confidence_trimap
 
     if source not in TRIMAP_SOURCES:
         raise ValueError(f"trimap_source must be one of {TRIMAP_SOURCES}, got {source!r}")
@@ -38,16 +39,9 @@ def make_trimap(mask: torch.Tensor, source: str, band_radius: int) -> torch.Tens
     radius = int(band_radius) if int(band_radius) > 0 else auto_band_radius(H, W)
     if source == "band":
         return band_trimap(mask, radius)
-    conf, _, _ = confidence_trimap(mask)  # paper thresholds and N_min
     if source == "confidence":
-        return conf
-    out = conf.clone()
-    hard_limit = max(1, default_min_unknown(H, W) // 10)
-    for i in range(mask.shape[0]):
-        soft = int(((mask[i] > 0.03) & (mask[i] < 0.97)).sum())
-        if soft < hard_limit:  # a hard mask carries no confidence: use the edge band instead
-            out[i] = band_trimap(mask[i:i + 1], radius)[0]
-    return out
+        return confidence_trimap(mask)[0]  # paper thresholds and N_min
+    return auto_trimap(mask, band_radius=radius)  # hard masks (no confidence) get the edge band
 
 
 _vitmatte_models: dict = {}  # at most one entry: {"device", "net", "patcher"}

@@ -243,3 +243,14 @@ def test_foreground_colors_restricted_to_soft_pixels():
     err_est = (fg - s["fg"]).abs()[soft].mean()
     err_img = (img - s["fg"]).abs()[soft].mean()
     assert err_est < err_img
+
+
+def test_auto_trimap_band_radius_for_hard_masks():
+    """A hard mask gets the edge band of the requested radius (default_band_radius when None)."""
+    from ben_core.trimap import band_trimap
+
+    hard = torch.zeros(1, 96, 128)
+    hard[:, 30:70, 40:90] = 1.0
+    assert torch.equal(auto_trimap(hard, band_radius=5), band_trimap(hard, 5))
+    assert not torch.equal(auto_trimap(hard, band_radius=5), auto_trimap(hard, band_radius=2))
+    assert torch.equal(auto_trimap(hard), band_trimap(hard, 2))  # default_band_radius(96, 128) == 2
