@@ -35,15 +35,20 @@ def model() -> BENBase:
     return m
 
 
-@pytest.fixture(scope="module")
-def ref512(model):
-    """Reference data at 512 and our logits for its image (computed once)."""
-    data = dict(np.load(DATA_DIR / "ben2_seed0_512.npz"))
+def run_reference(model: BENBase, size: int):
+    """The stored upstream reference at ``size`` and our logits for its image: (data, x, x_before, logits)."""
+    data = dict(np.load(DATA_DIR / f"ben2_seed0_{size}.npz"))
     x = normalise(data["images"])
     x_before = x.clone()
     with torch.inference_mode():
         logits = model(x)
     return data, x, x_before, logits
+
+
+@pytest.fixture(scope="module")
+def ref512(model):
+    """Reference data at 512 and our logits for its image (computed once)."""
+    return run_reference(model, 512)
 
 
 def check_backbone_digests(model: BENBase, x: torch.Tensor, data: dict) -> None:
@@ -106,11 +111,7 @@ def test_backbone_digests_512(model, ref512):
 
 @pytest.mark.slow
 def test_conformance_1024(model):
-    data = dict(np.load(DATA_DIR / "ben2_seed0_1024.npz"))
-    x = normalise(data["images"])
-    x_before = x.clone()
-    with torch.inference_mode():
-        logits = model(x)
+    data, x, x_before, logits = run_reference(model, 1024)
     assert logits.shape == (1, 1, 1024, 1024)
     diff = (torch.sigmoid(logits) - torch.from_numpy(data["probs"])).abs().max().item()
     assert diff <= PROB_TOL, f"max |sigmoid(logits) - upstream probs| = {diff}"
