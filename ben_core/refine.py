@@ -6,7 +6,7 @@ The public BEN2 weights ship no refiner network, so the refinement is ours:
   coarse alpha. Inside every window the local linear model ``alpha ~ a . RGB + b`` is fitted with
   weight 1 on the trimap's sure pixels (whose alpha is exactly 0/1) and ``unknown_weight`` on the
   unknown pixels, so the colour-to-alpha mapping is learnt mostly from pixels whose alpha is known.
-  Radius and eps defaults were chosen by measurement (see ``python -m ben_core.bench_matting``).
+  Radius and eps defaults were chosen by measurement (see ``python -m benchmarks.bench_matting``).
 * ``method="vitmatte"``: the ViTMatte network through ``transformers`` (see :mod:`ben_core.vitmatte`).
 
 Only pixels with ``trimap == 0.5`` change; sure foreground/background come out exactly 1/0.

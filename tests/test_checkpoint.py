@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import synth_sd
+from helpers import synth_sd
 from ben_core.checkpoint import CheckpointError, check_state_dict, load_ben, read_state_dict
 from ben_core.hub import WeightsNotFoundError
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import DATA_DIR, synth_sd
+from helpers import DATA_DIR, synth_sd
 from ben_core.model import BENBase
 from ben_core.model import ben2 as ben2_module
 from ben_core.model.ben2 import conv3x3_then_box_down, nearest_up2_conv3x3, upsample_norm_gelu_conv

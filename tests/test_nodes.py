@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from comfy_stub import InterruptProcessingException, install_comfy, make_folder_paths
-from conftest import PACK_NAME, load_pack
+from helpers import PACK_NAME, load_pack, tiny_vitmatte
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = PACK_NAME
@@ -568,7 +568,7 @@ def test_refine_mask_auto_trimap_source():
 def test_load_ben_and_remove_background_with_synthetic_checkpoint(tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
-    from conftest import synth_sd
+    from helpers import synth_sd
 
     models = tmp_path / "models"
     (models / "BEN").mkdir(parents=True)
@@ -615,13 +615,8 @@ def test_load_ben_reports_a_bad_checkpoint(tmp_path, monkeypatch):
 
 
 def test_refine_mask_vitmatte_with_a_tiny_random_network(monkeypatch):
-    transformers = pytest.importorskip("transformers")
-    bc = transformers.VitDetConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2,
-                                   num_channels=4, image_size=64, pretrain_image_size=64, patch_size=16,
-                                   out_features=["stage1"])
-    cfg = transformers.VitMatteConfig(backbone_config=bc, hidden_size=32, convstream_hidden_sizes=[8, 16, 16],
-                                      fusion_hidden_sizes=[16, 16, 8, 8])
-    net = transformers.VitMatteForImageMatting(cfg).eval()
+    pytest.importorskip("transformers")
+    net = tiny_vitmatte(layers=1)
     rm = sub("nodes.refine_mask")
     monkeypatch.setattr(rm, "vitmatte_model", lambda device: net)
     img, mask = edge_scene()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import DATA_DIR, synth_sd
+from helpers import DATA_DIR, synth_sd
 from ben_core.predictor import IMAGENET_MEAN, IMAGENET_STD, BENPredictor, PredictionCancelled
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)

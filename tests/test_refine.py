@@ -1,7 +1,6 @@
 """Guided-filter refinement: correctness against a naive reference, invariants, and quality."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,11 +8,9 @@ import torch
 
 from ben_core.guided_filter import box_mean, box_sum, guided_filter, window_count
 from ben_core.refine import auto_trimap, default_radius, refine_alpha
-from ben_core.synthetic_matting import band_mse, band_sad, coarsen_alpha, make_synthetic_matte
+from benchmarks.synthetic_matting import band_mse, band_sad, coarsen_alpha, make_synthetic_matte
 from ben_core.trimap import confidence_trimap
-
-LEMUR = Path(__file__).parent / "data" / "lemur"
-
+from helpers import load_lemur
 
 def naive_guided(I: np.ndarray, p: np.ndarray, r: int, eps: float, w: np.ndarray | None = None) -> np.ndarray:
     """He et al. colour guided filter with explicit windows (weighted least squares when w is given)."""
@@ -140,15 +137,8 @@ def test_refined_beats_coarse_on_synthetic(seed):
     assert band_sad(out, gt, unk) < band_sad(base, gt, unk)
 
 
-def _load_lemur():
-    from PIL import Image
-    im = torch.from_numpy(np.array(Image.open(LEMUR / "lemur.png").convert("RGB"))).permute(2, 0, 1).float() / 255
-    a = torch.from_numpy(np.array(Image.open(LEMUR / "lemur_alpha.png").convert("L"))).float() / 255
-    return im[None], a[None]
-
-
 def test_refined_beats_coarse_on_lemur():
-    img, gt = _load_lemur()
+    img, gt, _ = load_lemur()
     H, W = gt.shape[-2:]
     coarse = coarsen_alpha(gt, model_size=round(max(H, W) / 3.75))
     tri = confidence_trimap(coarse)[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ben_core.synthetic_matting import band_mse, band_sad, coarsen_alpha, gaussian_blur, make_synthetic_matte
+from benchmarks.synthetic_matting import band_mse, band_sad, coarsen_alpha, gaussian_blur, make_synthetic_matte
 
 
 def test_generator_is_seeded_and_leaves_global_rng_alone():

@@ -5,26 +5,7 @@ import pytest
 import torch
 
 from ben_core.trimap import band_trimap, confidence_trimap, default_min_unknown, threshold_sequence
-
-
-def naive_trimap(p2d: torch.Tensor, t_low=0.10, t_high=0.90, t_min=0.03, t_max=0.97, s=0.001, n_min=None):
-    """Literal Algorithms 1 + 2 on one [H, W] map, float64 comparisons, Python-float thresholds."""
-    p = p2d.to(torch.float64)
-    H, W = p.shape
-    if n_min is None:
-        n_min = round(60000 * H * W / 1024 ** 2)
-
-    def alg1(tl, th):
-        tri = torch.where(p >= th, 1.0, torch.where(p <= tl, 0.0, 0.5)).to(torch.float64)
-        return tri, int((tri == 0.5).sum())
-
-    tl, th = float(t_low), float(t_high)
-    tri, n = alg1(tl, th)
-    while n < n_min and (tl > t_min or th < t_max):
-        tl = max(tl - s, t_min)
-        th = min(th + s, t_max)
-        tri, n = alg1(tl, th)
-    return tri, tl, th
+from helpers import naive_confidence_trimap
 
 
 def check_equal(probs, **kw):
@@ -35,10 +16,10 @@ def check_equal(probs, **kw):
     flat = probs.reshape(-1, H, W)
     assert lo.shape == (flat.shape[0],) and lo.dtype == torch.float64 and hi.dtype == torch.float64
     args = dict(t_low=kw.get("t_low", 0.10), t_high=kw.get("t_high", 0.90), t_min=kw.get("t_min", 0.03),
-                t_max=kw.get("t_max", 0.97), s=kw.get("step", 0.001))
+                t_max=kw.get("t_max", 0.97), step=kw.get("step", 0.001))
     for i in range(flat.shape[0]):
-        ref, rl, rh = naive_trimap(flat[i], n_min=n_min, **args)
-        assert torch.equal(tri.reshape(-1, H, W)[i].to(torch.float64), ref), f"map {i} differs"
+        ref, rl, rh, _ = naive_confidence_trimap(flat[i], n_min=n_min, **args)
+        assert torch.equal(tri.reshape(-1, H, W)[i].to(torch.float64), torch.from_numpy(ref)), f"map {i} differs"
         assert float(lo[i]) == rl and float(hi[i]) == rh, (i, float(lo[i]), rl, float(hi[i]), rh)
     return tri, lo, hi
 

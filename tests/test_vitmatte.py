@@ -12,21 +12,7 @@ transformers = pytest.importorskip("transformers")
 from ben_core.refine import refine_alpha  # noqa: E402
 from ben_core.trimap import band_trimap  # noqa: E402
 from ben_core.vitmatte import VitMatteUnavailableError, load_vitmatte, vitmatte_refine, vitmatte_tiles  # noqa: E402
-
-
-def tiny_model(seed=0):
-    from transformers import VitDetConfig, VitMatteConfig, VitMatteForImageMatting
-    bc = VitDetConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, num_channels=4,
-                      image_size=64, pretrain_image_size=64, patch_size=16, out_features=["stage2"])
-    cfg = VitMatteConfig(backbone_config=bc, hidden_size=32, convstream_hidden_sizes=[8, 16, 16],
-                         fusion_hidden_sizes=[16, 16, 8, 8])
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = VitMatteForImageMatting(cfg).eval()
-    finally:
-        torch.random.set_rng_state(state)
-    return model
+from helpers import tiny_vitmatte  # noqa: E402
 
 
 def _inputs(H=150, W=230, B=2, seed=0):
@@ -38,7 +24,7 @@ def _inputs(H=150, W=230, B=2, seed=0):
 
 
 def test_single_tile_equals_direct_forward():
-    model = tiny_model()
+    model = tiny_vitmatte()
     img, m, tri = _inputs(B=1)
     out = vitmatte_refine(img, tri, model, tile_size=256, margin=32)
     x = torch.cat([(img - 0.5) / 0.5, torch.where(tri == 0.5, 128 / 255, tri).unsqueeze(1)], 1)
@@ -67,7 +53,7 @@ def test_tiles_cover_unknown_and_skip_empty():
 
 
 def test_tiled_refine_through_refine_alpha():
-    model = tiny_model(1)
+    model = tiny_vitmatte(1)
     img, m, tri = _inputs(H=300, W=420, B=2, seed=1)
     before = [img.clone(), m.clone(), tri.clone()]
     calls = []
@@ -83,7 +69,7 @@ def test_tiled_refine_through_refine_alpha():
 
 
 def test_training_mode_rejected():
-    model = tiny_model().train()
+    model = tiny_vitmatte().train()
     img, m, tri = _inputs(B=1)
     with pytest.raises(ValueError):
         vitmatte_refine(img, tri, model)
@@ -108,7 +94,7 @@ def test_missing_transformers_message(monkeypatch):
 
 
 def test_bad_tile_arguments():
-    model = tiny_model()
+    model = tiny_vitmatte()
     img, m, tri = _inputs(B=1)
     with pytest.raises(ValueError):
         vitmatte_refine(img, tri, model, tile_size=100)

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import naive_confidence_trimap
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,21 +57,9 @@ def py_round(x: float) -> int:
 
 
 def naive_trimap(probs: np.ndarray, t_low, t_high, t_min, t_max, step, min_unknown):
-    """Algorithms 1+2 exactly as the contract states them, the slow obvious way (float64)."""
-    p = probs.astype(np.float64)
-
-    def tri(tl, th):
-        return np.where(p >= th, 2, np.where(p <= tl, 0, 1)).astype(np.uint8)
-
-    tl, th = float(t_low), float(t_high)
-    lab = tri(tl, th)
-    n = int((lab == 1).sum())
-    while n < min_unknown and (tl > t_min or th < t_max):
-        tl = max(tl - step, t_min)
-        th = min(th + step, t_max)
-        lab = tri(tl, th)
-        n = int((lab == 1).sum())
-    return lab, tl, th
+    """Algorithms 1+2 the slow obvious way (helpers.naive_confidence_trimap) as widget labels 0 / 1 / 2."""
+    tri, tl, th, _ = naive_confidence_trimap(probs, t_low, t_high, t_min, t_max, step, n_min=min_unknown)
+    return (tri * 2).astype(np.uint8), tl, th
 
 
 def codes_to_probs(codes: np.ndarray) -> np.ndarray:
@@ -619,8 +609,8 @@ def test_payload_json_roundtrip_is_what_the_widget_reads(page, form):
 
 # ----------------------------------------------------------------------------- the real node's payload
 def _load_pack():
-    """The pack imported as ComfyUI does (see conftest.load_pack); None if it fails to import."""
-    from conftest import load_pack
+    """The pack imported as ComfyUI does (see helpers.load_pack); None if it fails to import."""
+    from helpers import load_pack
 
     try:
         return load_pack()

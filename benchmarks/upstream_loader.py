@@ -1,11 +1,11 @@
 """Import a user-supplied upstream ``BEN2.py`` (GitHub PramaLLC/BEN2) for side-by-side benchmarking.
 
-Only ``python -m ben_core.bench --upstream PATH`` uses this, and only inside its own worker
+Only ``python -m benchmarks.bench --upstream PATH`` uses this, and only inside its own worker
 subprocess: upstream seeds the global RNGs and sets the float32 matmul precision when imported, which
 must not leak into our measurements. Upstream imports timm, torchvision and cv2 at module level but its
 ``BEN_Base.forward`` needs none of them beyond three timm helpers; when those packages are not
 installed, minimal stand-ins are put in ``sys.modules`` (real packages are used when present). einops is
-required for real (``pip install einops``). The upstream source is never part of this package.
+required for real (``pip install einops``). The upstream source is never part of this repository.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _timm_stub() -> dict[str, types.ModuleType]:
     layers = types.ModuleType("timm.layers")
     layers.DropPath, layers.to_2tuple, layers.trunc_normal_ = DropPath, to_2tuple, trunc_normal_
     timm.layers = layers
-    timm.__ben_core_stub__ = True
+    timm.__ben_bench_stub__ = True
     return {"timm": timm, "timm.layers": layers}
 
 
@@ -106,7 +106,7 @@ def _torchvision_stub() -> dict[str, types.ModuleType]:
     tr.Compose, tr.ToTensor, tr.ConvertImageDtype, tr.Normalize, tr.ToPILImage = (
         Compose, ToTensor, ConvertImageDtype, Normalize, ToPILImage)
     tv.transforms = tr
-    tv.__ben_core_stub__ = True
+    tv.__ben_bench_stub__ = True
     return {"torchvision": tv, "torchvision.transforms": tr}
 
 
@@ -114,10 +114,10 @@ def _cv2_stub() -> dict[str, types.ModuleType]:
     cv2 = types.ModuleType("cv2")
 
     def __getattr__(name):
-        raise AttributeError(f"cv2.{name}: OpenCV is not installed (ben_core.bench stand-in; only BEN_Base.forward is supported)")
+        raise AttributeError(f"cv2.{name}: OpenCV is not installed (benchmarks.bench stand-in; only BEN_Base.forward is supported)")
 
     cv2.__getattr__ = __getattr__
-    cv2.__ben_core_stub__ = True
+    cv2.__ben_bench_stub__ = True
     return {"cv2": cv2}
 
 

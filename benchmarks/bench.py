@@ -1,4 +1,4 @@
-"""Benchmark: ``python -m ben_core.bench [--upstream PATH/TO/BEN2.py] [options]``.
+"""Benchmark: ``python -m benchmarks.bench [--upstream PATH/TO/BEN2.py] [options]``.
 
 Prints a table with, for our BEN2 network at the working size (1024² by default) on the current device:
 median forward time per image over ``--repeats`` runs, images/s, effective GFLOP/s (FLOPs counted once
@@ -14,8 +14,8 @@ probability difference between the two outputs. Upstream seeds global RNGs and s
 precision at import, which is why it lives in its own process.
 
 Weights: ``--weights PATH`` (any checkpoint ben_core reads), else the synthetic conformance weights
-(``tests/data/synth_weights.py`` of a source checkout), else a seeded random initialisation; timing does
-not depend on the values.
+(``tests/data/synth_weights.py``, through ``tests/helpers.py``); timing does not depend on the values.
+Run it from the repository root (benchmarks are not part of the shipped package).
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def make_input(batch: int, size: int, device="cpu"):
     """Deterministic smooth test images (no RNG), ImageNet-normalised: float32 [batch, 3, size, size]."""
     import torch
 
-    from .predictor import IMAGENET_MEAN, IMAGENET_STD
+    from ben_core.predictor import IMAGENET_MEAN, IMAGENET_STD
 
     lin = torch.linspace(0.0, 1.0, size)
     yy, xx = torch.meshgrid(lin, lin, indexing="ij")
@@ -91,7 +91,7 @@ def count_flops(size: int = 1024, model=None, x=None) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     if model is None:
-        from .model import BENBase
+        from ben_core.model import BENBase
 
         with torch.device("meta"):
             model = BENBase().eval()
@@ -102,35 +102,15 @@ def count_flops(size: int = 1024, model=None, x=None) -> int:
     return int(counter.get_total_flops())
 
 
-def _synth_module():
-    """tests/data/synth_weights.py of a source checkout, or None."""
-    import importlib.util
-
-    p = Path(__file__).resolve().parents[1] / "tests" / "data" / "synth_weights.py"
-    if not p.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("ben2_synth_weights", p)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def prepare_weights(dst: Path) -> str:
     """Write benchmark weights (official key names) to ``dst`` as safetensors; returns their origin."""
     import torch
     from safetensors.torch import save_file
 
-    mod = _synth_module()
-    if mod is not None:
-        sd = mod.synth_state_dict(0)
-        origin = "synthetic (tests/data/synth_weights.py, seed 0)"
-    else:
-        from .model import BENBase
+    from tests.helpers import synth_sd
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            sd = BENBase().state_dict()
-        origin = "random init (seed 0)"
+    sd = synth_sd(0)
+    origin = "synthetic (tests/data/synth_weights.py, seed 0)"
     save_file({k: v.detach().contiguous().clone() for k, v in sd.items()}, str(dst))
     return origin
 
@@ -163,7 +143,7 @@ def _dtype(name: str):
 
 
 # --------------------------------------------------------------------------------------------------
-# workers (run as `python -m ben_core.bench --worker JSON`)
+# workers (run as `python -m benchmarks.bench --worker JSON`)
 # --------------------------------------------------------------------------------------------------
 
 def _emit(obj) -> None:
@@ -193,13 +173,13 @@ def _net_worker(spec: dict) -> int:
     from safetensors.torch import load_file
 
     if impl == "ours":
-        from .model import BENBase
+        from ben_core.model import BENBase
 
         model = BENBase()
     else:
         import copy
 
-        from ._upstream import load_upstream
+        from .upstream_loader import load_upstream
 
         model = load_upstream(spec["upstream"]).BEN_Base()
         if spec.get("count_flops"):  # upstream's graph runs on meta once built (its __init__ needs real tensors)
@@ -274,7 +254,7 @@ def _fg_worker(spec: dict) -> int:
     """Foreground-estimator worker: median time of estimate_foreground at one size, peak memory."""
     import torch
 
-    from .foreground import estimate_foreground
+    from ben_core.foreground import estimate_foreground
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
@@ -309,7 +289,7 @@ class _Worker:
     def __init__(self, spec: dict, env: dict):
         self.spec = spec
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ben_core.bench", "--worker", json.dumps(spec)],
+            [sys.executable, "-m", "benchmarks.bench", "--worker", json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         self.ready = self._read()
         self.times: list[float] = []
@@ -364,7 +344,7 @@ def _fmt_mem(mb: float | None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ben_core.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--size", type=int, default=1024, choices=[512, 768, 1024], help="network input size")
     p.add_argument("--repeats", type=int, default=None,
@@ -392,7 +372,7 @@ def _bench_network(args, device: str, tmp: Path, log) -> list[dict]:
     if args.weights:
         from safetensors.torch import save_file
 
-        from .checkpoint import read_state_dict
+        from ben_core.checkpoint import read_state_dict
 
         sd = read_state_dict(args.weights)
         save_file({k: v.contiguous() for k, v in sd.items()}, str(weights))
@@ -496,7 +476,7 @@ def _bench_foreground(args, device: str, log) -> list[dict]:
         spec = {"kind": "fg", "device": device, "w": w, "h": h, "repeats": args.fg_repeats,
                 "warmup": 2 if on_gpu else 1, "threads": args.threads}
         log(f"foreground estimator at {name} ({w}x{h}) ...")
-        r = subprocess.run([sys.executable, "-m", "ben_core.bench", "--worker", json.dumps(spec)],
+        r = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--worker", json.dumps(spec)],
                            stdout=subprocess.PIPE, text=True, env=env, timeout=1800)
         if r.returncode != 0:
             raise RuntimeError(f"foreground worker failed at {name} (exit {r.returncode})")

@@ -1,4 +1,4 @@
-"""Benchmark of the Confidence-Guided Matting pieces: ``python -m ben_core.bench_matting [--quick]``.
+"""Benchmark of the Confidence-Guided Matting pieces: ``python -m benchmarks.bench_matting [--quick]``.
 
 Prints markdown tables:
 1. confidence_trimap (bounded passes) vs the naive Algorithm 1+2 loop: time and identity check.
@@ -21,34 +21,14 @@ from pathlib import Path
 
 import torch
 
-from .refine import default_eps, default_radius, refine_alpha
+from ben_core.refine import DEFAULT_EPS, default_radius, refine_alpha
+from ben_core.trimap import confidence_trimap
+from tests.helpers import load_lemur, naive_confidence_trimap, tiny_vitmatte
+
 from .synthetic_matting import band_mse, band_sad, coarsen_alpha, make_synthetic_matte
-from .trimap import confidence_trimap
 
-LEMUR_DIR = Path(__file__).resolve().parent.parent / "tests" / "data" / "lemur"
+REPO = Path(__file__).resolve().parent.parent
 MODEL_FACTOR = 3840 / 1024  # a 4K image seen through a 1024^2 model
-
-
-def naive_confidence_trimap(p2d: torch.Tensor, t_low=0.10, t_high=0.90, t_min=0.03, t_max=0.97, s=0.001):
-    """The literal loop of Algorithms 1 + 2 (one full re-threshold per step)."""
-    p = p2d.to(torch.float64)
-    H, W = p.shape
-    n_min = round(60000 * H * W / 1024 ** 2)
-    tl, th = t_low, t_high
-
-    def alg1():
-        tri = torch.full_like(p, 0.5)
-        tri[p >= th] = 1.0
-        tri[p <= tl] = 0.0
-        return tri, int((tri == 0.5).sum())
-
-    tri, n = alg1()
-    steps = 0
-    while n < n_min and (tl > t_min or th < t_max):
-        tl, th = max(tl - s, t_min), min(th + s, t_max)
-        tri, n = alg1()
-        steps += 1
-    return tri, tl, th, steps
 
 
 def _timeit(fn, repeat=3):
@@ -76,35 +56,9 @@ def trimap_table(sizes) -> str:
             p = p.float()
             tn, (ref, tl, th, steps) = _timeit(lambda: naive_confidence_trimap(p), repeat=1)
             tf, (tri, lo, hi) = _timeit(lambda: confidence_trimap(p), repeat=2)
-            same = torch.equal(tri.double(), ref) and float(lo[0]) == tl and float(hi[0]) == th
+            same = bool((tri.double().numpy() == ref).all()) and float(lo[0]) == tl and float(hi[0]) == th
             lines.append(f"| {name} | {W}x{H} | {steps} | {tn:.3f} | {tf:.3f} | {tn / tf:.1f}x | {same} |")
     return "\n".join(lines)
-
-
-def load_lemur():
-    """(image [1,3,H,W], alpha [1,H,W], trimap [1,H,W]) from tests/data/lemur, float 0..1."""
-    import numpy as np
-    from PIL import Image
-    im = torch.from_numpy(np.array(Image.open(LEMUR_DIR / "lemur.png").convert("RGB"))).permute(2, 0, 1).float() / 255
-    a = torch.from_numpy(np.array(Image.open(LEMUR_DIR / "lemur_alpha.png").convert("L"))).float() / 255
-    t = torch.from_numpy(np.array(Image.open(LEMUR_DIR / "lemur_trimap.png").convert("L"))).float() / 255
-    t = torch.where(t < 0.25, 0.0, torch.where(t > 0.75, 1.0, 0.5))
-    return im[None], a[None], t[None]
-
-
-def tiny_vitmatte():
-    """A tiny randomly initialised ViTMatte (structure only), or None without transformers."""
-    try:
-        from transformers import VitDetConfig, VitMatteConfig, VitMatteForImageMatting
-    except ImportError:
-        return None
-    bc = VitDetConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, num_channels=4,
-                      image_size=64, pretrain_image_size=64, patch_size=16, out_features=["stage2"])
-    cfg = VitMatteConfig(backbone_config=bc, hidden_size=32, convstream_hidden_sizes=[8, 16, 16],
-                         fusion_hidden_sizes=[16, 16, 8, 8])
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        return VitMatteForImageMatting(cfg).eval()
 
 
 def cases(quick: bool):
@@ -163,7 +117,7 @@ def sweep_table(cs) -> str:
             r = max(1, round(default_radius(H, W) * mult))
             pred = refine_alpha(img, coarse, tri, radius=r, eps=eps, unknown_weight=wu)
             cuts.append(1 - band_mse(pred, gt, unk) / band_mse(base, gt, unk))
-        e = default_eps(1, 1) if eps is None else eps
+        e = DEFAULT_EPS if eps is None else eps
         lines.append(f"| {mult} | {e:g} | {wu} | " + " | ".join(f"{100 * c:+.1f}%" for c in cuts)
                      + f" | {100 * sum(cuts) / len(cuts):+.1f}% |")
     return "\n".join(lines)
@@ -213,9 +167,8 @@ def fourk_table(H=2160, W=3840) -> str:
         p = os.path.join(td, "in.pt")
         torch.save({"image": s["image"], "coarse": s["coarse"], "trimap": tri, "alpha": s["alpha"]}, p)
         del s
-        r = subprocess.run([sys.executable, "-m", "ben_core.bench_matting", "--child-4k", p],
-                           capture_output=True, text=True, check=True,
-                           cwd=str(Path(__file__).resolve().parent.parent))
+        r = subprocess.run([sys.executable, "-m", "benchmarks.bench_matting", "--child-4k", p],
+                           capture_output=True, text=True, check=True, cwd=str(REPO))
     d = json.loads(r.stdout.strip().splitlines()[-1])
     return "\n".join([
         "| size | unknown px | radius | time (s) | RSS with inputs loaded (MB) | peak RSS during refine (MB) | "
@@ -243,7 +196,11 @@ def main(argv=None) -> None:
     print(trimap_table(sizes), "\n", flush=True)
     cs = cases(args.quick)
     print("## Unknown-band error (coarse = truth area-downsampled by 3.75x, blurred, upsampled)\n")
-    print(quality_table(cs, tiny_vitmatte()), "\n", flush=True)
+    try:
+        vit = tiny_vitmatte()
+    except ImportError:  # transformers is optional: the table then has no vitmatte rows
+        vit = None
+    print(quality_table(cs, vit), "\n", flush=True)
     print("## Guided-filter parameter sweep (band MSE cut vs coarse; defaults: radius=min(H,W)/45, eps=1e-4, "
           "unknown_weight=0.3)\n")
     print(sweep_table(cs), "\n", flush=True)
