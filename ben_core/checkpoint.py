@@ -21,7 +21,8 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 
-from .hub import WeightsNotFoundError, missing_weights_message
+from .hub import OFFICIAL_FILENAMES, WeightsNotFoundError, missing_weights_message
+from .model.ben2 import UNUSED_KEYS, BENBase, checkpoint_filter_fn
 
 __all__ = ["CheckpointError", "read_state_dict", "check_state_dict", "load_ben", "SUPPORTED_EXTENSIONS"]
 
@@ -155,7 +156,7 @@ def read_state_dict(path: PathLike, *, search_locations: Sequence[PathLike] = ()
         searched = [p] + [Path(s) for s in search_locations if Path(s) != p]
         raise WeightsNotFoundError(missing_weights_message(searched, put_here=p))
     if p.is_dir():
-        inside = [n for n in ("model.safetensors", "BEN2_Base.pth") if (p / n).is_file()]
+        inside = [n for n in OFFICIAL_FILENAMES if (p / n).is_file()]
         hint = f" It contains {inside[0]}: pass {p / inside[0]}." if inside else ""
         raise CheckpointError(f"{p} is a folder, not a checkpoint file.{hint}")
     ext = p.suffix.lower()
@@ -213,13 +214,16 @@ def _show(names: Sequence[str], n: int = 5) -> str:
 
 
 def check_state_dict(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
-                     source: str = "checkpoint") -> None:
-    """Raise CheckpointError unless ``state_dict`` has exactly the keys and shapes of ``expected``.
+                     source: str = "checkpoint", unused: Iterable[str] = UNUSED_KEYS) -> None:
+    """Raise CheckpointError unless ``state_dict`` has exactly the keys of ``expected`` plus ``unused``,
+    with the shapes of ``expected``.
 
-    ``expected`` is a model's ``state_dict()`` (meta tensors are fine). The message names a few missing /
-    unexpected keys with counts, shape mismatches, and which other model the file looks like, if any.
+    ``expected`` is a model's ``state_dict()`` (meta tensors are fine); ``unused``: keys the file must
+    hold but the model drops by name (default: BEN2's training-only heads,
+    ``model.ben2.UNUSED_KEYS``). The message names a few missing / unexpected keys with counts, shape
+    mismatches, and which other model the file looks like, if any.
     """
-    have, want = set(state_dict), set(expected)
+    have, want = set(state_dict), set(expected) | set(unused)
     missing, unexpected = want - have, have - want
     if missing or unexpected:
         parts = [f"{source} is not a BEN2 base checkpoint: its keys do not match the network "
@@ -234,7 +238,7 @@ def check_state_dict(state_dict: Mapping[str, torch.Tensor], expected: Mapping[s
         parts.append("Use the official BEN2 base weights: model.safetensors or BEN2_Base.pth from "
                      "huggingface.co/PramaLLC/BEN2.")
         raise CheckpointError(" ".join(parts))
-    shape_bad = [(k, tuple(state_dict[k].shape), tuple(expected[k].shape)) for k in sorted(want)
+    shape_bad = [(k, tuple(state_dict[k].shape), tuple(expected[k].shape)) for k in sorted(expected)
                  if tuple(state_dict[k].shape) != tuple(expected[k].shape)]
     if shape_bad:
         shown = "; ".join(f"{k}: file {s} vs network {e}" for k, s, e in shape_bad[:5])
@@ -242,12 +246,12 @@ def check_state_dict(state_dict: Mapping[str, torch.Tensor], expected: Mapping[s
         raise CheckpointError(f"{source} has the BEN2 key names but {len(shape_bad)} tensors have the wrong shape: "
                               f"{shown}{more}. It is a different variant or a damaged file; use the official "
                               "BEN2 base weights (huggingface.co/PramaLLC/BEN2).")
-    kind_bad = [k for k in sorted(want) if state_dict[k].is_floating_point() != expected[k].is_floating_point()]
+    kind_bad = [k for k in sorted(expected) if state_dict[k].is_floating_point() != expected[k].is_floating_point()]
     if kind_bad:
         raise CheckpointError(f"{source}: {len(kind_bad)} tensors have the wrong kind of dtype (float vs integer), "
                               f"e.g. {_show(kind_bad, 3)}; the file is damaged or not a BEN2 checkpoint.")
     # a float64 sum is finite iff every element is (fp32/fp16 values cannot overflow it): one cheap pass
-    nonfinite = [k for k in sorted(want) if state_dict[k].is_floating_point()
+    nonfinite = [k for k in sorted(expected) if state_dict[k].is_floating_point()
                  and not bool(torch.isfinite(state_dict[k].sum(dtype=torch.float64)))]
     if nonfinite:
         raise CheckpointError(f"{source}: {len(nonfinite)} tensors contain NaN or inf, e.g. {_show(nonfinite, 3)}; "
@@ -266,7 +270,8 @@ def load_ben(path: PathLike, device: Union[str, torch.device] = "cpu", dtype: to
     Returns the network in eval mode with ``requires_grad`` off on every parameter.
 
     Raises WeightsNotFoundError (missing file) or CheckpointError (bad file, wrong model, wrong shapes,
-    NaN weights). Keys are checked against the network's own ``state_dict()`` and loaded strictly.
+    NaN weights). The file must hold exactly the official keys; the training-only ones are then dropped by
+    name (``model.ben2.checkpoint_filter_fn``) and the rest is loaded strictly.
     """
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating torch.dtype (float32, float16, bfloat16), got {dtype!r}")
@@ -275,12 +280,10 @@ def load_ben(path: PathLike, device: Union[str, torch.device] = "cpu", dtype: to
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as e:  # before reading ~400 MB
         raise ValueError(f"device {device} is not available here ({e})") from e
-    from .model import BENBase
-
     sd = read_state_dict(path, search_locations=search_locations)
     model = BENBase()
     check_state_dict(sd, model.state_dict(), source=str(Path(path).expanduser()))
-    model.load_state_dict(sd, strict=True)
+    model.load_state_dict(checkpoint_filter_fn(sd), strict=True)
     del sd
     model.requires_grad_(False)
     model.eval()

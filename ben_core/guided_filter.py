@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from .devices import accumulator_dtype
+
 __all__ = ["box_sum", "window_count", "box_mean", "guided_filter"]
-
-
-def _compute_dtype(device: torch.device) -> torch.dtype:
-    # float64 for the variance terms (E[I^2] - E[I]^2 cancels badly in float32 with eps ~ 1e-5);
-    # MPS has no float64.
-    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def box_sum(x: torch.Tensor, r: int, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -127,7 +123,7 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
         raise ValueError(f"eps must be > 0, got {eps!r}")
     if strip_rows < 1:
         raise ValueError(f"strip_rows must be >= 1, got {strip_rows}")
-    cd = _compute_dtype(src.device)
+    cd = accumulator_dtype(src.device)  # E[I^2] - E[I]^2 cancels badly in float32 with eps ~ 1e-5
     H, W = src.shape
     halo = 2 * radius
     out = torch.empty((H, W), dtype=src.dtype, device=src.device)

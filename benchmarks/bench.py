@@ -104,7 +104,6 @@ def count_flops(size: int = 1024, model=None, x=None) -> int:
 
 def prepare_weights(dst: Path) -> str:
     """Write benchmark weights (official key names) to ``dst`` as safetensors; returns their origin."""
-    import torch
     from safetensors.torch import save_file
 
     from tests.helpers import synth_sd
@@ -186,8 +185,12 @@ def _net_worker(spec: dict) -> int:
             meta = copy.deepcopy(model).eval().to("meta")
             flops = count_flops(spec["size"], meta, torch.empty(1, 3, spec["size"], spec["size"], device="meta"))
             del meta
-    sd = load_file(spec["weights"])
-    model.load_state_dict(sd, strict=True)  # the parent wrote flat official keys
+    sd = load_file(spec["weights"])  # the parent wrote flat official keys
+    if impl == "ours":
+        from ben_core.model.ben2 import checkpoint_filter_fn
+
+        sd = checkpoint_filter_fn(sd)
+    model.load_state_dict(sd, strict=True)
     del sd
     model = model.to(device).eval()
     x = make_input(spec["batch"], spec["size"], device)

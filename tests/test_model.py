@@ -11,9 +11,11 @@ import torch.nn.functional as F
 
 from helpers import DATA_DIR, synth_sd
 from ben_core.model import BENBase
-from ben_core.model import ben2 as ben2_module
-from ben_core.model.ben2 import conv3x3_then_box_down, nearest_up2_conv3x3, upsample_norm_gelu_conv
-from ben_core.model.decoder import channel_stats, instance_norm_gelu_, sine_position_encoding
+from ben_core.model import ops as ops_module
+from ben_core.model.ben2 import UNUSED_KEYS, checkpoint_filter_fn
+from ben_core.model.decoder import sine_position_encoding
+from ben_core.model.ops import (channel_stats, conv3x3_then_box_down, instance_norm_gelu_, nearest_up2_conv3x3,
+                                upsample_norm_gelu_conv)
 from ben_core.model import swin
 from ben_core.model.swin import WindowAttention, WindowLayout, window_partition
 
@@ -31,7 +33,7 @@ def normalise(images_uint8: np.ndarray) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def model() -> BENBase:
     m = BENBase().eval()
-    m.load_state_dict(synth_sd(0), strict=True)
+    m.load_state_dict(checkpoint_filter_fn(synth_sd(0)), strict=True)
     return m
 
 
@@ -66,17 +68,24 @@ def check_backbone_digests(model: BENBase, x: torch.Tensor, data: dict) -> None:
 
 # ----------------------------------------------------------------------------- checkpoint layout
 def test_state_dict_has_exactly_the_official_keys_and_shapes():
+    """Every official key is either a key of the network (same shape) or dropped by name by the filter
+    (the training-only sideout heads); the network has no key the official file lacks."""
     manifest = json.loads((DATA_DIR / "ben2_state_dict.json").read_text())["state_dict"]
     ours = BENBase().state_dict()
     assert len(manifest) == 535
-    assert set(ours) == set(manifest)
+    kept = checkpoint_filter_fn(dict.fromkeys(manifest))
+    dropped = set(manifest) - set(kept)
+    assert set(ours) == set(kept)
+    assert dropped == set(UNUSED_KEYS)
+    assert {k.split(".")[0] for k in dropped} == {f"sideout{i}" for i in range(1, 6)}
     for key, (shape, _dtype) in manifest.items():
-        assert list(ours[key].shape) == shape, key
+        if key in ours:
+            assert list(ours[key].shape) == shape, key
     assert ours["backbone.layers.2.blocks.17.attn.relative_position_index"].dtype == torch.int64
 
 
 def test_strict_loading_reports_missing_and_unexpected_keys():
-    sd = synth_sd(0)
+    sd = checkpoint_filter_fn(synth_sd(0))
     del sd["dec_blk3.sal_conv.weight"]
     sd["decoder.not_a_key"] = torch.zeros(1)
     with pytest.raises(RuntimeError) as err:
@@ -86,7 +95,7 @@ def test_strict_loading_reports_missing_and_unexpected_keys():
 
 
 def test_relative_position_index_buffer_is_loaded_not_recomputed():
-    sd = synth_sd(0)
+    sd = checkpoint_filter_fn(synth_sd(0))
     key = "backbone.layers.0.blocks.0.attn.relative_position_index"
     sd[key] = torch.flip(sd[key], dims=[1]).contiguous()
     m = BENBase()
@@ -213,8 +222,7 @@ def test_forward_is_differentiable_outside_inference_mode():
         assert (m(x.detach()) - y.detach()).abs().max().item() < 1e-4
     y.mean().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    unused = {f"sideout{i}" for i in range(1, 6)}
-    missing = [n for n, p in m.named_parameters() if p.grad is None and n.split(".")[0] not in unused]
+    missing = [n for n, p in m.named_parameters() if p.grad is None]
     assert not missing, missing
 
 
@@ -248,8 +256,8 @@ def test_nearest_up2_conv3x3_equals_upsample_then_conv():
 @pytest.mark.parametrize("merge", ["float64", "float32 as on MPS"])
 def test_banded_upsample_norm_gelu_conv_equals_direct(merge, monkeypatch):
     if merge != "float64":  # MPS has no float64: the band statistics are merged in float32 there
-        assert ben2_module._merge_dtype(torch.device("mps")) == torch.float32
-        monkeypatch.setattr(ben2_module, "_merge_dtype", lambda device: torch.float32)
+        assert ops_module.accumulator_dtype(torch.device("mps")) == torch.float32
+        monkeypatch.setattr(ops_module, "accumulator_dtype", lambda device: torch.float32)
     g = torch.Generator().manual_seed(5)
     x = torch.randn(2, 8, 22, 14, generator=g) * 2 + 0.5
     up, out = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Conv2d(8, 1, 3, padding=1)

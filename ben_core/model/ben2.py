@@ -1,7 +1,8 @@
 """BENBase: the BEN2 base network (Swin-B backbone + MVANet-style decoder), returning logits.
 
-``BENBase().load_state_dict(sd, strict=True)`` accepts the 535 keys of the official BEN2 base
-checkpoint (``BEN2_Base.pth['model_state_dict']`` / ``model.safetensors``).
+The official BEN2 base checkpoint (``BEN2_Base.pth['model_state_dict']`` / ``model.safetensors``, 535
+keys) loads strictly after :func:`checkpoint_filter_fn`, which drops by name the five deep-supervision
+heads of training (``sideout1..5``) that inference never runs; every other key is used.
 
 Forward pass for an image batch ``x [B, 3, S, S]`` (ImageNet-normalised):
 
@@ -14,174 +15,37 @@ Forward pass for an image batch ``x [B, 3, S, S]`` (ImageNet-normalised):
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Dict, Mapping, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .decoder import (MCLM, MCRM, ConvNormGELU, channel_stats, from_nhwc, image_to_patches,
-                      instance_norm_gelu_, stitch_nhwc, to_nhwc)
-from .swin import SwinTransformer, gelu_
+from .decoder import MCLM, MCRM, ConvNormGELU
+from .layout import from_nhwc, quadrants, stitch, to_nhwc
+from .ops import conv3x3_then_box_down, instance_norm_gelu_, nearest_up2_conv3x3, upsample_norm_gelu_conv
+from .swin import SwinTransformer
 
-__all__ = ["BENBase"]
+__all__ = ["BENBase", "checkpoint_filter_fn", "IMAGENET_MEAN", "IMAGENET_STD", "UNUSED_KEYS"]
 
+#: Input normalisation the network was trained with (RGB 0..1 -> (x - mean) / std).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
-def _resize_bilinear(x: Tensor, size: Tuple[int, int]) -> Tensor:
-    """Bilinear resize (``align_corners=False``, no antialias), identity when already ``size``."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
-def conv3x3_then_box_down(x: Tensor, weight: Tensor, bias: Tensor, factor: int) -> Tensor:
-    """``bilinear_resize(conv3x3(x, pad=1), size=S/factor)`` for ``factor`` in {2, 4}, without
-    the full-resolution conv output.
-
-    Bilinear downsampling by exactly 2 or 4 (``align_corners=False``) averages a 2x2 block of
-    the conv output (rows ``f*i + f/2 - 1`` and ``f*i + f/2``), so the composition is a single
-    4x4 convolution with stride ``factor`` whose kernel is the 3x3 kernel box-filtered 2x2. With
-    padding 1 (factor 2) or 0 (factor 4) it touches exactly the zero padding the 3x3 conv did.
-
-    Args:
-        x: ``[B, Cin, S, S]``; weight ``[Cout, Cin, 3, 3]``; bias ``[Cout]``.
-
-    Returns:
-        ``[B, Cout, S/factor, S/factor]``.
-    """
-    if factor not in (2, 4):
-        raise ValueError(f"factor must be 2 or 4, got {factor}")
-    k = weight.new_zeros(weight.shape[0], weight.shape[1], 4, 4)
-    for dy in (0, 1):
-        for dx in (0, 1):
-            k[:, :, dy:dy + 3, dx:dx + 3] += weight
-    k.mul_(0.25)
-    return F.conv2d(x, k, bias, stride=factor, padding=1 if factor == 2 else 0)
+#: Keys of the official checkpoint that inference never uses: the deep-supervision heads of training
+#: (``sideout1..5``, a 3x3 conv each). :func:`checkpoint_filter_fn` drops exactly these names.
+UNUSED_KEYS = tuple(f"sideout{i}.0.{p}" for i in range(1, 6) for p in ("weight", "bias"))
 
 
-def _subpixel_kernels(weight: Tensor) -> dict:
-    """3x3 kernel ``[Co, Ci, 3, 3]`` -> the four 2x2 kernels of nearest-2x-upsample + conv.
-
-    After nearest 2x upsampling, output pixel ``(2i+a, 2j+c)`` of a 3x3 conv only sees input
-    rows ``i-1+a .. i+a`` and columns ``j-1+c .. j+c``, with the 3x3 taps summed accordingly
-    (rows ``{0},{1,2}`` for ``a=0``, ``{0,1},{2}`` for ``a=1``; the same for columns).
-
-    Returns:
-        ``{(a, c): [Co, Ci, 2, 2]}``.
-    """
-    taps = ((0,), (1, 2)), ((0, 1), (2,))
-    kernels = {}
-    for a in (0, 1):
-        rows = torch.stack([weight[:, :, list(t)].sum(2) for t in taps[a]], dim=2)  # [Co, Ci, 2, 3]
-        for c in (0, 1):
-            kernels[a, c] = torch.stack([rows[..., list(t)].sum(3) for t in taps[c]], dim=3)
-    return kernels
+def checkpoint_filter_fn(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+    """The official checkpoint's state dict without :data:`UNUSED_KEYS` (timm's pattern): every other
+    key is used by ``BENBase.load_state_dict(..., strict=True)``. Returns a new dict (tensors shared)."""
+    return {k: v for k, v in state_dict.items() if k not in UNUSED_KEYS}
 
 
-def _subpixel_band(x: Tensor, kernels: dict, bias: Tensor, i0: int, i1: int):
-    """Sub-pixel outputs of ``conv3x3(nearest_up2(x))`` for input rows ``i0 .. i1-1``.
-
-    Yields ``(a, c, phase)`` with ``phase [B, Co, i1-i0, w]`` = output pixels
-    ``(2i+a, 2j+c)``, channels-last.
-    """
-    h, w = x.shape[-2:]
-    # Input rows i0-1 .. i1 and columns -1 .. w, zero outside the image (the conv's padding).
-    lo, hi = max(i0 - 1, 0), min(i1 + 1, h)
-    band = F.pad(x[:, :, lo:hi], (1, 1, lo - (i0 - 1), (i1 + 1) - hi))
-    band = band.contiguous(memory_format=torch.channels_last)
-    for (a, c), k in kernels.items():
-        yield a, c, F.conv2d(band[:, :, a:a + (i1 - i0) + 1, c:c + w + 1], k, bias)
-
-
-def nearest_up2_conv3x3(x: Tensor, weight: Tensor, bias: Tensor, band_rows: int = 128) -> Tensor:
-    """``conv3x3(nearest_upsample_2x(x), pad=1)`` computed as four 2x2 sub-pixel convolutions.
-
-    Needs 4/9 of the multiply-adds of the direct form and never builds the upsampled input
-    (see :func:`_subpixel_kernels`). Work is done in bands of ``band_rows`` input rows.
-
-    Args:
-        x: ``[B, Cin, h, w]``; weight ``[Cout, Cin, 3, 3]``; bias ``[Cout]``.
-
-    Returns:
-        ``[B, Cout, 2h, 2w]`` (channels-last memory).
-    """
-    b, _, h, w = x.shape
-    kernels = _subpixel_kernels(weight)
-    out = None
-    for i0 in range(0, h, band_rows):
-        i1 = min(i0 + band_rows, h)
-        for a, c, phase in _subpixel_band(x, kernels, bias, i0, i1):
-            if out is None:  # dtype of the conv result (autocast may change it)
-                out = torch.empty((b, weight.shape[0], 2 * h, 2 * w), dtype=phase.dtype,
-                                  device=x.device, memory_format=torch.channels_last)
-            out[:, :, 2 * i0 + a:2 * i1:2, c::2] = phase
-    return out
-
-
-def _merge_dtype(device: torch.device) -> torch.dtype:
-    """Accumulator dtype for merging per-band statistics: float64, but float32 on MPS (which has no
-    float64; ``.double()`` there raises)."""
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
-def upsample_norm_gelu_conv(x: Tensor, up: nn.Conv2d, out_conv: nn.Conv2d, band_rows: int = 64,
-                            eps: float = 1e-5) -> Tensor:
-    """``out_conv(GELU(InstanceNorm(up(nearest_up2(x)))))`` without the full-resolution tensor.
-
-    The full-resolution activation (``[B, C, 2h, 2w]``, 512 MB at 1024^2) is the largest
-    tensor of the network. Pass 1 runs the sub-pixel convolution band by band and merges exact
-    per-band statistics (Chan et al.'s parallel variance, float64; float32 on MPS); pass 2 recomputes each band
-    with a one-row halo, normalises it, applies GELU and the final 3x3 conv (zero padding at
-    the image border, exactly like the full-size computation).
-
-    Args:
-        x: ``[B, C, h, w]``; up: 3x3 conv ``C -> C``; out_conv: 3x3 conv ``C -> Co``.
-
-    Returns:
-        ``[B, Co, 2h, 2w]``.
-    """
-    b, _, h, w = x.shape
-    c_out = up.weight.shape[0]
-    kernels = _subpixel_kernels(up.weight)
-
-    acc = _merge_dtype(x.device)
-    count, mean, m2 = 0, None, None  # pass 1: statistics
-    for i0 in range(0, h, band_rows):
-        i1 = min(i0 + band_rows, h)
-        for _, _, phase in _subpixel_band(x, kernels, up.bias, i0, i1):
-            var_b, mean_b = channel_stats(phase)
-            n_b = phase.shape[2] * phase.shape[3]
-            var_b, mean_b = var_b.to(acc), mean_b.to(acc)
-            if mean is None:
-                count, mean, m2 = n_b, mean_b, var_b * n_b
-                continue
-            delta, total = mean_b - mean, count + n_b
-            mean = mean + delta * (n_b / total)
-            m2 = m2 + var_b * n_b + delta * delta * (count * n_b / total)
-            count = total
-    stat_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    rstd = torch.rsqrt(m2 / count + eps).to(stat_dtype)
-    mean = mean.to(stat_dtype)
-
-    result = None  # pass 2: recompute with a halo, normalise, GELU, final conv
-    for i0 in range(0, h, band_rows):
-        i1 = min(i0 + band_rows, h)
-        lo, hi = max(i0 - 1, 0), min(i1 + 1, h)
-        u = None
-        for a, c, phase in _subpixel_band(x, kernels, up.bias, lo, hi):
-            if u is None:
-                u = torch.empty((b, c_out, 2 * (hi - lo), 2 * w), dtype=phase.dtype, device=x.device,
-                                memory_format=torch.channels_last)
-            u[:, :, a::2, c::2] = phase
-        u.sub_(mean.to(u.dtype)).mul_(rstd.to(u.dtype))
-        u = gelu_(u)
-        # Full-resolution rows 2*lo .. 2*hi-1; padding=1 is exact at the image border and the
-        # rows next to inner band edges (wrongly zero-padded) are cropped away.
-        y = out_conv(u)[:, :, 2 * (i0 - lo):2 * (i1 - lo)]
-        if result is None:
-            result = torch.empty((b, y.shape[1], 2 * h, 2 * w), dtype=y.dtype, device=x.device)
-        result[:, :, 2 * i0:2 * i1] = y
-    return result
+def _upsample(x: Tensor, like: Tensor) -> Tensor:
+    """Bilinear upsampling of ``x`` to ``like``'s spatial size (``align_corners=False``), as upstream."""
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
 
 class BENBase(nn.Module):
@@ -196,6 +60,9 @@ class BENBase(nn.Module):
     logits ``[B, 1, S, S]`` of ``x``'s dtype.
     """
 
+    #: The size the network was trained at, and the working sizes offered to users (best first).
+    native_size = 1024
+    working_sizes = (1024, 768, 512)
     #: The input side must be a multiple of this (the predictor checks its working size against it).
     size_multiple = 128
     #: Smallest side: below it MCLM's coarsest pooled view of the S/64 feature map rounds to 0x0
@@ -208,9 +75,6 @@ class BENBase(nn.Module):
         c = embed_dim
         self.backbone = SwinTransformer(embed_dim, depths, num_heads, window_size)
         feats = self.backbone.num_features  # 128, 256, 512, 1024
-        # Deep-supervision heads of training; kept for checkpoint compatibility, unused here.
-        for i in range(5, 0, -1):
-            self.add_module(f"sideout{i}", nn.Sequential(nn.Conv2d(c, 1, kernel_size=3, padding=1)))
         self.output5 = ConvNormGELU(feats[3], c)
         self.output4 = ConvNormGELU(feats[2], c)
         self.output3 = ConvNormGELU(feats[1], c)
@@ -266,7 +130,8 @@ class BENBase(nn.Module):
         """``[B, 3, S, S] -> [5B, 3, S/2, S/2]``: per image 4 quadrants (TL, TR, BL, BR) + global view."""
         b, _, h, w = x.shape
         glb = F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)
-        views = torch.cat([image_to_patches(x), glb[:, None]], dim=1)  # [B, 5, 3, S/2, S/2]
+        quads = quadrants(x.permute(0, 2, 3, 1)).permute(0, 1, 4, 2, 3)  # [B, 4, 3, S/2, S/2]
+        views = torch.cat([quads, glb[:, None]], dim=1)  # [B, 5, 3, S/2, S/2]
         return views.reshape(b * 5, 3, h // 2, w // 2)
 
     def forward_features(self, x: Tensor) -> Tuple[Tensor, ...]:
@@ -283,8 +148,12 @@ class BENBase(nn.Module):
         return self.backbone(self._backbone_input(x))
 
     # ------------------------------------------------------------------ decoder
-    def _decode(self, feats: Tuple[Tensor, ...], b: int) -> Tensor:
-        """Decoder: five feature levels of ``5B`` views -> fused map ``[B, C, S/4, S/4]``."""
+    def forward_decoder(self, feats: Tuple[Tensor, ...], b: int) -> Tensor:
+        """Decoder: five feature levels of ``5B`` views -> fused map ``[B, C, S/4, S/4]``.
+
+        MCLM localises on the deepest level; four MCRM + conv stages refine each level after adding
+        the bilinearly upsampled coarser one; the quadrants are stitched and the global view added.
+        """
         f0, f1, f2, f3, f4 = feats
 
         def refine(block: nn.Module, e: Tensor) -> Tensor:  # [5B, C, h, w] -> same, via NHWC
@@ -294,21 +163,21 @@ class BENBase(nn.Module):
 
         e5 = refine(self.multifieldcrossatt, self.output5(f4))
         e4 = self.output4(f3)
-        e4 = self.conv4(refine(self.dec_blk4, e4.add_(_resize_bilinear(e5, e4.shape[-2:]))))
+        e4 = self.conv4(refine(self.dec_blk4, e4.add_(_upsample(e5, e4))))
         e3 = self.output3(f2)
-        e3 = self.conv3(refine(self.dec_blk3, e3.add_(_resize_bilinear(e4, e3.shape[-2:]))))
+        e3 = self.conv3(refine(self.dec_blk3, e3.add_(_upsample(e4, e3))))
         e2 = self.output2(f1)
-        e2 = self.conv2(refine(self.dec_blk2, e2.add_(_resize_bilinear(e3, e2.shape[-2:]))))
+        e2 = self.conv2(refine(self.dec_blk2, e2.add_(_upsample(e3, e2))))
         e1 = self.output1(f0)
-        e1 = self.conv1(refine(self.dec_blk1, e1.add_(_resize_bilinear(e2, e1.shape[-2:]))))
+        e1 = self.conv1(refine(self.dec_blk1, e1.add_(_upsample(e2, e1))))
 
         t = to_nhwc(e1)
         n, h, w, c = t.shape
         t = t.view(b, 5, h, w, c)
-        stitched = from_nhwc(stitch_nhwc(t[:, :4]))  # [B, C, 2h, 2w]
-        return stitched.add_(_resize_bilinear(from_nhwc(t[:, 4]), stitched.shape[-2:]))
+        stitched = from_nhwc(stitch(t[:, :4]))  # [B, C, 2h, 2w]
+        return stitched.add_(_upsample(from_nhwc(t[:, 4]), stitched))
 
-    def _head(self, x: Tensor, fused: Tensor) -> Tensor:
+    def forward_head(self, x: Tensor, fused: Tensor) -> Tensor:
         """Full-resolution head: ``fused [B, C, S/4, S/4]`` + input ``x`` -> logits ``[B, 1, S, S]``.
 
         Upstream order: insmask_head; + shallow (bilinear to S/4); nearest 2x; upsample1;
@@ -341,9 +210,7 @@ class BENBase(nn.Module):
             logits ``[B, 1, S, S]`` (same dtype as the computation), foreground where > 0.
             ``x`` is not modified.
         """
-        self._check_input(x)
-        b = x.shape[0]
-        feats = self.backbone(self._backbone_input(x))
-        fused = self._decode(feats, b)
+        feats = self.forward_features(x)
+        fused = self.forward_decoder(feats, x.shape[0])
         del feats
-        return self._head(x, fused)
+        return self.forward_head(x, fused)

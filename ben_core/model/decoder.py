@@ -19,93 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .swin import gelu_
+from .layout import from_nhwc, quadrants, stitch, to_nhwc
+from .ops import gelu_, instance_norm_gelu_
 
-__all__ = [
-    "ConvNormGELU", "MultiheadProjections", "MCLM", "MCRM", "sine_position_encoding",
-    "image_to_patches", "quadrants_nhwc", "stitch_nhwc", "instance_norm_gelu_", "channel_stats",
-]
-
-
-def image_to_patches(x: Tensor) -> Tensor:
-    """``[..., C, 2h, 2w]`` -> ``[..., 4, C, h, w]`` quadrants in order TL, TR, BL, BR."""
-    *lead, c, hh, ww = x.shape
-    x = x.reshape(*lead, c, 2, hh // 2, 2, ww // 2)
-    nd = len(lead)
-    perm = list(range(nd)) + [nd + 1, nd + 3, nd, nd + 2, nd + 4]
-    return x.permute(perm).reshape(*lead, 4, c, hh // 2, ww // 2)
-
-
-def quadrants_nhwc(x: Tensor) -> Tensor:
-    """Channels-last quadrant split: ``[B, 2h, 2w, C]`` -> ``[B, 4, h, w, C]`` (TL, TR, BL, BR)."""
-    b, hh, ww, c = x.shape
-    x = x.reshape(b, 2, hh // 2, 2, ww // 2, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, 4, hh // 2, ww // 2, c)
-
-
-def stitch_nhwc(x: Tensor) -> Tensor:
-    """Inverse of :func:`quadrants_nhwc`: ``[B, 4, h, w, C]`` -> ``[B, 2h, 2w, C]``."""
-    b, _, h, w, c = x.shape
-    return x.reshape(b, 2, 2, h, w, c).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, c)
-
-
-def to_nhwc(x: Tensor) -> Tensor:
-    """``[N, C, H, W]`` -> ``[N, H, W, C]`` (a view when ``x`` is channels-last, else a copy)."""
-    return x.permute(0, 2, 3, 1).contiguous()
-
-
-def from_nhwc(x: Tensor) -> Tensor:
-    """``[N, H, W, C]`` -> ``[N, C, H, W]`` view with channels-last memory."""
-    return x.permute(0, 3, 1, 2)
-
-
-def channel_stats(x: Tensor, chunk_elems: int = 1 << 23) -> Tuple[Tensor, Tensor]:
-    """Per-(sample, channel) biased variance and mean of ``x [B, C, H, W]`` over ``H, W``.
-
-    Returns ``(var, mean)``, each ``[B, C, 1, 1]`` in float32 (float64 for float64 input).
-    Channels-last CPU inputs are reduced as ``[B, H*W, C]`` in chunks with an exact two-pass
-    scheme (``torch.var_mean`` over non-innermost dims is very slow on CPU); partial sums are
-    accumulated in float64 and no full-size temporary is allocated. Other inputs use
-    ``torch.var_mean`` (half inputs upcast to float32 first).
-    """
-    b, c, h, w = x.shape
-    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    cpu_channels_last = (x.device.type == "cpu" and not x.is_contiguous()
-                         and x.is_contiguous(memory_format=torch.channels_last))
-    if not cpu_channels_last:
-        var, mean = torch.var_mean(x.to(acc_dtype), dim=(2, 3), keepdim=True, correction=0)
-        return var, mean
-    n = h * w
-    tokens = x.permute(0, 2, 3, 1).reshape(b, n, c)  # a view for channels-last memory
-    rows = max(1, chunk_elems // max(1, b * c))
-    total = torch.zeros(b, 1, c, dtype=torch.float64, device=x.device)
-    for part in tokens.split(rows, dim=1):
-        total += part.to(acc_dtype).sum(1, keepdim=True)
-    mean = (total / n).to(acc_dtype)
-    total.zero_()
-    buf = None
-    for part in tokens.split(rows, dim=1):
-        if buf is None or buf.shape != part.shape:  # reuse one scratch buffer (no page faults)
-            buf = torch.empty(part.shape, dtype=acc_dtype, device=x.device)
-        d = torch.sub(part, mean, out=buf)
-        total += d.mul_(d).sum(1, keepdim=True)
-    var = (total / n).to(acc_dtype)
-    return var.transpose(1, 2).reshape(b, c, 1, 1), mean.transpose(1, 2).reshape(b, c, 1, 1)
-
-
-def instance_norm_gelu_(x: Tensor, eps: float = 1e-5) -> Tensor:
-    """In-place ``GELU(InstanceNorm2d(x))`` (no affine, biased variance) on ``[B, C, H, W]``.
-
-    ``x`` must be a temporary owned by the caller (it is overwritten and returned); any memory
-    layout. Statistics are computed in float32 (float64 for float64 input) even for half
-    inputs. With autograd recording, falls back to the out-of-place functional ops.
-    """
-    if torch.is_grad_enabled() and x.requires_grad:
-        return F.gelu(F.instance_norm(x, eps=eps))
-    var, mean = channel_stats(x)
-    rstd = torch.rsqrt(var + eps)
-    x.sub_(mean.to(x.dtype)).mul_(rstd.to(x.dtype))
-    return gelu_(x)
+__all__ = ["ConvNormGELU", "MultiheadProjections", "MCLM", "MCRM", "sine_position_encoding"]
 
 
 class ConvNormGELU(nn.Sequential):
@@ -284,7 +201,7 @@ class MCLM(nn.Module):
         """
         b, _, h, w, c = x.shape
         loc = x[:, :4]
-        stitched = from_nhwc(stitch_nhwc(loc))  # [B, C, 2h, 2w]
+        stitched = from_nhwc(stitch(loc))  # [B, C, 2h, 2w]
         pools = torch.cat([
             to_nhwc(F.adaptive_avg_pool2d(stitched, (_pool_size(h, r), _pool_size(w, r)))).flatten(1, 2)
             for r in self.pool_ratios
@@ -298,7 +215,7 @@ class MCLM(nn.Module):
         g = self.norm2(g + _ffn(g, self.linear1, self.linear2))  # [B, hw, C]
 
         # Each local view attends to its quadrant of the refreshed global view.
-        g_quads = quadrants_nhwc(g.view(b, h, w, c)).flatten(2, 3)  # [B, 4, hw/4, C]
+        g_quads = quadrants(g.view(b, h, w, c)).flatten(2, 3)  # [B, 4, hw/4, C]
         l = loc.reshape(b, 4, h * w, c)
         attn = grouped_attention(self.attention[1:], l, g_quads, g_quads)
         l = self.norm1(l + attn)
@@ -342,11 +259,11 @@ class MCRM(nn.Module):
 
         # Saliency gate: the global map's quadrants, nearest-upsampled 2x, scale each local view.
         gate = torch.sigmoid(F.linear(glb, self.sal_conv.weight.view(1, c), self.sal_conv.bias))
-        gate = quadrants_nhwc(gate)  # [B, 4, h/2, w/2, 1]
+        gate = quadrants(gate)  # [B, 4, h/2, w/2, 1]
         gate = gate[:, :, :, None, :, None].expand(b, 4, h // 2, 2, w // 2, 2, 1).reshape(b, 4, h, w, 1)
         tokens = (loc * gate).view(b, 4, h * w, c)
 
-        glb_quads = from_nhwc(quadrants_nhwc(glb).flatten(0, 1))  # [B*4, C, h/2, w/2]
+        glb_quads = from_nhwc(quadrants(glb).flatten(0, 1))  # [B*4, C, h/2, w/2]
         pools = torch.cat([
             to_nhwc(F.adaptive_avg_pool2d(glb_quads, (_pool_size(h, r), _pool_size(w, r)))).flatten(1, 2)
             for r in self.pool_ratios
@@ -356,5 +273,5 @@ class MCRM(nn.Module):
         src = self.norm2(src + _ffn(src, self.linear3, self.linear4)).view(b, 4, h, w, c)
 
         # Refreshed global view: add the stitched local views, nearest-downsampled 2x.
-        glb = glb + stitch_nhwc(src[:, :, ::2, ::2])
+        glb = glb + stitch(src[:, :, ::2, ::2])
         return torch.cat([src, glb[:, None]], dim=1)

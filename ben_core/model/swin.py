@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SwinTransformer", "SwinBlock", "SwinStage", "WindowAttention", "PatchEmbed", "PatchMerging"]
+from .ops import gelu_
+
+__all__ = ["SwinTransformer"]
 
 # Additive value that upstream Swin uses between tokens of different shift regions (not -inf).
 _SHIFT_MASK_VALUE = -100.0
@@ -167,17 +169,6 @@ class WindowLayout:
             out.index_put_((self.dest[first:first + part.shape[0]],), part)
             first += part.shape[0]
         return out[:rows]
-
-
-def gelu_(x: Tensor) -> Tensor:
-    """Exact (erf) GELU applied in place on a temporary ``x`` (any shape/dtype); returns ``x``.
-
-    Avoids allocating a second buffer of ``x``'s size. When autograd records ``x``, returns
-    ``F.gelu(x)`` instead (the backward pass needs the un-activated input).
-    """
-    if torch.is_grad_enabled() and x.requires_grad:
-        return F.gelu(x)
-    return torch.ops.aten.gelu_(x)
 
 
 class Mlp(nn.Module):
