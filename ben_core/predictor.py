@@ -1,9 +1,14 @@
 """BENPredictor: images of any size in, alpha mattes at the original size out.
 
-Pipeline per chunk of ``batch_size`` images: to float RGB 0..1 on the model's device -> resize to the
-working size (bilinear, anti-aliased) -> ImageNet normalisation -> network -> logits -> sigmoid (float32)
--> resize back to each image's size (bilinear, anti-aliased when shrinking) -> float32 CPU. The raw
+Per chunk of ``batch_size`` images: float RGB 0..1 on the model's device (:mod:`ben_core.inputs`) ->
+resize to the working size (bilinear, anti-aliased) -> ImageNet normalisation -> network -> logits ->
+sigmoid (float32) -> resize back to each image's size (bilinear, anti-aliased when shrinking). The raw
 sigmoid is returned (no min-max stretch), so a constant image gives a constant, finite mask.
+
+Two layers, as in segment-anything's predictor: :meth:`BENPredictor.predict_alpha` takes the user's
+images in any accepted form and returns float32 CPU alpha; :meth:`BENPredictor.predict_rgb` takes a
+chunk that is already float RGB on a device and leaves the alpha on the predictor's device (what the
+cut-out pipeline calls).
 
 Precision: ``dtype=torch.float16`` / ``torch.bfloat16`` runs the network under ``torch.autocast`` on the
 predictor's device (weights may be fp32 or already half; autocast keeps norms/softmax in fp32). If a
@@ -13,217 +18,21 @@ fp32 copy of the network if its weights are half) and ``fallback_count`` is incr
 from __future__ import annotations
 
 import copy
-import warnings
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Union
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+
+from .callbacks import Cancelled, check_stop, report
+from .inputs import ImageBatch, RGBChunk, resize
+from .model.ben2 import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["BENPredictor", "PredictionCancelled", "IMAGENET_MEAN", "IMAGENET_STD"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
-_FLOAT_RANGE = (-0.5, 1.5)  # floats outside this are almost surely 0..255 or normalised data, not 0..1
 
+#: Raised when ``should_stop()`` returns True (the same class as :class:`ben_core.callbacks.Cancelled`).
+PredictionCancelled = Cancelled
 
-class PredictionCancelled(RuntimeError):
-    """``should_stop()`` returned True: prediction was stopped between chunks."""
-
-
-# ------------------------------------------------------------------------------------------------
-# input normalisation: everything becomes "images" [H,W,C] (C in 1..4) torch tensors, lazily
-# ------------------------------------------------------------------------------------------------
-
-def _is_pil(x) -> bool:
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        return False
-    return isinstance(x, Image.Image)
-
-
-def _pil_to_tensor(im) -> torch.Tensor:
-    """PIL image -> [H,W,3] tensor (uint8, or float32 0..1 for 16-bit / float modes). Alpha is dropped."""
-    mode = im.mode
-    if mode == "RGB":
-        arr = np.array(im)
-    elif mode.startswith("I;16") or mode == "I":
-        arr = np.array(im).astype(np.float32) / 65535.0
-        arr = np.clip(arr, 0.0, 1.0)[..., None].repeat(3, axis=-1)
-    elif mode == "F":
-        arr = np.array(im).astype(np.float32)
-        if not np.isfinite(arr).all():
-            raise ValueError("PIL image (mode 'F') contains NaN/inf")
-        arr = np.clip(arr, 0.0, 1.0)[..., None].repeat(3, axis=-1)
-    else:  # L, LA, RGBA, P, PA, CMYK, YCbCr, 1, ...: PIL's own conversion (alpha is dropped, not composited)
-        try:
-            arr = np.array(im.convert("RGB"))
-        except (ValueError, OSError) as e:
-            raise TypeError(f"cannot convert a PIL image of mode {mode!r} to RGB ({e}); convert it first") from e
-    return torch.from_numpy(np.ascontiguousarray(arr))
-
-
-def _numpy_to_tensor(arr: np.ndarray) -> torch.Tensor:
-    if arr.dtype == np.uint16:
-        return torch.from_numpy(arr.astype(np.float32) / 65535.0)
-    with warnings.catch_warnings():  # read-only arrays: we never write into the result
-        warnings.filterwarnings("ignore", message=".*not writable.*")
-        return torch.from_numpy(np.ascontiguousarray(arr) if not arr.flags.c_contiguous else arr)
-
-
-_OK_DTYPES = (torch.uint8, torch.bool, torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def _check_array(t: torch.Tensor, what: str) -> None:
-    if t.dtype not in _OK_DTYPES:
-        raise TypeError(f"{what}: unsupported dtype {t.dtype}; pass uint8 (0..255) or float (0..1) images")
-    if t.shape[-1] not in (1, 2, 3, 4):
-        raise ValueError(f"{what}: expected channels last [..., H, W, C] with C = 3 (RGB), 4 (RGBA), 1 or 2 "
-                         f"(grey, grey+alpha); got shape {tuple(t.shape)}"
-                         + (" -- this looks channels-first: permute to [B,H,W,C]"
-                            if t.dim() >= 3 and t.shape[-3] in (1, 3, 4) else ""))
-    if t.shape[-2] == 0 or t.shape[-3] == 0:
-        raise ValueError(f"{what}: empty image (shape {tuple(t.shape)})")
-
-
-def _check_values(t: torch.Tensor, what: str) -> None:
-    """Floats must be finite and (roughly) 0..1; checked one image at a time (no full-batch temporaries)."""
-    if not t.is_floating_point():
-        return
-    batch = t if t.dim() == 4 else t.unsqueeze(0)
-    for i in range(batch.shape[0]):
-        lo, hi = torch.aminmax(batch[i])
-        lo, hi = float(lo), float(hi)
-        name = what if t.dim() == 3 else f"{what}[{i}]"
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            raise ValueError(f"{name} contains NaN or inf values; fix the upstream node/image")
-        if lo < _FLOAT_RANGE[0] or hi > _FLOAT_RANGE[1]:
-            raise ValueError(f"{name}: float images must be in 0..1, got values in [{lo:.3g}, {hi:.3g}] "
-                             "(0..255 floats: divide by 255 or pass uint8; normalised tensors: undo the "
-                             "normalisation)")
-
-
-def _single_to_tensor(img, what: str) -> torch.Tensor:
-    """One image (PIL, numpy or torch [H,W] / [H,W,C]) -> validated tensor [H,W,C]."""
-    if _is_pil(img):
-        if img.width == 0 or img.height == 0:
-            raise ValueError(f"{what}: empty PIL image ({img.width}x{img.height})")
-        return _pil_to_tensor(img)
-    if isinstance(img, np.ndarray):
-        t = _numpy_to_tensor(img)
-    elif isinstance(img, torch.Tensor):
-        t = img
-    else:
-        raise TypeError(f"{what}: expected a PIL image, numpy array or torch tensor, got {type(img).__name__}")
-    if t.dim() == 2:
-        t = t.unsqueeze(-1)
-    if t.dim() == 4 and t.shape[0] == 1:  # a one-image batch [1,H,W,C]
-        t = t[0]
-    if t.dim() != 3:
-        raise ValueError(f"{what}: expected one image [H,W,C] or [H,W], got shape {tuple(t.shape)}")
-    _check_array(t, what)
-    _check_values(t, what)
-    return t
-
-
-def _to_float_rgb(raw: torch.Tensor) -> torch.Tensor:
-    """[n,H,W,C] any supported dtype -> new float32 [n,3,H,W] in 0..1 (never aliases ``raw``)."""
-    if raw.dtype == torch.uint8:
-        x = raw.to(torch.float32).div_(255.0)
-    elif raw.dtype == torch.bool:
-        x = raw.to(torch.float32)
-    else:
-        x = raw.to(torch.float32).clamp(0.0, 1.0)  # clamp is out of place: a new tensor
-    c = x.shape[-1]
-    if c in (1, 2):
-        x = x[..., :1].expand(*x.shape[:-1], 3)
-    elif c == 4:
-        x = x[..., :3]
-    return x.permute(0, 3, 1, 2).contiguous()
-
-
-def _resize(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of float [n,C,h,w] to ``size``; anti-aliased when shrinking (like PIL's BILINEAR)."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
-    try:
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
-    except (RuntimeError, NotImplementedError):  # a backend without anti-aliased bilinear: do it on the CPU
-        if x.device.type == "cpu":
-            raise
-        return F.interpolate(x.cpu(), size=size, mode="bilinear", align_corners=False,
-                             antialias=shrink).to(x.device)
-
-
-class _Inputs:
-    """The caller's images as chunks: a stacked [B,H,W,C] array or a list of single images."""
-
-    def __init__(self, images):
-        self.stacked: Optional[torch.Tensor] = None
-        self.items: List = []
-        self.single = False
-        if _is_pil(images):
-            images, self.single = [images], True
-        if isinstance(images, (list, tuple)):
-            if len(images) == 0:
-                raise ValueError("empty list of images: nothing to predict")
-            self.items = list(images)
-            self.sizes = []
-            for i, im in enumerate(self.items):
-                if _is_pil(im):
-                    if im.width == 0 or im.height == 0:
-                        raise ValueError(f"images[{i}]: empty PIL image ({im.width}x{im.height})")
-                    self.sizes.append((im.height, im.width))
-                else:  # arrays/tensors are validated up front (cheap), PIL images converted per chunk
-                    self.items[i] = _single_to_tensor(im, f"images[{i}]")
-                    self.sizes.append(tuple(self.items[i].shape[:2]))
-            return
-        if isinstance(images, np.ndarray):
-            t = _numpy_to_tensor(images)
-        elif isinstance(images, torch.Tensor):
-            t = images
-        else:
-            raise TypeError("images must be a torch tensor or numpy array [B,H,W,C] / [H,W,C], a PIL image, or a "
-                            f"list of those; got {type(images).__name__}")
-        if t.dim() == 2:
-            t = t.unsqueeze(-1)
-        if t.dim() == 3:
-            t, self.single = t.unsqueeze(0), True
-        if t.dim() != 4:
-            raise ValueError(f"images must be [B,H,W,C] or [H,W,C] (channels last), got shape {tuple(t.shape)}")
-        if t.shape[0] == 0:
-            raise ValueError("empty batch (B = 0): nothing to predict")
-        _check_array(t, "images")
-        _check_values(t, "images")
-        self.stacked = t
-        self.sizes = [tuple(t.shape[1:3])] * t.shape[0]
-
-    def __len__(self) -> int:
-        return len(self.sizes)
-
-    @property
-    def uniform(self) -> bool:
-        return len(set(self.sizes)) == 1
-
-    def chunk(self, start: int, end: int, device: torch.device, size: int) -> torch.Tensor:
-        """Images start..end-1 as float32 [n,3,size,size] in 0..1 on ``device`` (new tensor)."""
-        if self.stacked is not None:
-            return _resize(_to_float_rgb(self.stacked[start:end].to(device)), (size, size))
-        parts = []
-        for i in range(start, end):
-            item = self.items[i]
-            t = _pil_to_tensor(item) if _is_pil(item) else item
-            parts.append(_resize(_to_float_rgb(t.unsqueeze(0).to(device)), (size, size)))
-        return torch.cat(parts) if len(parts) > 1 else parts[0]
-
-
-# ------------------------------------------------------------------------------------------------
-# predictor
-# ------------------------------------------------------------------------------------------------
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
     if a.type != b.type:
@@ -351,48 +160,56 @@ class BENPredictor:
     # -- images -----------------------------------------------------------------------------------
 
     @torch.inference_mode()
+    def predict_rgb(self, rgb: RGBChunk) -> RGBChunk:
+        """Alpha for one chunk of float RGB images, left on ``self.device`` (the pipeline's step).
+
+        ``rgb``: float ``[n, 3, H, W]`` in 0..1, or a list of ``[3, H_i, W_i]`` (sizes may differ), on
+        any device (moved to ``self.device``). All images go through the network as one batch.
+        Returns float32 alpha 0..1 (raw sigmoid) on ``self.device``: ``[n, H, W]``, or a list of
+        ``[H_i, W_i]`` for a list. ``rgb`` is not modified.
+        """
+        s = self.working_size
+        if isinstance(rgb, torch.Tensor):
+            x = resize(rgb.to(self.device, torch.float32), (s, s))
+        else:
+            x = torch.cat([resize(im.to(self.device, torch.float32)[None], (s, s)) for im in rgb])
+        x = (x - self._mean) / self._std  # out of place: x may be the caller's rgb (already S x S)
+        probs = torch.sigmoid(self.predict_logits_batch(x))  # float32 [n,1,S,S]
+        del x
+        if isinstance(rgb, torch.Tensor):
+            return resize(probs, tuple(rgb.shape[-2:]))[:, 0].clamp_(0.0, 1.0)
+        return [resize(probs[j:j + 1], tuple(im.shape[-2:]))[0, 0].clamp_(0.0, 1.0) for j, im in enumerate(rgb)]
+
+    @torch.inference_mode()
     def predict_alpha(self, images, progress: Optional[Callable[[int, int], None]] = None,
                       should_stop: Optional[Callable[[], bool]] = None
                       ) -> Union[torch.Tensor, List[torch.Tensor]]:
         """Alpha mattes (1 = foreground) for ``images`` at their original sizes.
 
-        ``images``: torch tensor or numpy array ``[B,H,W,C]`` or ``[H,W,C]`` (or ``[H,W]`` grey), uint8
-        0..255 or float 0..1 (numpy uint16 0..65535 too); C = 3 RGB, 4 RGBA (alpha ignored), 1 grey, 2
-        grey+alpha. Or a PIL image (any mode; 16-bit and float modes scaled to 0..1), or a list of PIL
-        images / single-image arrays, sizes may differ. Floats must be finite and within -0.5..1.5
-        (values are clamped to 0..1); anything else raises ValueError/TypeError before any work.
-        ``progress(done, total)``: called after every chunk with images done so far and the total.
-        ``should_stop()``: called before every chunk; it may raise (e.g. ComfyUI's interrupt), and a true
-        return value raises PredictionCancelled.
+        ``images``: anything :class:`ben_core.inputs.ImageBatch` accepts: torch tensor or numpy array
+        ``[B,H,W,C]`` or ``[H,W,C]`` (or ``[H,W]`` grey), uint8 0..255 or float 0..1 (numpy uint16
+        0..65535 too); C = 3 RGB, 4 RGBA (alpha ignored), 1 grey, 2 grey+alpha. Or a PIL image (any
+        mode; 16-bit and float modes scaled to 0..1), or a list of PIL images / single-image arrays,
+        sizes may differ. Floats must be finite and within -0.5..1.5 (values are clamped to 0..1);
+        anything else raises ValueError/TypeError before any work.
+        ``progress(done, total)`` after every chunk; ``should_stop()`` before every chunk (see
+        :mod:`ben_core.callbacks`: True raises PredictionCancelled, and it may raise itself).
 
         Returns float32 CPU alpha in 0..1 (raw sigmoid): ``[B,H,W]`` for a batch, ``[1,H,W]`` for a single
         image, and for a list either ``[N,H,W]`` (all the same size) or a list of ``[H_i,W_i]`` tensors
         (mixed sizes). The inputs are never modified.
         """
-        inputs = _Inputs(images)
-        total = len(inputs)
-        uniform = inputs.uniform
-        if uniform:
-            h, w = inputs.sizes[0]
-            out_t = torch.empty((total, h, w), dtype=torch.float32)
-        else:
-            out_list: List[Optional[torch.Tensor]] = [None] * total
-        s = self.working_size
+        batch = ImageBatch(images)
+        total = len(batch)
+        # preallocated when uniform: a long clip's alphas are never held twice
+        out = torch.empty((total, *batch.sizes[0])) if batch.uniform else [None] * total
         for start in range(0, total, self.batch_size):
-            if should_stop is not None and should_stop():
-                raise PredictionCancelled(f"stopped after {start} of {total} images")
+            check_stop(should_stop, start, total)
             end = min(start + self.batch_size, total)
-            x = inputs.chunk(start, end, self.device, s)
-            x.sub_(self._mean).div_(self._std)  # x is always a fresh tensor (see _Inputs.chunk)
-            probs = torch.sigmoid(self.predict_logits_batch(x))  # float32 [n,1,S,S]
-            del x
-            if uniform:
-                out_t[start:end] = _resize(probs, (h, w))[:, 0].clamp_(0.0, 1.0).cpu()
+            alpha = self.predict_rgb(batch.rgb(start, end, self.device))
+            if batch.uniform:
+                out[start:end] = alpha
             else:
-                for j in range(start, end):
-                    out_list[j] = _resize(probs[j - start:j - start + 1], inputs.sizes[j])[0, 0] \
-                        .clamp_(0.0, 1.0).cpu()
-            del probs
-            if progress is not None:
-                progress(end, total)
-        return out_t if uniform else out_list  # type: ignore[return-value]
+                out[start:end] = [a.cpu() for a in alpha]
+            report(progress, end, total)
+        return out

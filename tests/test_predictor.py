@@ -360,10 +360,10 @@ def test_model_put_in_eval_mode():
 
 @pytest.fixture(scope="module")
 def real_model():
-    from ben_core.model import BENBase
+    from ben_core.model.ben2 import BENBase, checkpoint_filter_fn
 
     model = BENBase()
-    model.load_state_dict(synth_sd(0), strict=True)
+    model.load_state_dict(checkpoint_filter_fn(synth_sd(0)), strict=True)
     return model.eval().requires_grad_(False)
 
 

@@ -1,0 +1,272 @@
+"""Images in every form users have, as validated tensors: the one input policy of ben_core.
+
+* :func:`load_image_file` reads an image file (EXIF orientation applied, first frame) for the CLI.
+* :func:`image_tensor` turns one PIL image / numpy array / torch tensor into ``[H, W, C]``.
+* :class:`ImageBatch` holds a batch (``[B, H, W, C]`` or a list of single images of any sizes) and
+  hands out chunks as float RGB ``[n, 3, H, W]`` in 0..1 on a device.
+* :func:`resize` is the one resize of images and maps (bilinear, anti-aliased when shrinking).
+
+Accepted pixel formats, everywhere: uint8 0..255; float 0..1 (finite; values in -0.5..1.5 are clamped,
+anything further out is refused as probably 0..255 or normalised data); bool; 16-bit (numpy uint16,
+PIL ``I;16*``) and 32-bit integer PIL images (``I``) scaled by 1/65535; PIL float images (``F``) clamped
+to 0..1. Channels: 3 RGB, 4 RGBA (alpha ignored, not composited), 1 grey, 2 grey + alpha. Nothing here
+modifies its argument.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ImageBatch", "RGBChunk", "image_tensor", "load_image_file", "frame_count", "to_float_rgb", "resize"]
+
+#: A chunk of float RGB images 0..1 on one device: ``[n, 3, H, W]``, or a list of ``[3, H_i, W_i]``
+#: when the sizes differ.
+RGBChunk = Union[torch.Tensor, List[torch.Tensor]]
+
+_FLOAT_RANGE = (-0.5, 1.5)  # floats outside this are almost surely 0..255 or normalised data, not 0..1
+_OK_DTYPES = (torch.uint8, torch.bool, torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_WIDE_INT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_U16_MAX = 65535.0
+
+
+def _is_pil(x) -> bool:
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        return False
+    return isinstance(x, Image.Image)
+
+
+def pil_to_tensor(im) -> torch.Tensor:
+    """PIL image -> ``[H, W, 3]`` tensor: uint8 for 8-bit modes, float32 0..1 for 16/32-bit integer
+    (scaled by 1/65535, clipped) and float modes (clipped). Alpha is dropped, not composited."""
+    mode = im.mode
+    if mode == "RGB":
+        arr = np.array(im)
+    elif mode in _WIDE_INT_MODES or mode == "F":
+        arr = np.asarray(im, dtype=np.float32)
+        if mode == "F" and not np.isfinite(arr).all():
+            raise ValueError("PIL image (mode 'F') contains NaN/inf")
+        if mode != "F":
+            arr = arr / _U16_MAX
+        arr = np.clip(arr, 0.0, 1.0)[..., None].repeat(3, axis=-1)
+    else:  # L, LA, RGBA, P, PA, CMYK, YCbCr, 1, ...: PIL's own conversion
+        try:
+            if mode == "P" and "transparency" in im.info:  # PIL warns converting such palettes straight to RGB
+                im = im.convert("RGBA")
+            arr = np.array(im.convert("RGB"))
+        except (ValueError, OSError) as e:
+            raise TypeError(f"cannot convert a PIL image of mode {mode!r} to RGB ({e}); convert it first") from e
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def load_image_file(path: Union[str, Path]) -> torch.Tensor:
+    """Read an image file fully (truncated files raise), apply its EXIF orientation, return the first
+    frame as :func:`pil_to_tensor` does: ``[H, W, 3]`` uint8, or float32 0..1 for 16-bit / float files.
+
+    Raises OSError / PIL.UnidentifiedImageError / ValueError for unreadable files.
+    """
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im.load()
+        return pil_to_tensor(ImageOps.exif_transpose(im))
+
+
+def frame_count(path: Union[str, Path]) -> int:
+    """Frames in an image file (animated GIF/WebP/PNG, multi-page TIFF > 1); 1 otherwise or if unknown."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return max(1, int(getattr(im, "n_frames", 1)))
+    except Exception:  # only needed for a warning; reading errors are reported by load_image_file
+        return 1
+
+
+def _numpy_to_tensor(arr: np.ndarray) -> torch.Tensor:
+    if arr.dtype == np.uint16:
+        return torch.from_numpy(arr.astype(np.float32) / _U16_MAX)
+    with warnings.catch_warnings():  # read-only arrays: we never write into the result
+        warnings.filterwarnings("ignore", message=".*not writable.*")
+        return torch.from_numpy(np.ascontiguousarray(arr) if not arr.flags.c_contiguous else arr)
+
+
+def _check_array(t: torch.Tensor, what: str) -> None:
+    if t.dtype not in _OK_DTYPES:
+        raise TypeError(f"{what}: unsupported dtype {t.dtype}; pass uint8 (0..255) or float (0..1) images")
+    if t.shape[-1] not in (1, 2, 3, 4):
+        raise ValueError(f"{what}: expected channels last [..., H, W, C] with C = 3 (RGB), 4 (RGBA), 1 or 2 "
+                         f"(grey, grey+alpha); got shape {tuple(t.shape)}"
+                         + (" -- this looks channels-first: permute to [B,H,W,C]"
+                            if t.dim() >= 3 and t.shape[-3] in (1, 3, 4) else ""))
+    if t.shape[-2] == 0 or t.shape[-3] == 0:
+        raise ValueError(f"{what}: empty image (shape {tuple(t.shape)})")
+
+
+def _check_values(t: torch.Tensor, what: str) -> None:
+    """Floats must be finite and (roughly) 0..1; checked one image at a time (no full-batch temporaries)."""
+    if not t.is_floating_point():
+        return
+    batch = t if t.dim() == 4 else t.unsqueeze(0)
+    for i in range(batch.shape[0]):
+        lo, hi = torch.aminmax(batch[i])
+        lo, hi = float(lo), float(hi)
+        name = what if t.dim() == 3 else f"{what}[{i}]"
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"{name} contains NaN or inf values; fix the upstream node/image")
+        if lo < _FLOAT_RANGE[0] or hi > _FLOAT_RANGE[1]:
+            raise ValueError(f"{name}: float images must be in 0..1, got values in [{lo:.3g}, {hi:.3g}] "
+                             "(0..255 floats: divide by 255 or pass uint8; normalised tensors: undo the "
+                             "normalisation)")
+
+
+def image_tensor(img, what: str = "image") -> torch.Tensor:
+    """One image (PIL, numpy or torch ``[H, W]`` / ``[H, W, C]`` / ``[1, H, W, C]``) -> validated
+    ``[H, W, C]`` tensor (a view where possible; uint8, bool or float). Raises TypeError/ValueError
+    naming ``what`` for anything not accepted (see the module docstring)."""
+    if _is_pil(img):
+        if img.width == 0 or img.height == 0:
+            raise ValueError(f"{what}: empty PIL image ({img.width}x{img.height})")
+        return pil_to_tensor(img)
+    if isinstance(img, np.ndarray):
+        t = _numpy_to_tensor(img)
+    elif isinstance(img, torch.Tensor):
+        t = img
+    else:
+        raise TypeError(f"{what}: expected a PIL image, numpy array or torch tensor, got {type(img).__name__}")
+    if t.dim() == 2:
+        t = t.unsqueeze(-1)
+    if t.dim() == 4 and t.shape[0] == 1:  # a one-image batch [1,H,W,C]
+        t = t[0]
+    if t.dim() != 3:
+        raise ValueError(f"{what}: expected one image [H,W,C] or [H,W], got shape {tuple(t.shape)}")
+    _check_array(t, what)
+    _check_values(t, what)
+    return t
+
+
+def to_float_rgb(raw: torch.Tensor) -> torch.Tensor:
+    """``[n, H, W, C]`` of any accepted dtype -> new float32 ``[n, 3, H, W]`` in 0..1 (never aliases ``raw``).
+
+    uint8 is divided by 255, floats are clamped to 0..1, grey is repeated, alpha is dropped.
+    """
+    if raw.dtype == torch.uint8:
+        x = raw.to(torch.float32).div_(255.0)
+    elif raw.dtype == torch.bool:
+        x = raw.to(torch.float32)
+    else:
+        x = raw.to(torch.float32).clamp(0.0, 1.0)  # clamp is out of place: a new tensor
+    c = x.shape[-1]
+    if c in (1, 2):
+        x = x[..., :1].expand(*x.shape[:-1], 3)
+    elif c == 4:
+        x = x[..., :3]
+    return x.permute(0, 3, 1, 2).contiguous()
+
+
+def resize(x: torch.Tensor, size: Tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Resize float ``[n, C, h, w]`` to ``size = (H, W)``: the one resize of images, alpha and masks.
+
+    ``mode="bilinear"``: ``align_corners=False``, anti-aliased when shrinking (like PIL's BILINEAR);
+    on a backend without anti-aliased bilinear the resize runs on the CPU and comes back.
+    ``mode="nearest"``: nearest-exact (keeps discrete levels, e.g. trimaps). Returns ``x`` itself when
+    it already has that size, else a new tensor on ``x``'s device.
+    """
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if mode == "nearest":
+        return F.interpolate(x, size=size, mode="nearest-exact")
+    if mode != "bilinear":
+        raise ValueError(f"resize mode must be 'bilinear' or 'nearest', got {mode!r}")
+    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    try:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+    except (RuntimeError, NotImplementedError):
+        if x.device.type == "cpu":
+            raise
+        return F.interpolate(x.cpu(), size=size, mode="bilinear", align_corners=False,
+                             antialias=shrink).to(x.device)
+
+
+class ImageBatch:
+    """The caller's images, validated up front and converted chunk by chunk.
+
+    ``images``: torch tensor or numpy array ``[B, H, W, C]`` / ``[H, W, C]`` / ``[H, W]``, a PIL image,
+    or a list of PIL images / single-image arrays (sizes may differ). Arrays are validated here (cheap);
+    PIL images in a list are converted when their chunk is asked for.
+
+    Attributes: ``sizes`` (``(H, W)`` per image), ``single`` (one image was given, not a batch).
+    """
+
+    def __init__(self, images):
+        self.stacked: Optional[torch.Tensor] = None
+        self.items: List = []
+        self.single = False
+        if _is_pil(images):
+            images, self.single = [images], True
+        if isinstance(images, (list, tuple)):
+            if len(images) == 0:
+                raise ValueError("empty list of images: nothing to predict")
+            self.items = list(images)
+            self.sizes = []
+            for i, im in enumerate(self.items):
+                if _is_pil(im):
+                    if im.width == 0 or im.height == 0:
+                        raise ValueError(f"images[{i}]: empty PIL image ({im.width}x{im.height})")
+                    self.sizes.append((im.height, im.width))
+                else:
+                    self.items[i] = image_tensor(im, f"images[{i}]")
+                    self.sizes.append(tuple(self.items[i].shape[:2]))
+            return
+        if isinstance(images, np.ndarray):
+            t = _numpy_to_tensor(images)
+        elif isinstance(images, torch.Tensor):
+            t = images
+        else:
+            raise TypeError("images must be a torch tensor or numpy array [B,H,W,C] / [H,W,C], a PIL image, or a "
+                            f"list of those; got {type(images).__name__}")
+        if t.dim() == 2:
+            t = t.unsqueeze(-1)
+        if t.dim() == 3:
+            t, self.single = t.unsqueeze(0), True
+        if t.dim() != 4:
+            raise ValueError(f"images must be [B,H,W,C] or [H,W,C] (channels last), got shape {tuple(t.shape)}")
+        if t.shape[0] == 0:
+            raise ValueError("empty batch (B = 0): nothing to predict")
+        _check_array(t, "images")
+        _check_values(t, "images")
+        self.stacked = t
+        self.sizes = [tuple(t.shape[1:3])] * t.shape[0]
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def uniform(self) -> bool:
+        """All images have the same size."""
+        return len(set(self.sizes)) == 1
+
+    def rgb(self, start: int, end: int, device) -> RGBChunk:
+        """Images ``start .. end-1`` as new float32 RGB 0..1 on ``device``: ``[n, 3, H, W]`` when they
+        share one size, else a list of ``[3, H_i, W_i]``."""
+        if self.stacked is not None:
+            return to_float_rgb(self.stacked[start:end].to(device))
+        parts = []
+        for i in range(start, end):
+            item = self.items[i]
+            t = pil_to_tensor(item) if _is_pil(item) else item
+            parts.append(to_float_rgb(t.unsqueeze(0).to(device))[0])
+        if len({tuple(p.shape) for p in parts}) == 1:
+            return torch.stack(parts)
+        return parts
+
+
+def chunk_images(chunk: RGBChunk) -> Sequence[torch.Tensor]:
+    """The images of a chunk, each ``[3, H, W]`` (views of a stacked chunk)."""
+    return list(chunk.unbind(0)) if isinstance(chunk, torch.Tensor) else chunk
