@@ -26,6 +26,8 @@ from typing import Sequence
 
 import torch
 
+from .callbacks import Progress, ShouldStop, check_stop, report
+
 __all__ = ["estimate_foreground", "box_blur"]
 
 _EPS = 1e-5
@@ -175,8 +177,8 @@ def _blur_fusion_pass(image: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor, a
     return new_fg, blurred_b
 
 
-def estimate_foreground(image: torch.Tensor, alpha: torch.Tensor,
-                        radii: Sequence[int] = (90, 6)) -> torch.Tensor:
+def estimate_foreground(image: torch.Tensor, alpha: torch.Tensor, radii: Sequence[int] = (90, 6),
+                        progress: Progress = None, should_stop: ShouldStop = None) -> torch.Tensor:
     """Estimate the foreground colours of ``image`` under ``alpha`` (blur fusion, upstream refine_foreground).
 
     Args:
@@ -187,6 +189,7 @@ def estimate_foreground(image: torch.Tensor, alpha: torch.Tensor,
             ``cv2.blur(x, (r, r))`` (a box of ``r`` pixels, not a half-width). Default ``(90, 6)``
             is upstream's two-pass estimator; the first pass starts from F = B = image, each later pass
             starts from the previous pass's foreground and blurred background.
+        progress, should_stop: after / before every image (see :mod:`ben_core.callbacks`).
 
     Returns:
         ``[B,3,H,W]`` (``[3,H,W]`` for 3-D input) foreground colours in 0..1, in ``image``'s dtype, on
@@ -229,6 +232,7 @@ def estimate_foreground(image: torch.Tensor, alpha: torch.Tensor,
 
     out = torch.empty((b, 3, h, w), dtype=image.dtype, device=image.device)
     for i in range(b):  # one image at a time keeps the full-resolution temporaries small
+        check_stop(should_stop, i, b)
         img = image[i].to(torch.float32)  # .to() copies only if needed; nothing below writes in place into it
         a = alpha[i].to(torch.float32).unsqueeze(0)
         if not (bool(torch.isfinite(img).all()) and bool(torch.isfinite(a).all())):
@@ -240,4 +244,5 @@ def estimate_foreground(image: torch.Tensor, alpha: torch.Tensor,
             fg, bg = _blur_fusion_pass(img, fg, bg, a, r)
         out[i] = fg.to(image.dtype)
         del fg, bg, img, a
+        report(progress, i + 1, b)
     return out[0] if single else out

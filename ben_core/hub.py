@@ -19,6 +19,7 @@ __all__ = [
     "download_official_weights",
     "find_cached_weights",
     "missing_weights_message",
+    "offline_mode",
 ]
 
 OFFICIAL_REPO = "PramaLLC/BEN2"
@@ -48,7 +49,8 @@ def _hf_cache_dir(cache_dir: Optional[PathLike]) -> str:
         return os.path.join(os.path.expanduser("~"), ".cache", "huggingface", "hub")
 
 
-def _offline_mode() -> bool:
+def offline_mode() -> bool:
+    """Whether Hugging Face's offline mode is on (``HF_HUB_OFFLINE``), as huggingface_hub reads it."""
     try:
         from huggingface_hub import constants
 
@@ -173,7 +175,7 @@ def download_official_weights(local_dir: Optional[PathLike] = None, filename: st
     try:
         path = hf_hub_download(OFFICIAL_REPO, filename, **kwargs)
     except Exception as e:  # offline / DNS / HTTP / disk errors all end in the same advice
-        if _offline_mode():
+        if offline_mode():
             raise fail("Hugging Face offline mode is on (HF_HUB_OFFLINE=1; unset it to allow the download)", e) from e
         first = str(e).splitlines()[0] if str(e) else ""
         raise fail(f"could not download from huggingface.co ({type(e).__name__}: {first})", e) from e

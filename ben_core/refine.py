@@ -9,24 +9,25 @@ The public BEN2 weights ship no refiner network, so the refinement is ours:
   Radius and eps defaults were chosen by measurement (see ``python -m benchmarks.bench_matting``).
 * ``method="vitmatte"``: the ViTMatte network through ``transformers`` (see :mod:`ben_core.vitmatte`).
 
-Only pixels with ``trimap == 0.5`` change; sure foreground/background come out exactly 1/0.
+Only pixels with ``trimap == 0.5`` change; sure foreground/background come out exactly 1/0. Without a
+trimap, :func:`ben_core.trimap.auto_trimap` makes one.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
-from .foreground import estimate_foreground
+from .callbacks import Progress, ShouldStop, check_stop, report
 from .guided_filter import guided_filter
-from .trimap import band_trimap, confidence_trimap, default_min_unknown
+from .trimap import auto_trimap
 
-__all__ = ["refine_alpha", "default_radius", "default_eps", "default_band_radius", "auto_trimap",
-           "estimate_foreground_colors", "DEFAULT_UNKNOWN_WEIGHT"]
+__all__ = ["refine_alpha", "default_radius", "DEFAULT_EPS", "DEFAULT_UNKNOWN_WEIGHT", "METHODS"]
+
+#: Refinement methods of :func:`refine_alpha`.
+METHODS = ("guided", "vitmatte")
 
 #: weight of unknown pixels in the local least-squares fit (sure pixels weigh 1); measured.
 DEFAULT_UNKNOWN_WEIGHT = 0.3
-#: default eps of the guided filter (guide in 0..1 RGB); measured.
+#: eps of the guided filter (guide in 0..1 RGB) at every image size: 1e-5 and 1e-4 measured within 2%.
 DEFAULT_EPS = 1e-4
 
 
@@ -38,16 +39,6 @@ def default_radius(height: int, width: int) -> int:
     about min-side / 45 (lemur 440 px -> 10, 1080 px -> 24, 4K -> 48).
     """
     return max(2, int(round(min(height, width) / 45)))
-
-
-def default_eps(height: int, width: int) -> float:
-    """Guided-filter eps (RGB in 0..1): 1e-4 at every size (1e-5 and 1e-4 measured within 2%)."""
-    return DEFAULT_EPS
-
-
-def default_band_radius(height: int, width: int) -> int:
-    """Unknown-band radius used for hard masks when no trimap is given: ``max(2, round(min(H, W) / 90))``."""
-    return max(2, int(round(min(height, width) / 90)))
 
 
 def _check_inputs(image, alpha, trimap):
@@ -84,22 +75,6 @@ def _check_inputs(image, alpha, trimap):
                              "build one with confidence_trimap() or band_trimap()")
 
 
-def auto_trimap(alpha: torch.Tensor, band_radius: Optional[int] = None) -> torch.Tensor:
-    """Trimap for ``alpha`` [B,H,W] when none is given: the paper's confidence trimap per image, or,
-    for a hard mask (fewer than min_unknown/10 pixels with 0.03 < alpha < 0.97), a band of
-    ``band_radius`` pixels (None -> :func:`default_band_radius`) around its edge.
-    Returns [B,H,W] {0,0.5,1} in alpha's dtype."""
-    H, W = alpha.shape[-2:]
-    radius = default_band_radius(H, W) if band_radius is None else int(band_radius)
-    out = confidence_trimap(alpha)[0]  # a new tensor: hard-mask images are overwritten in place below
-    n_min = default_min_unknown(H, W)
-    for i in range(alpha.shape[0]):
-        soft = int(((alpha[i] > 0.03) & (alpha[i] < 0.97)).sum())
-        if soft < max(1, n_min // 10):
-            out[i] = band_trimap(alpha[i], radius)
-    return out
-
-
 def _guided_refine_one(image: torch.Tensor, alpha: torch.Tensor, trimap: torch.Tensor, radius: int, eps: float,
                        unknown_weight: float, strip_rows: int) -> torch.Tensor:
     """[3,H,W], [H,W], [H,W] -> refined [H,W] (float, unknown pixels only changed; clamped)."""
@@ -133,68 +108,53 @@ def _guided_refine_one(image: torch.Tensor, alpha: torch.Tensor, trimap: torch.T
 def refine_alpha(image: torch.Tensor, alpha: torch.Tensor, trimap: torch.Tensor | None = None,
                  method: str = "guided", radius: int | None = None, eps: float | None = None,
                  unknown_weight: float = DEFAULT_UNKNOWN_WEIGHT, strip_rows: int = 256,
-                 return_foreground: bool = False, foreground_radii: tuple[int, int] = (90, 6),
-                 **vitmatte_kwargs):
+                 progress: Progress = None, should_stop: ShouldStop = None, **vitmatte_kwargs) -> torch.Tensor:
     """Refine a coarse alpha inside the unknown band of a trimap.
 
     Args:
         image: ``[B, 3, H, W]`` float RGB in 0..1, any size/device.
         alpha: ``[B, H, W]`` float coarse alpha in 0..1 (BEN2, SAM, a painted mask, ...), same device.
-        trimap: ``[B, H, W]`` float {0, 0.5, 1}, or None -> :func:`auto_trimap` (the paper's
-            confidence trimap; a band around the edge for hard masks).
+        trimap: ``[B, H, W]`` float {0, 0.5, 1}, or None -> :func:`ben_core.trimap.auto_trimap` (the
+            paper's confidence trimap; a band around the edge for hard masks).
         method: ``"guided"`` (confidence-weighted colour guided filter, default) or ``"vitmatte"``.
         radius: guided-filter radius (default :func:`default_radius`, ~min(H, W)/45).
-        eps: guided-filter regularisation (default 1e-4).
+        eps: guided-filter regularisation (default :data:`DEFAULT_EPS`).
         unknown_weight: weight of unknown pixels in the local fit (sure pixels weigh 1), in (0, 1].
         strip_rows: rows per processing strip (memory bound only; the result does not depend on it).
-        return_foreground: also return foreground colours (see :func:`estimate_foreground_colors`).
-        foreground_radii: blur radii of the foreground estimator.
+        progress, should_stop: per image (guided) or per tile (vitmatte); see :mod:`ben_core.callbacks`.
         **vitmatte_kwargs: passed to :func:`ben_core.vitmatte.vitmatte_refine` (model, tile_size, ...).
 
     Returns:
         refined alpha ``[B, H, W]`` in alpha's dtype and device, 0..1, equal to the trimap where it
-        is 0 or 1; or ``(alpha, foreground [B, 3, H, W])`` with ``return_foreground=True``.
-        Inputs are not modified.
+        is 0 or 1. Inputs are not modified.
     """
     _check_inputs(image, alpha, trimap)
-    if method not in ("guided", "vitmatte"):
-        raise ValueError(f"method must be 'guided' or 'vitmatte', got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     B, _, H, W = image.shape
     if trimap is None:
         trimap = auto_trimap(alpha)
-    if method == "guided":
-        if vitmatte_kwargs:
-            raise TypeError(f"unexpected arguments for method='guided': {sorted(vitmatte_kwargs)}")
-        r = default_radius(H, W) if radius is None else radius
-        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise ValueError(f"radius must be an int >= 1, got {r!r}")
-        e = default_eps(H, W) if eps is None else float(eps)
-        if not e > 0:
-            raise ValueError(f"eps must be > 0, got {eps!r}")
-        if not 0 < float(unknown_weight) <= 1:
-            raise ValueError(f"unknown_weight must be in (0, 1], got {unknown_weight!r}")
-        if int(strip_rows) < 1:
-            raise ValueError(f"strip_rows must be >= 1, got {strip_rows!r}")
-        out = torch.empty_like(alpha)
-        for i in range(B):
-            out[i] = _guided_refine_one(image[i], alpha[i], trimap[i], r, e, float(unknown_weight), int(strip_rows))
-    else:
+    if method == "vitmatte":
         if radius is not None or eps is not None:
             raise TypeError("radius and eps apply to method='guided' only; drop them for method='vitmatte'")
         from .vitmatte import vitmatte_refine
-        out = vitmatte_refine(image, trimap, **vitmatte_kwargs).to(alpha.dtype)
-        out = torch.where(trimap == 0.5, out.clamp(0, 1), trimap.to(alpha.dtype))
-    if return_foreground:
-        return out, estimate_foreground_colors(image, out, radii=foreground_radii)
+        out = vitmatte_refine(image, trimap, progress=progress, should_stop=should_stop, **vitmatte_kwargs)
+        return torch.where(trimap == 0.5, out.to(alpha.dtype).clamp(0, 1), trimap.to(alpha.dtype))
+    if vitmatte_kwargs:
+        raise TypeError(f"unexpected arguments for method='guided': {sorted(vitmatte_kwargs)}")
+    r = default_radius(H, W) if radius is None else radius
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise ValueError(f"radius must be an int >= 1, got {r!r}")
+    e = DEFAULT_EPS if eps is None else float(eps)
+    if not e > 0:
+        raise ValueError(f"eps must be > 0, got {eps!r}")
+    if not 0 < float(unknown_weight) <= 1:
+        raise ValueError(f"unknown_weight must be in (0, 1], got {unknown_weight!r}")
+    if int(strip_rows) < 1:
+        raise ValueError(f"strip_rows must be >= 1, got {strip_rows!r}")
+    out = torch.empty_like(alpha)
+    for i in range(B):
+        check_stop(should_stop, i, B)
+        out[i] = _guided_refine_one(image[i], alpha[i], trimap[i], r, e, float(unknown_weight), int(strip_rows))
+        report(progress, i + 1, B)
     return out
-
-
-def estimate_foreground_colors(image: torch.Tensor, alpha: torch.Tensor, radii=(90, 6)) -> torch.Tensor:
-    """Foreground colours without background spill: ``ben_core.foreground.estimate_foreground`` where
-    ``0 < alpha < 1``, the image itself elsewhere.
-
-    image ``[B, 3, H, W]`` float 0..1, alpha ``[B, H, W]`` float 0..1 -> ``[B, 3, H, W]`` float 0..1.
-    """
-    fg = estimate_foreground(image, alpha, radii=tuple(radii))
-    soft = ((alpha > 0) & (alpha < 1)).unsqueeze(1)
-    return torch.where(soft, fg.to(image.dtype).clamp(0, 1), image)

@@ -6,29 +6,54 @@
   (one min/max pass, one candidate pass and a bucketize of the candidates per map) but bit-identical to the naive loop.
 * :func:`band_trimap` -- an unknown band of a given radius around the edge of a hard mask, for masks
   that carry no confidence information.
+* :func:`make_trimap` -- the policy every door uses when no trimap is given: ``"confidence"``,
+  ``"band"``, or ``"auto"`` (confidence trimap for a soft mask, edge band for a hard one; :func:`auto_trimap`).
+* :func:`snap_trimap` -- any map to exact trimap levels (a trimap drawn or resized elsewhere).
 
-Trimap values: 0.0 = sure background, 0.5 = unknown, 1.0 = sure foreground.
+The paper's constants live here once (:data:`PAPER_DEFAULTS`); the ComfyUI widgets and the browser
+preview take their defaults from it. Trimap values: 0.0 = sure background, 0.5 = unknown, 1.0 = sure
+foreground.
 """
 from __future__ import annotations
 
 import math
 import operator
+from types import MappingProxyType
 
 import numpy as np
 import torch
 
 from .guided_filter import box_sum, window_count
 
-__all__ = ["confidence_trimap", "band_trimap", "threshold_sequence", "default_min_unknown"]
+__all__ = ["PAPER_DEFAULTS", "TRIMAP_SOURCES", "confidence_trimap", "band_trimap", "make_trimap", "auto_trimap",
+           "snap_trimap", "threshold_sequence", "default_min_unknown", "default_band_radius"]
 
-#: Paper constants (N_min is 60,000 pixels for a 1024 x 1024 map).
-PAPER_MIN_UNKNOWN = 60000
-PAPER_AREA = 1024 * 1024
+#: The BEN paper's constants for Algorithms 1 + 2: starting thresholds, their limits, the widening step,
+#: and N_min as a fraction of the map's area (60,000 pixels of a 1024 x 1024 map, 0.0572...; the fraction
+#: 60000 / 2**20 is exact in binary, so ``round(fraction * H * W)`` equals ``round(60000 * H * W / 2**20)``).
+PAPER_DEFAULTS = MappingProxyType({
+    "t_low": 0.10, "t_high": 0.90, "t_min": 0.03, "t_max": 0.97, "step": 0.001,
+    "min_unknown_fraction": 60000 / 1024 ** 2,
+})
+#: Where a trimap comes from when none is given (see :func:`make_trimap`).
+TRIMAP_SOURCES = ("auto", "confidence", "band")
 
 
-def default_min_unknown(height: int, width: int) -> int:
-    """N_min for an ``height x width`` map: ``round(60000 * H * W / 1024**2)`` (Python round)."""
-    return int(round(PAPER_MIN_UNKNOWN * height * width / PAPER_AREA))
+def default_min_unknown(height: int, width: int,
+                        fraction: float = PAPER_DEFAULTS["min_unknown_fraction"]) -> int:
+    """N_min for an ``height x width`` map: ``round(fraction * H * W)`` (Python round, ties to even).
+
+    The default fraction is the paper's 60,000 pixels at 1024 x 1024. Raises ValueError for a fraction
+    outside 0..1.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= float(fraction) <= 1.0:
+        raise ValueError(f"min_unknown_fraction must be a number between 0 and 1, got {fraction!r}")
+    return int(round(float(fraction) * height * width))
+
+
+def default_band_radius(height: int, width: int) -> int:
+    """Unknown-band half-width for a hard mask of ``height x width``: ``max(2, round(min(H, W) / 90))``."""
+    return max(2, int(round(min(height, width) / 90)))
 
 
 def _check_thresholds(t_low, t_high, t_min, t_max, step) -> tuple[float, float, float, float, float]:
@@ -52,8 +77,9 @@ def _check_thresholds(t_low, t_high, t_min, t_max, step) -> tuple[float, float, 
     return tl, th, tmin, tmax, s
 
 
-def threshold_sequence(t_low: float = 0.10, t_high: float = 0.90, t_min: float = 0.03, t_max: float = 0.97,
-                       step: float = 0.001) -> tuple[list[float], list[float]]:
+def threshold_sequence(t_low: float = PAPER_DEFAULTS["t_low"], t_high: float = PAPER_DEFAULTS["t_high"],
+                       t_min: float = PAPER_DEFAULTS["t_min"], t_max: float = PAPER_DEFAULTS["t_max"],
+                       step: float = PAPER_DEFAULTS["step"]) -> tuple[list[float], list[float]]:
     """The float64 threshold pairs Algorithm 2 visits, in order.
 
     Element 0 is ``(t_low, t_high)``; element k+1 is ``(max(tl_k - step, t_min), min(th_k + step, t_max))``.
@@ -93,8 +119,10 @@ def _check_map(x, name: str) -> torch.Tensor:
     return x
 
 
-def confidence_trimap(probs: torch.Tensor, t_low: float = 0.10, t_high: float = 0.90, t_min: float = 0.03,
-                      t_max: float = 0.97, step: float = 0.001, min_unknown: int | None = None
+def confidence_trimap(probs: torch.Tensor, t_low: float = PAPER_DEFAULTS["t_low"],
+                      t_high: float = PAPER_DEFAULTS["t_high"], t_min: float = PAPER_DEFAULTS["t_min"],
+                      t_max: float = PAPER_DEFAULTS["t_max"], step: float = PAPER_DEFAULTS["step"],
+                      min_unknown: int | None = None, min_unknown_fraction: float | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Confidence trimap of the BEN paper (Algorithms 1 + 2), per map.
 
@@ -104,8 +132,10 @@ def confidence_trimap(probs: torch.Tensor, t_low: float = 0.10, t_high: float = 
         t_low, t_high: starting thresholds (paper: 0.10, 0.90).
         t_min, t_max: limits of the thresholds (paper: 0.03, 0.97). Need ``0<=t_min<=t_low<t_high<=t_max<=1``.
         step: threshold step s (paper: 0.001), > 0.
-        min_unknown: N_min, the wanted number of unknown pixels per map; default
-            ``round(60000 * H * W / 1024**2)``.
+        min_unknown: N_min, the wanted number of unknown pixels per map. Default:
+            ``round(min_unknown_fraction * H * W)`` (:func:`default_min_unknown`).
+        min_unknown_fraction: N_min as a fraction of the area, 0..1 (paper: 60000 / 1024**2); give at
+            most one of ``min_unknown`` and ``min_unknown_fraction``.
 
     Semantics: the thresholds follow the float64 sequence of :func:`threshold_sequence`; a pixel p
     (converted to float64) is foreground if ``p >= t_high``, background if ``p <= t_low``, otherwise
@@ -119,8 +149,11 @@ def confidence_trimap(probs: torch.Tensor, t_low: float = 0.10, t_high: float = 
     probs = _check_map(probs, "probs")
     lows, highs = threshold_sequence(t_low, t_high, t_min, t_max, step)
     H, W = probs.shape[-2:]
+    if min_unknown is not None and min_unknown_fraction is not None:
+        raise TypeError("give min_unknown (a pixel count) or min_unknown_fraction (a fraction of the area), not both")
     if min_unknown is None:
-        n_min = default_min_unknown(H, W)
+        n_min = default_min_unknown(H, W, PAPER_DEFAULTS["min_unknown_fraction"] if min_unknown_fraction is None
+                                    else min_unknown_fraction)
     else:
         if isinstance(min_unknown, bool) or not hasattr(min_unknown, "__index__"):
             raise TypeError(f"min_unknown must be an int (pixel count) or None, got {type(min_unknown).__name__}; "
@@ -216,3 +249,52 @@ def band_trimap(mask: torch.Tensor, radius: int) -> torch.Tensor:
         s = box_sum(box_sum(fg, radius, 0, dtype=torch.int32), radius, 1, dtype=torch.int32)  # exact counts
         o.masked_fill_((s > 0) & (s < n_win), 0.5)
     return out.reshape(mask.shape)
+
+
+def snap_trimap(x: torch.Tensor) -> torch.Tensor:
+    """Exact trimap levels from any ``[..., H, W]`` float map 0..1: ``>= 0.75`` -> 1 (foreground),
+    ``<= 0.25`` -> 0 (background), else 0.5 (unknown). For trimaps drawn or resized elsewhere.
+    Returns a new tensor of ``x``'s dtype and device."""
+    x = _check_map(x, "trimap")
+    return torch.where(x >= 0.75, torch.ones_like(x), torch.where(x <= 0.25, torch.zeros_like(x),
+                                                                  torch.full_like(x, 0.5)))
+
+
+def auto_trimap(alpha: torch.Tensor, band_radius: int | None = None) -> torch.Tensor:
+    """Trimap for a mask of unknown origin, per map: the paper's confidence trimap for a soft mask, or
+    for a hard mask an unknown band of ``band_radius`` pixels around its edge (None ->
+    :func:`default_band_radius`).
+
+    A map is hard when fewer than a tenth of the paper's N_min of its pixels lie strictly between
+    ``t_min`` and ``t_max`` (0.03 and 0.97): a hard mask (SAM, a painted mask) carries no confidence,
+    so its confidence trimap would be a bare outline. ``alpha``: ``[B, H, W]`` float 0..1.
+    Returns ``[B, H, W]`` {0, 0.5, 1} in alpha's dtype and device.
+    """
+    H, W = alpha.shape[-2:]
+    radius = default_band_radius(H, W) if band_radius is None else int(band_radius)
+    out = confidence_trimap(alpha)[0]  # a new tensor: hard-mask maps are overwritten in place below
+    n_min = default_min_unknown(H, W)
+    for i in range(alpha.shape[0]):
+        soft = int(((alpha[i] > PAPER_DEFAULTS["t_min"]) & (alpha[i] < PAPER_DEFAULTS["t_max"])).sum())
+        if soft < max(1, n_min // 10):
+            out[i] = band_trimap(alpha[i], radius)
+    return out
+
+
+def make_trimap(mask: torch.Tensor, source: str = "auto", band_radius: int | None = None) -> torch.Tensor:
+    """The trimap of ``mask`` ``[B, H, W]`` (float 0..1) when none is given.
+
+    ``source``: ``"confidence"`` (the paper's confidence trimap with its constants), ``"band"`` (an
+    unknown band of ``band_radius`` px around the edge of the binarised mask) or ``"auto"``
+    (:func:`auto_trimap`: confidence for soft masks, the band for hard ones). ``band_radius`` None or
+    0 means :func:`default_band_radius`. Returns ``[B, H, W]`` {0, 0.5, 1} in the mask's dtype/device.
+    """
+    if source not in TRIMAP_SOURCES:
+        raise ValueError(f"trimap source must be one of {list(TRIMAP_SOURCES)}, got {source!r}")
+    H, W = mask.shape[-2:]
+    radius = int(band_radius) if band_radius else default_band_radius(H, W)
+    if source == "band":
+        return band_trimap(mask, radius)
+    if source == "confidence":
+        return confidence_trimap(mask)[0]
+    return auto_trimap(mask, band_radius=radius)

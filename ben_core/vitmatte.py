@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from .hub import WeightsNotFoundError
+from .callbacks import Progress, ShouldStop, check_stop, report
+from .hub import WeightsNotFoundError, offline_mode
 
 __all__ = ["VITMATTE_REPO", "VitMatteUnavailableError", "load_vitmatte", "vitmatte_refine", "vitmatte_tiles"]
 
@@ -50,7 +51,7 @@ def load_vitmatte(repo_id: str = VITMATTE_REPO, *, local_dir: Optional[os.PathLi
         repo_id: Hub repository (``hustvl/vitmatte-small-composition-1k`` or ``-base-composition-1k``).
         local_dir: a folder holding ``config.json`` + weights; used instead of the Hub when given.
         cache_dir: Hub cache folder (default: the huggingface_hub default).
-        local_files_only: only use the cache (default: True when ``HF_HUB_OFFLINE`` is set); when
+        local_files_only: only use the cache (default: Hugging Face's offline mode, ``HF_HUB_OFFLINE``); when
             False/None the cache is tried first, then a download.
         device, dtype: where/how the model runs.
 
@@ -64,8 +65,7 @@ def load_vitmatte(repo_id: str = VITMATTE_REPO, *, local_dir: Optional[os.PathLi
             raise WeightsNotFoundError(f"{path} has no config.json; put the files of https://huggingface.co/{repo_id} there")
     else:
         from huggingface_hub import snapshot_download
-        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-        only_local = offline if local_files_only is None else bool(local_files_only)
+        only_local = offline_mode() if local_files_only is None else bool(local_files_only)
         patterns = ["*.json", "*.safetensors", "*.bin"]
         try:
             path = Path(snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True, allow_patterns=patterns))
@@ -115,7 +115,8 @@ def vitmatte_tiles(height: int, width: int, unknown: torch.Tensor, tile_size: in
 
 
 def vitmatte_refine(image: torch.Tensor, trimap: torch.Tensor, model=None, *, tile_size: int = 512, margin: int = 64,
-                    repo_id: str = VITMATTE_REPO, progress: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
+                    repo_id: str = VITMATTE_REPO, progress: Progress = None,
+                    should_stop: ShouldStop = None) -> torch.Tensor:
     """Alpha from ViTMatte inside the unknown band, computed tile by tile at full resolution.
 
     Args:
@@ -124,7 +125,7 @@ def vitmatte_refine(image: torch.Tensor, trimap: torch.Tensor, model=None, *, ti
         model: a ``VitMatteForImageMatting`` in eval mode (default: :func:`load_vitmatte` (repo_id)).
         tile_size: tile side in pixels (multiple of 32, >= 64); memory grows with its square.
         margin: context around each tile core (0 <= margin < tile_size / 4).
-        progress: optional ``progress(done, total)`` after every tile.
+        progress, should_stop: after / before every tile (see :mod:`ben_core.callbacks`).
 
     Returns: ``[B, H, W]`` float32 alpha on image's device: the trimap where it is 0/1, ViTMatte's
     prediction (clamped to 0..1) on unknown pixels. Inputs are not modified.
@@ -153,6 +154,7 @@ def vitmatte_refine(image: torch.Tensor, trimap: torch.Tensor, model=None, *, ti
     with torch.inference_mode():
         for i in range(B):
             for (c, t) in plans[i]:
+                check_stop(should_stop, done, total, "tiles")
                 img = image[i:i + 1, :, t[0]:t[1], t[2]:t[3]].to(device=mdev, dtype=torch.float32)
                 tri = trimap[i:i + 1, t[0]:t[1], t[2]:t[3]].to(device=mdev, dtype=torch.float32)
                 tri = torch.where(tri == 0.5, torch.full_like(tri, _UNKNOWN_VALUE), tri)
@@ -167,6 +169,5 @@ def vitmatte_refine(image: torch.Tensor, trimap: torch.Tensor, model=None, *, ti
                 u = trimap[i, c[0]:c[1], c[2]:c[3]] == 0.5
                 out[i, c[0]:c[1], c[2]:c[3]] = torch.where(u.to(out.device), a, core)
                 done += 1
-                if progress is not None:
-                    progress(done, total)
+                report(progress, done, total)
     return out

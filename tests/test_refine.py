@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from ben_core.guided_filter import box_mean, box_sum, guided_filter, window_count
-from ben_core.refine import auto_trimap, default_radius, refine_alpha
+from ben_core.refine import default_radius, refine_alpha
 from benchmarks.synthetic_matting import band_mse, band_sad, coarsen_alpha, make_synthetic_matte
-from ben_core.trimap import confidence_trimap
+from ben_core.trimap import auto_trimap, confidence_trimap
 from helpers import load_lemur
 
 def naive_guided(I: np.ndarray, p: np.ndarray, r: int, eps: float, w: np.ndarray | None = None) -> np.ndarray:
@@ -214,25 +214,6 @@ def test_device_mismatch_is_a_clear_error():
         refine_alpha(img, a.to("meta"))
     with pytest.raises(ValueError, match="one device"):
         refine_alpha(img, a, torch.full((1, 8, 8), 0.5, device="meta"))
-
-
-def test_foreground_colors_restricted_to_soft_pixels():
-    fgmod = pytest.importorskip("ben_core.foreground")
-    if not hasattr(fgmod, "estimate_foreground"):
-        pytest.skip("ben_core.foreground.estimate_foreground not available yet")
-    s = _sample(4)
-    img = s["image"]
-    before = img.clone()
-    alpha, fg = refine_alpha(img, s["coarse"], return_foreground=True)
-    assert torch.equal(img, before)
-    assert fg.shape == img.shape
-    solid = ((alpha == 0) | (alpha == 1)).unsqueeze(1).expand_as(img)
-    assert torch.equal(fg[solid], img[solid])
-    soft = ((alpha > 0.05) & (alpha < 0.95)).unsqueeze(1).expand_as(img)
-    # the estimate carries less background colour than the raw composite
-    err_est = (fg - s["fg"]).abs()[soft].mean()
-    err_img = (img - s["fg"]).abs()[soft].mean()
-    assert err_est < err_img
 
 
 def test_auto_trimap_band_radius_for_hard_masks():

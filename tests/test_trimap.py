@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ben_core.trimap import band_trimap, confidence_trimap, default_min_unknown, threshold_sequence
+from ben_core.trimap import (PAPER_DEFAULTS, auto_trimap, band_trimap, confidence_trimap, default_band_radius,
+                             default_min_unknown, make_trimap, snap_trimap, threshold_sequence)
 from helpers import naive_confidence_trimap
 
 
@@ -212,3 +213,46 @@ def test_empty_maps_and_numpy_min_unknown():
     a = confidence_trimap(probs, min_unknown=np.int64(40))
     b = confidence_trimap(probs, min_unknown=40)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def _soft_disc(h=64, w=64):
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    d = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2).sqrt()
+    return torch.sigmoid((min(h, w) / 3 - d) / 3.0)[None]
+
+
+def test_make_trimap_sources():
+    """The trimap every door makes without one (moved here with the rule from the Refine Mask node)."""
+    hard = torch.zeros(1, 64, 64)
+    hard[:, 20:44, 20:44] = 1.0
+    tri_hard = make_trimap(hard, "auto", 0)
+    assert torch.equal(tri_hard, make_trimap(hard, "band", 0))  # a hard mask gets the edge band
+    soft = _soft_disc(64, 64)
+    tri_soft = make_trimap(soft, "auto", 0)
+    assert torch.equal(tri_soft, make_trimap(soft, "confidence", 0))
+    assert default_band_radius(1000, 3000) == 11 and default_band_radius(64, 64) == 2
+    both = torch.cat([hard, soft])
+    assert torch.equal(make_trimap(both, "auto", 0), auto_trimap(both))
+    with pytest.raises(ValueError):
+        make_trimap(hard, "magic", 0)
+
+
+def test_snap_trimap_levels():
+    x = torch.tensor([[0.0, 0.25, 0.26, 0.5, 0.74, 0.75, 1.0]])
+    assert snap_trimap(x).tolist() == [[0.0, 0.0, 0.5, 0.5, 0.5, 1.0, 1.0]]
+    assert snap_trimap(x.double()).dtype == torch.float64
+
+
+def test_min_unknown_fraction_equals_the_pixel_count_rule():
+    """``min_unknown_fraction`` f means N_min = round(f * H * W); the paper's default is 60,000 px at 1024^2."""
+    assert default_min_unknown(1024, 1024) == 60000 == default_min_unknown(1024, 1024, PAPER_DEFAULTS["min_unknown_fraction"])
+    g = torch.Generator().manual_seed(3)
+    probs = torch.rand(2, 37, 53, generator=g)
+    for f in (0.0, 0.1, 0.5, 1.0):
+        a = confidence_trimap(probs, min_unknown_fraction=f)
+        b = confidence_trimap(probs, min_unknown=round(f * 37 * 53))
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    with pytest.raises(ValueError, match="min_unknown_fraction"):
+        confidence_trimap(probs, min_unknown_fraction=1.5)
+    with pytest.raises(TypeError, match="not both"):
+        confidence_trimap(probs, min_unknown=3, min_unknown_fraction=0.1)
