@@ -6,6 +6,8 @@ over a colour (``--background '#RRGGBB'``) or as greyscale alpha mattes (``--mas
 written as VP9 WebM with alpha (transparent) or as MP4 over the colour (see :mod:`ben_core.video`).
 
 Nothing is skipped silently: unreadable inputs are reported on stderr and the rest is still processed.
+Images and videos go through :class:`ben_core.pipeline.CutoutPipeline`, like the ComfyUI nodes; this
+module only parses arguments, plans the jobs and writes the files.
 
 Exit codes: 0 all inputs written; 1 at least one input failed (the others were written);
 2 usage error (bad arguments, no inputs found); 3 the model could not be loaded (weights missing,
@@ -31,7 +33,7 @@ IMAGE_EXTENSIONS = frozenset(
      ".ppm", ".pgm", ".pbm", ".pnm", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".ico", ".dds", ".psd"}
 )
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"})
-DEFAULT_VIDEO_BACKGROUND = (0, 255, 0)  # upstream segment_video's green screen for MP4 output
+DEFAULT_VIDEO_BACKGROUND = (0.0, 1.0, 0.0)  # upstream segment_video's green screen for MP4 output
 
 
 class UsageError(ValueError):
@@ -41,18 +43,6 @@ class UsageError(ValueError):
 # --------------------------------------------------------------------------------------------------
 # argument parsing
 # --------------------------------------------------------------------------------------------------
-
-def parse_background(text: str) -> tuple[int, int, int] | None:
-    """Parse ``--background``: ``'transparent'`` (or ``none``/``alpha``) -> None; ``'#RRGGBB'``, ``RRGGBB``,
-    ``#RGB`` or ``'r,g,b'`` (0..255) -> (r, g, b) ints 0..255 (see :func:`ben_core.compose.parse_colour`).
-
-    Raises ValueError naming the accepted forms for anything else.
-    """
-    from .compose import colour_to_uint8, parse_colour  # lazy: importing the CLI stays cheap
-
-    colour = parse_colour(text, allow_transparent=True)
-    return None if colour is None else colour_to_uint8(colour)
-
 
 def _positive_int(text: str) -> int:
     try:
@@ -65,14 +55,18 @@ def _positive_int(text: str) -> int:
 
 
 def _background_arg(text: str):
+    """``--background``: None for transparent, else ``(r, g, b)`` floats 0..1 (compose.parse_colour)."""
+    from .compose import parse_colour  # lazy: importing the CLI stays cheap
+
     try:
-        return parse_background(text)
+        return parse_colour(text, allow_transparent=True)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m ben_core`` argument parser."""
+    from .model.ben2 import BENBase
     p = argparse.ArgumentParser(
         prog="python -m ben_core",
         description="Remove the background of images and videos with BEN2 (pure PyTorch).",
@@ -88,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: fp16 on CUDA, fp32 elsewhere")
     p.add_argument("--batch-size", type=_positive_int, default=1, metavar="N",
                    help="images (or video frames) per network call (default 1)")
-    p.add_argument("--working-size", type=int, default=1024, choices=[512, 768, 1024],
+    p.add_argument("--working-size", type=int, default=BENBase.native_size, choices=sorted(BENBase.working_sizes),
                    help="network input size (1024 is BEN2's native size)")
     p.add_argument("--refine-foreground", action="store_true",
                    help="estimate clean foreground colours at the edges (blur-fusion, slower)")
@@ -216,71 +210,6 @@ def plan_jobs(found: Sequence[tuple[Path, Path, str]]) -> list[Job]:
 
 
 # --------------------------------------------------------------------------------------------------
-# image I/O
-# --------------------------------------------------------------------------------------------------
-
-def load_rgb(path: Path):
-    """Open an image fully (truncated files raise), apply its EXIF orientation, return a PIL RGB image.
-
-    16-bit and float greyscale images are scaled to 8 bit rather than clipped. Raises OSError /
-    PIL.UnidentifiedImageError / ValueError for unreadable files.
-    """
-    import numpy as np
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as im:
-        im.load()
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-            a = np.asarray(im, dtype=np.float64)
-            if im.mode == "F":
-                a = np.clip(a, 0.0, 1.0) * 255.0
-            else:
-                a = a / (257.0 if a.max(initial=0) > 255 else 1.0)
-            im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            im = im.convert("RGBA").convert("RGB")
-        elif im.mode != "RGB":
-            im = im.convert("RGB")
-        return im
-
-
-def frame_count(path: Path) -> int:
-    """Number of frames of an image file (animated GIF/WebP/PNG, multi-page TIFF > 1; 1 otherwise or unknown)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return max(1, int(getattr(im, "n_frames", 1)))
-    except Exception:  # load_rgb already read the file; a count is only needed for the warning
-        return 1
-
-
-def render_output(image, alpha, *, background, mask_only, foreground=None):
-    """Build the output PIL image.
-
-    image: PIL RGB (H, W); alpha: float tensor/array [H, W] in 0..1; foreground: optional float
-    tensor [3, H, W] 0..1 (refined colours, replaces the image colours); background: None (RGBA out)
-    or (r, g, b) 0..255 (RGB composite out); mask_only: greyscale 'L' alpha.
-    """
-    import numpy as np
-    from PIL import Image
-
-    from .compose import composite, to_uint8
-
-    a = np.asarray(alpha, dtype=np.float32)
-    if mask_only:
-        return Image.fromarray(to_uint8(a), "L")
-    if foreground is not None:
-        rgb = np.asarray(foreground, dtype=np.float32).transpose(1, 2, 0)
-    else:
-        rgb = np.asarray(image, dtype=np.float32) / 255.0
-    colour = None if background is None else tuple(v / 255.0 for v in background)
-    out = to_uint8(composite(rgb, a, colour))
-    return Image.fromarray(out, "RGBA" if background is None else "RGB")
-
-
-# --------------------------------------------------------------------------------------------------
 # progress
 # --------------------------------------------------------------------------------------------------
 
@@ -335,32 +264,6 @@ class Progress:
 # model
 # --------------------------------------------------------------------------------------------------
 
-def resolve_device(name: str):
-    """'auto' -> cuda if available, else mps if available, else cpu. Raises UsageError for unavailable devices."""
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available to this PyTorch build")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise UsageError("--device mps: MPS is not available on this machine")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str, device):
-    """'auto' -> float16 on CUDA, float32 elsewhere; 'fp32'/'fp16'/'bf16' -> the torch dtype."""
-    import torch
-
-    if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
-
-
 def resolve_checkpoint(path: str | None, log: Callable[[str], None]) -> Path:
     """The checkpoint to load: ``path`` if given, else cached official weights, else a download.
 
@@ -381,9 +284,15 @@ def resolve_checkpoint(path: str | None, log: Callable[[str], None]) -> Path:
 
 
 def build_predictor(args, log: Callable[[str], None]):
-    """Load the model and wrap it in a BENPredictor as the arguments say."""
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
+    """Load the model and wrap it in a BENPredictor as the arguments say (UsageError for a device or
+    precision this machine does not have)."""
+    from .devices import resolve_device, resolve_precision
+
+    try:
+        device = resolve_device(args.device)
+        dtype = resolve_precision(args.dtype, device)
+    except ValueError as e:
+        raise UsageError(f"--device {args.device} / --dtype {args.dtype}: {e}") from None
     ckpt = resolve_checkpoint(args.checkpoint, log)
     from .checkpoint import load_ben
     from .predictor import BENPredictor
@@ -410,7 +319,7 @@ def _image_out_path(outdir: Path, job: Job, args) -> Path:
     return outdir / job.rel.parent / (job.rel.name + ext)
 
 
-def _video_out_path(outdir: Path, job: Job, args) -> tuple[Path, tuple[int, int, int] | None]:
+def _video_out_path(outdir: Path, job: Job, args) -> tuple[Path, tuple[float, float, float] | None]:
     fmt = args.video_format
     if fmt == "auto":
         fmt = "webm" if args.background is None else "mp4"
@@ -420,28 +329,46 @@ def _video_out_path(outdir: Path, job: Job, args) -> tuple[Path, tuple[int, int,
     return outdir / job.rel.parent / (job.rel.name + "." + fmt), bg
 
 
-def _foreground(predictor, image, alpha):
-    """Refined foreground colours [3,H,W] float32 on CPU for one PIL image and its alpha [H,W]."""
-    import numpy as np
+def _cut_out(pipeline, images: list) -> list:
+    """One network batch of loaded images -> ``(alpha, image)`` uint8 CPU tensors per image; when the
+    batch fails, each image is retried alone so that only the culprit fails (its entry is the error)."""
     import torch
 
-    from .foreground import estimate_foreground
+    try:
+        cut = pipeline.run(images, batch_size=len(images), out_dtype=torch.uint8)
+        return [(cut.alpha[i], None if cut.image is None else cut.image[i]) for i in range(len(images))]
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        if len(images) == 1:
+            return [e]
+        return [r for im in images for r in _cut_out(pipeline, [im])]
 
-    device = getattr(predictor, "device", None) or torch.device("cpu")
-    img = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)[None]
-    img = img.to(device=device, dtype=torch.float32) / 255.0
-    a = torch.as_tensor(alpha, dtype=torch.float32)[None].to(device)
-    return estimate_foreground(img, a)[0].float().cpu()
+
+def _save(dst: Path, alpha, image, args) -> None:
+    from PIL import Image
+
+    if args.mask_only:
+        out = Image.fromarray(alpha.numpy(), "L")
+    else:
+        out = Image.fromarray(image.numpy(), "RGBA" if args.background is None else "RGB")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    out.save(dst, **({"quality": 95} if dst.suffix in (".jpg", ".webp") else {}))
 
 
 def _process_images(jobs: Sequence[Job], predictor, args, outdir: Path, progress: Progress) -> list[tuple[Path, str]]:
-    """Run images in chunks of ``args.batch_size``; returns (path, reason) failures."""
+    """Cut out images in chunks of ``args.batch_size``; returns (path, reason) failures."""
+    from .inputs import frame_count, load_image_file
+    from .pipeline import CutoutOptions, CutoutPipeline
+
+    pipeline = CutoutPipeline(predictor, CutoutOptions(foreground=args.refine_foreground and not args.mask_only,
+                                                       background=args.background, image=not args.mask_only))
     failures: list[tuple[Path, str]] = []
     for chunk in _chunks(list(jobs), args.batch_size):
         loaded = []
         for job in chunk:
             try:
-                loaded.append((job, load_rgb(job.source)))
+                loaded.append((job, load_image_file(job.source)))
             except Exception as e:  # unreadable file: report, continue
                 failures.append((job.source, f"cannot read image: {type(e).__name__}: {e}"))
                 progress.write(f"error: {job.source}: cannot read image ({type(e).__name__}: {e})")
@@ -453,30 +380,12 @@ def _process_images(jobs: Sequence[Job], predictor, args, outdir: Path, progress
                                "(convert it to a video file, e.g. .mp4 or .webm, to process every frame)")
         if not loaded:
             continue
-        try:
-            alphas = _predict(predictor, [im for _, im in loaded])
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:
-            if len(loaded) == 1:
-                alphas = [e]
-            else:  # isolate the culprit: retry one by one
-                alphas = []
-                for _, im in loaded:
-                    try:
-                        alphas.append(_predict(predictor, [im])[0])
-                    except Exception as e1:
-                        alphas.append(e1)
-        for (job, im), alpha in zip(loaded, alphas):
+        results = _cut_out(pipeline, [image for _, image in loaded])
+        for (job, _), result in zip(loaded, results):
             try:
-                if isinstance(alpha, Exception):
-                    raise alpha
-                fg = _foreground(predictor, im, alpha) if args.refine_foreground and not args.mask_only else None
-                out = render_output(im, alpha, background=args.background, mask_only=args.mask_only, foreground=fg)
-                dst = _image_out_path(outdir, job, args)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                save_kw = {"quality": 95} if dst.suffix in (".jpg", ".webp") else {}
-                out.save(dst, **save_kw)
+                if isinstance(result, Exception):
+                    raise result
+                _save(_image_out_path(outdir, job, args), *result, args)
             except KeyboardInterrupt:
                 raise
             except Exception as e:
@@ -484,16 +393,6 @@ def _process_images(jobs: Sequence[Job], predictor, args, outdir: Path, progress
                 progress.write(f"error: {job.source}: {type(e).__name__}: {e}")
             progress.update(1, job.source.name)
     return failures
-
-
-def _predict(predictor, images: list) -> list:
-    """predict_alpha on a list of PIL images -> list of [H_i, W_i] float tensors."""
-    res = predictor.predict_alpha(images if len(images) > 1 else images[0])
-    if isinstance(res, (list, tuple)):
-        return list(res)
-    if res.ndim == 2:
-        return [res]
-    return [res[i] for i in range(res.shape[0])]
 
 
 def _process_video(job: Job, predictor, args, outdir: Path, progress: Progress) -> tuple[Path, str] | None:
@@ -528,8 +427,8 @@ def _process_video(job: Job, predictor, args, outdir: Path, progress: Progress) 
 def main(argv: Sequence[str] | None = None, predictor=None) -> int:
     """Run the CLI; returns the exit code (see module docstring).
 
-    ``predictor``: an object with ``predict_alpha`` (and optionally ``device``) to use instead of
-    loading BEN2 (tests, embedding).
+    ``predictor``: a loaded ``BENPredictor`` (or an object with its ``device`` and ``predict_rgb``)
+    to use instead of loading BEN2 from ``--checkpoint`` (embedding, tests).
     """
     parser = build_parser()
     try:

@@ -1,6 +1,6 @@
-"""Video background removal, streamed through PyAV.
+"""Video background removal, streamed through PyAV and :class:`ben_core.pipeline.CutoutPipeline`.
 
-Frames are decoded, predicted and encoded in batches of ``batch_size``; the whole video is never held in
+Frames are decoded, cut out and encoded in batches of ``batch_size``; the whole video is never held in
 memory. Output is VP9 WebM with an alpha channel (``yuva420p``) when no background colour is given, or
 H.264 MP4 (MPEG-4 Part 2 if libx264 is unavailable) / VP9 WebM composited over a colour. The first audio
 stream is kept: copied when the output container accepts its codec, else transcoded (Opus for WebM,
@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-
-from .compose import composite, to_uint8
+import torch
 
 # audio codecs each output container takes as-is (others are transcoded)
 _REMUX_AUDIO = {
@@ -114,44 +113,32 @@ def _add_audio_stream(av, out, kind: str, astream):
     return s, f"transcoded ({name} -> {codec})", True
 
 
-def _frames_to_output(rgb: np.ndarray, alpha: np.ndarray, fg: np.ndarray | None, background, mask_only: bool) -> np.ndarray:
-    """uint8 frames for the encoder: [B,H,W,4] RGBA (background None) or [B,H,W,3] RGB.
-
-    rgb: uint8 [B,H,W,3]; alpha: float32 [B,H,W] 0..1; fg: optional float32 [B,H,W,3] 0..1 (refined
-    colours, replaces rgb); background: None or (r, g, b) 0..255; mask_only: grey alpha as RGB.
-    """
-    if mask_only:
-        return np.repeat(to_uint8(alpha)[..., None], 3, axis=-1)
-    colour = fg if fg is not None else rgb.astype(np.float32) / 255.0
-    bg = None if background is None else tuple(v / 255.0 for v in background)
-    return to_uint8(composite(colour, alpha, bg))
-
-
 def remove_background_video(
     predictor,
     src: str | Path,
     dst: str | Path,
     *,
-    background: tuple[int, int, int] | None = None,
+    background: tuple[float, float, float] | None = None,
     batch_size: int = 4,
     refine_foreground: bool = False,
     mask_only: bool = False,
     progress: Callable[[int, int | None], None] | None = None,
-    should_stop: Callable[[], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> VideoInfo:
     """Remove the background of every frame of ``src`` and write ``dst``.
 
-    predictor: object with ``predict_alpha(frames uint8 [B,H,W,3]) -> [B,H,W] float 0..1`` (a
-      ``BENPredictor``); its ``device`` attribute (if any) is used for foreground refinement.
+    predictor: a ``BENPredictor`` (the pipeline runs on its device).
     background: None -> transparent output (``dst`` must be .webm/.mkv: VP9, yuva420p); (r, g, b)
-      0..255 -> composited over that colour (.mp4 H.264, or .webm/.mkv VP9 without alpha).
-    batch_size: frames per predictor call (memory holds at most this many decoded frames).
+      floats 0..1 -> composited over that colour (.mp4 H.264, or .webm/.mkv VP9 without alpha).
+    batch_size: frames per network batch (memory holds at most this many decoded frames).
     refine_foreground: blur-fusion foreground colours (ben_core.foreground.estimate_foreground).
     mask_only: write the alpha matte as a greyscale video instead.
     progress(done_frames, total_frames_or_None) after each batch; should_stop() before each batch
-      (raise to abort; the partial output file is removed).
+      (see ben_core.callbacks; the partial output file is removed).
     Returns a VideoInfo. Raises VideoDependencyError without PyAV, ValueError for unusable inputs.
     """
+    from .pipeline import CutoutOptions, CutoutPipeline
+
     av = _import_av()
     src, dst = Path(src), Path(dst)
     if batch_size < 1:
@@ -160,6 +147,8 @@ def remove_background_video(
     alpha_out = background is None and not mask_only
     if mask_only and background is not None:
         raise ValueError("mask_only writes the alpha matte; do not give a background colour too")
+    pipeline = CutoutPipeline(predictor, CutoutOptions(foreground=refine_foreground and not mask_only,
+                                                       background=background, image=not mask_only))
 
     inp = av.open(str(src))
     try:
@@ -186,16 +175,14 @@ def remove_background_video(
                 nonlocal frames_done
                 if not pending:
                     return
-                if should_stop is not None:
-                    should_stop()
                 rgb = np.stack([f.to_ndarray(format="rgb24") for f in pending])
                 if rgb.shape[1:3] != (height, width):
                     raise ValueError(f"{src}: frame size changed mid-stream ({rgb.shape[2]}x{rgb.shape[1]})")
-                alpha = predictor.predict_alpha(rgb)
-                alpha = np.asarray(alpha.float().cpu() if hasattr(alpha, "cpu") else alpha, dtype=np.float32)
-                fg = _refine(predictor, rgb, alpha) if refine_foreground and not mask_only else None
-                data = _frames_to_output(rgb, alpha, fg, background, mask_only)
-                fmt = "rgba" if data.shape[-1] == 4 else "rgb24"
+                cut = pipeline.run(rgb, batch_size=batch_size, should_stop=should_stop, out_dtype=torch.uint8)
+                if mask_only:  # the matte as grey RGB frames
+                    data, fmt = np.repeat(cut.alpha.numpy()[..., None], 3, axis=-1), "rgb24"
+                else:
+                    data, fmt = cut.image.numpy(), ("rgba" if background is None else "rgb24")
                 for src_frame, arr in zip(pending, data):
                     vf = av.VideoFrame.from_ndarray(arr, format=fmt)
                     vf.pts, vf.time_base = src_frame.pts, src_frame.time_base
@@ -240,15 +227,3 @@ def remove_background_video(
     finally:
         inp.close()
     return VideoInfo(frames=frames_done, fps=Fraction(rate), width=width, height=height, audio=audio_desc, path=dst)
-
-
-def _refine(predictor, rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Blur-fusion foreground colours for a batch: rgb uint8 [B,H,W,3], alpha [B,H,W] -> float [B,H,W,3] 0..1."""
-    import torch
-
-    from .foreground import estimate_foreground
-
-    device = getattr(predictor, "device", None) or torch.device("cpu")
-    img = torch.from_numpy(rgb).to(device).permute(0, 3, 1, 2).float() / 255.0
-    a = torch.from_numpy(alpha).to(device)
-    return estimate_foreground(img, a).float().permute(0, 2, 3, 1).cpu().numpy()

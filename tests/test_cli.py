@@ -17,21 +17,20 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class RedPredictor:
-    """Stand-in for BENPredictor: alpha = red channel / 255; records the batch size of every call."""
+    """Stand-in for BENPredictor: alpha = red channel; records the batch size of every network call."""
 
     device = torch.device("cpu")
+    batch_size = 1
 
     def __init__(self):
         self.calls: list[int] = []
 
-    def predict_alpha(self, images, progress=None, should_stop=None):
-        imgs = images if isinstance(images, list) else [images]
-        assert all(isinstance(im, Image.Image) and im.mode == "RGB" for im in imgs)
-        self.calls.append(len(imgs))
-        out = [torch.from_numpy(np.asarray(im, dtype=np.float32)[..., 0] / 255.0) for im in imgs]
-        if not isinstance(images, list):
-            return out[0][None]
-        return out
+    def predict_rgb(self, rgb):
+        images = list(rgb) if isinstance(rgb, torch.Tensor) else rgb
+        assert all(im.dtype == torch.float32 and im.dim() == 3 and im.shape[0] == 3 for im in images)
+        self.calls.append(len(images))
+        alpha = [im[0].clone() for im in images]
+        return torch.stack(alpha) if isinstance(rgb, torch.Tensor) else alpha
 
 
 def rand_image(path: Path, w: int, h: int, seed: int, **save_kw) -> np.ndarray:
@@ -138,11 +137,10 @@ def test_predictor_failure_is_isolated_to_the_bad_image(tmp_path, capsys):
         rand_image(d / f"{i}.png", w, 8, i)
 
     class Picky(RedPredictor):
-        def predict_alpha(self, images, **kw):
-            imgs = images if isinstance(images, list) else [images]
-            if any(im.size[0] == 11 for im in imgs):
+        def predict_rgb(self, rgb):
+            if any(im.shape[-1] == 11 for im in rgb):
                 raise RuntimeError("cannot handle width 11")
-            return super().predict_alpha(images, **kw)
+            return super().predict_rgb(rgb)
 
     assert run([d, "-o", tmp_path / "o", "--batch-size", 3], Picky()) == cli.EXIT_FAILED
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["0.png", "2.png"]
@@ -210,16 +208,6 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert run([src, "-o", tmp_path / "o", "--mask-only", "--background", "#000000"]) == cli.EXIT_USAGE
 
 
-def test_background_parsing():
-    assert cli.parse_background("transparent") is None
-    assert cli.parse_background("#00FF00") == (0, 255, 0)
-    assert cli.parse_background("0a0B0c") == (10, 11, 12)
-    assert cli.parse_background("#fff") == (255, 255, 255)
-    for bad in ("#12345", "green", "#gg0000", ""):
-        with pytest.raises(ValueError):
-            cli.parse_background(bad)
-
-
 def test_missing_weights_offline_gives_clear_message(tmp_path):
     """No --checkpoint, empty HF cache, offline: exit 3 and a message saying where the weights go."""
     src = tmp_path / "x.png"
@@ -250,10 +238,10 @@ def test_video_input_through_cli(tmp_path):
     del av
 
     class Both(DiskPredictor):
-        def predict_alpha(self, images, **kw):
-            if isinstance(images, Image.Image):  # the still image goes through the image path
-                return RedPredictor().predict_alpha(images)
-            return super().predict_alpha(images)
+        def predict_rgb(self, rgb):
+            if rgb.shape[-2:] == (8, 8):  # the still image (the clip's frames are 96x64)
+                return RedPredictor().predict_rgb(rgb)
+            return super().predict_rgb(rgb)
 
     make_clip(tmp_path / "clip.mp4", n=4)
     rand_image(tmp_path / "still.png", 8, 8, 0)

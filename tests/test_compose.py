@@ -149,3 +149,14 @@ def test_to_uint8_rounds_and_clamps():
     np.testing.assert_array_equal(got_np, expected)
     np.testing.assert_array_equal(got_t.numpy(), expected)
     assert got_np.tolist() == [0, 0, 0, 2, 128, 255, 255]
+
+
+def test_background_text_to_0_255():
+    """What ``--background`` accepts (moved from the CLI's former parse_background)."""
+    assert parse_colour("transparent", allow_transparent=True) is None
+    assert colour_to_uint8(parse_colour("#00FF00", allow_transparent=True)) == (0, 255, 0)
+    assert colour_to_uint8(parse_colour("0a0B0c", allow_transparent=True)) == (10, 11, 12)
+    assert colour_to_uint8(parse_colour("#fff", allow_transparent=True)) == (255, 255, 255)
+    for bad in ("#12345", "green", "#gg0000", ""):
+        with pytest.raises(ValueError):
+            parse_colour(bad, allow_transparent=True)

@@ -15,18 +15,18 @@ W, H, N_FRAMES, FPS = 96, 64, 14, Fraction(12)
 
 
 class DiskPredictor:
-    """Stand-in: alpha 1 inside a disc whose centre follows the frame's red level, 0 outside."""
+    """Stand-in for BENPredictor: alpha 1 inside a centred disc, 0 outside; records every batch size."""
 
     device = torch.device("cpu")
+    batch_size = 1
 
     def __init__(self):
         self.calls = []
 
-    def predict_alpha(self, images):
-        arr = np.asarray(images)
-        assert arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[-1] == 3
-        self.calls.append(arr.shape[0])
-        b, h, w, _ = arr.shape
+    def predict_rgb(self, rgb):
+        assert isinstance(rgb, torch.Tensor) and rgb.dtype == torch.float32 and rgb.dim() == 4 and rgb.shape[1] == 3
+        self.calls.append(rgb.shape[0])
+        b, _, h, w = rgb.shape
         yy, xx = np.mgrid[0:h, 0:w]
         inside = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) < (min(h, w) / 3) ** 2
         return torch.from_numpy(np.repeat(inside[None].astype(np.float32), b, axis=0))
@@ -111,7 +111,7 @@ def test_webm_with_alpha_keeps_frames_fps_size_audio(tmp_path):
 def test_mp4_composited_over_colour_keeps_audio(tmp_path):
     src = make_clip(tmp_path / "clip.mp4")
     info = video.remove_background_video(DiskPredictor(), src, tmp_path / "out.mp4",
-                                         background=(255, 0, 255), batch_size=5)
+                                         background=(1.0, 0.0, 1.0), batch_size=5)
     assert info.frames == N_FRAMES and info.audio.startswith("copied")
     frames, fps, has_audio, _ = decode_video(tmp_path / "out.mp4")
     assert len(frames) == N_FRAMES and fps == FPS and has_audio

@@ -1,0 +1,241 @@
+"""The one cut-out pipeline behind every door (CLI, video, Remove Background, Refine Mask):
+
+    image -> alpha (BEN2, or a mask given by the caller) -> optional refinement on the unknown band
+          -> foreground colours -> composite (RGBA cut-out or RGB over a colour)
+
+Work is done chunk by chunk on one device: a chunk's images, alpha, foreground and composite stay
+there until its outputs are made, and only the outputs move (to ``out_device``, optionally already
+quantised to uint8). :meth:`CutoutPipeline.run` processes a whole batch, :meth:`CutoutPipeline.stream`
+a stream of chunks (video frames), one chunk in, one :class:`Cutout` out.
+
+One policy at every door:
+* colours are float 0..1 (uint8 only when a writer asks for it, at the very end);
+* foreground colours: blur fusion (``ben_core.foreground``, upstream BEN2's ``refine_foreground``) over
+  the whole image. Where alpha is 1 that is the image itself; where alpha is 0 it extends the subject's
+  colours, so a straight-alpha RGBA cut-out has no old-background colour to bleed in when resampled.
+  Switched off, the image's own colours are used everywhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
+
+import torch
+
+from .callbacks import Progress, ShouldStop, check_stop, report
+from .compose import composite, to_uint8
+from .foreground import estimate_foreground
+from .inputs import ImageBatch, RGBChunk, chunk_images
+from .refine import refine_alpha
+from .trimap import make_trimap
+
+__all__ = ["Refinement", "CutoutOptions", "Cutout", "CutoutPipeline"]
+
+Maps = Union[torch.Tensor, List[torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """Alpha refinement inside the unknown band of a trimap (:func:`ben_core.refine.refine_alpha`).
+
+    ``method``: ``"guided"`` or ``"vitmatte"``; ``trimap_source`` / ``band_radius``: how the trimap is made
+    when the caller gives none (:func:`ben_core.trimap.make_trimap`; None = the default radius);
+    ``radius`` / ``eps``: guided-filter settings (None = defaults); ``vitmatte``: a loaded
+    ``VitMatteForImageMatting`` (None = :func:`ben_core.vitmatte.load_vitmatte` on first use).
+    """
+
+    method: str = "guided"
+    trimap_source: str = "auto"
+    band_radius: Optional[int] = None
+    radius: Optional[int] = None
+    eps: Optional[float] = None
+    vitmatte: Any = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class CutoutOptions:
+    """What the pipeline makes.
+
+    ``foreground``: estimate foreground colours (blur fusion) instead of using the image's colours.
+    ``background``: None -> RGBA cut-out; ``(r, g, b)`` floats 0..1 -> RGB composited over that colour.
+    ``refine``: a :class:`Refinement`, or None to use the alpha as it comes.
+    ``image``: make the composite at all (False: alpha only, e.g. for a matte file).
+    """
+
+    foreground: bool = True
+    background: Optional[Tuple[float, float, float]] = None
+    refine: Optional[Refinement] = None
+    image: bool = True
+
+
+@dataclass
+class Cutout:
+    """Results of a chunk or a batch, in the input's order.
+
+    ``alpha``: ``[n, H, W]`` 0..1, 1 = foreground; ``image``: ``[n, H, W, 4]`` (RGBA) or ``[n, H, W, 3]``
+    (RGB over the background), channels last, or None when not asked for. Float32 0..1, or uint8 when
+    asked for. Lists of per-image tensors instead of stacked ones when the image sizes differ.
+    """
+
+    alpha: Maps
+    image: Optional[Maps]
+
+    def __len__(self) -> int:
+        return len(self.alpha)
+
+
+class CutoutPipeline:
+    """Cut out images with BEN2 (or a given alpha), chunk by chunk on one device.
+
+    Args:
+        predictor: a :class:`ben_core.predictor.BENPredictor` (anything with ``device``, ``batch_size``
+            and ``predict_rgb``), or None when every call gives the alpha (mask refinement only).
+        options: :class:`CutoutOptions`.
+        device: where the work runs; default the predictor's device (the CPU without a predictor).
+    """
+
+    def __init__(self, predictor=None, options: CutoutOptions = CutoutOptions(), device=None):
+        if not isinstance(options, CutoutOptions):
+            raise TypeError(f"options must be a CutoutOptions, got {type(options).__name__}")
+        if options.background is not None:
+            vals = tuple(options.background)
+            if len(vals) != 3 or not all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in vals):
+                raise ValueError(f"background must be None or three floats in 0..1 (see compose.parse_colour), "
+                                 f"got {options.background!r}")
+        self.predictor = predictor
+        self.options = options
+        if device is None:
+            device = predictor.device if predictor is not None else "cpu"
+        self.device = torch.device(device)
+
+    # -- one chunk, on the device ----------------------------------------------------------------
+
+    def process(self, rgb: RGBChunk, alpha: Optional[Maps] = None, trimap: Optional[Maps] = None,
+                should_stop: ShouldStop = None) -> Cutout:
+        """Cut out one chunk already on the pipeline's device.
+
+        ``rgb``: float RGB 0..1 ``[n, 3, H, W]`` or a list of ``[3, H_i, W_i]``. ``alpha``: the same
+        structure of ``[H, W]`` maps 0..1, or None to predict it (one network batch). ``trimap``: maps
+        {0, 0.5, 1} for the refinement, or None to make them (``options.refine.trimap_source``).
+        ``should_stop`` is checked before every image. Returns a float32 :class:`Cutout` on the device.
+        """
+        images = chunk_images(rgb)
+        if alpha is None:
+            if self.predictor is None:
+                raise ValueError("this pipeline has no predictor: pass the alpha (or build it with a BENPredictor)")
+            alpha = self.predictor.predict_rgb(rgb)
+        alphas, images_out = [], []
+        for i, (x, a) in enumerate(zip(images, alpha)):
+            check_stop(should_stop, i, len(images))
+            if self.options.refine is not None:
+                a = self._refine(x, a, None if trimap is None else trimap[i], should_stop)
+            alphas.append(a)
+            if self.options.image:
+                images_out.append(self._compose(x, a, should_stop))
+        if isinstance(rgb, torch.Tensor):
+            return Cutout(torch.stack(alphas), torch.stack(images_out) if self.options.image else None)
+        return Cutout(alphas, images_out if self.options.image else None)
+
+    def _refine(self, x: torch.Tensor, a: torch.Tensor, trimap: Optional[torch.Tensor],
+                should_stop: ShouldStop) -> torch.Tensor:
+        r = self.options.refine
+        a = a.to(torch.float32)[None]
+        t = make_trimap(a, r.trimap_source, r.band_radius) if trimap is None else trimap.to(a)[None]
+        if r.method == "vitmatte":
+            return refine_alpha(x[None], a, t, method="vitmatte", model=r.vitmatte, should_stop=should_stop)[0]
+        return refine_alpha(x[None], a, t, method=r.method, radius=r.radius, eps=r.eps, should_stop=should_stop)[0]
+
+    def _compose(self, x: torch.Tensor, a: torch.Tensor, should_stop: ShouldStop) -> torch.Tensor:
+        if self.options.foreground:
+            x = estimate_foreground(x[None], a[None], should_stop=should_stop)[0]
+        return composite(x.permute(1, 2, 0), a, self.options.background)
+
+    # -- batches and streams ---------------------------------------------------------------------
+
+    def run(self, images, alpha: Optional[Maps] = None, trimap: Optional[Maps] = None, *,
+            batch_size: Optional[int] = None, progress: Progress = None, should_stop: ShouldStop = None,
+            out_device="cpu", out_dtype: torch.dtype = torch.float32) -> Cutout:
+        """Cut out a batch of images, ``batch_size`` at a time.
+
+        ``images``: anything :class:`ben_core.inputs.ImageBatch` accepts (``[B, H, W, C]`` uint8/float,
+        PIL images, lists of mixed sizes...). ``alpha`` / ``trimap``: ``[B, H, W]`` maps (or lists) for
+        the images, or None (see :meth:`process`). ``batch_size``: images per chunk (default: the
+        predictor's, else 1). ``progress(done, total)`` after every chunk, ``should_stop()`` before every
+        chunk and image (see :mod:`ben_core.callbacks`). Outputs go to ``out_device`` as ``out_dtype``
+        (float32 0..1, or uint8 quantised on the device). The inputs are not modified.
+        """
+        if out_dtype not in (torch.float32, torch.uint8):
+            raise ValueError(f"out_dtype must be torch.float32 or torch.uint8, got {out_dtype!r}")
+        batch = ImageBatch(images)
+        total = len(batch)
+        for name, maps in (("alpha", alpha), ("trimap", trimap)):
+            if maps is not None and [tuple(m.shape[-2:]) for m in maps] != [tuple(s) for s in batch.sizes]:
+                raise ValueError(f"{name} must hold one [H, W] map per image with the image sizes "
+                                 f"{batch.sizes[:4]}{'...' if total > 4 else ''}, got {len(maps)} maps of sizes "
+                                 f"{[tuple(m.shape[-2:]) for m in maps][:4]}")
+        if batch_size is None:
+            batch_size = getattr(self.predictor, "batch_size", 1)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        out = _Outputs(batch, self.options, torch.device(out_device), out_dtype)
+        for start in range(0, total, batch_size):
+            check_stop(should_stop, start, total)
+            end = min(start + batch_size, total)
+            cut = self.process(batch.rgb(start, end, self.device), _slice(alpha, start, end, self.device),
+                               _slice(trimap, start, end, self.device), should_stop)
+            out.put(start, cut)
+            report(progress, end, total)
+        return out.result()
+
+    def stream(self, chunks: Iterable, *, batch_size: Optional[int] = None, should_stop: ShouldStop = None,
+               out_device="cpu", out_dtype: torch.dtype = torch.float32) -> Iterator[Cutout]:
+        """Chunks in, cut-outs out: each chunk (anything :meth:`run` takes, e.g. ``[n, H, W, 3]`` uint8
+        video frames) is cut out (``batch_size`` images per network batch, default the predictor's) and
+        its :class:`Cutout` yielded before the next chunk is read, so memory holds one chunk whatever
+        the length of the stream."""
+        for chunk in chunks:
+            yield self.run(chunk, batch_size=batch_size, should_stop=should_stop, out_device=out_device,
+                           out_dtype=out_dtype)
+
+
+def _slice(maps: Optional[Maps], start: int, end: int, device: torch.device) -> Optional[Maps]:
+    if maps is None:
+        return None
+    part = maps[start:end]
+    if isinstance(part, torch.Tensor):
+        return part.to(device)
+    return [m.to(device) for m in part]
+
+
+class _Outputs:
+    """Collects chunk results on the output device: preallocated stacks when the images share one
+    size (no second copy of a long batch), lists otherwise."""
+
+    def __init__(self, batch: ImageBatch, options: CutoutOptions, device: torch.device, dtype: torch.dtype):
+        self.device, self.dtype, self.uniform = device, dtype, batch.uniform
+        n = len(batch)
+        channels = 4 if options.background is None else 3
+        if self.uniform:
+            h, w = batch.sizes[0]
+            self.alpha = torch.empty((n, h, w), dtype=dtype, device=device)
+            self.image = torch.empty((n, h, w, channels), dtype=dtype, device=device) if options.image else None
+        else:
+            self.alpha = [None] * n
+            self.image = [None] * n if options.image else None
+
+    def _convert(self, x: torch.Tensor) -> torch.Tensor:
+        return (to_uint8(x) if self.dtype == torch.uint8 else x.to(self.dtype)).to(self.device)
+
+    def put(self, start: int, cut: Cutout) -> None:
+        end = start + len(cut)
+        if self.uniform:  # a stacked chunk: one conversion and one copy each
+            self.alpha[start:end] = self._convert(cut.alpha)
+            if self.image is not None:
+                self.image[start:end] = self._convert(cut.image)
+            return
+        self.alpha[start:end] = [self._convert(a) for a in cut.alpha]
+        if self.image is not None:
+            self.image[start:end] = [self._convert(x) for x in cut.image]
+
+    def result(self) -> Cutout:
+        return Cutout(self.alpha, self.image)
