@@ -21,7 +21,6 @@ _NODES = [
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
-IMPORT_ERRORS: dict = {}
 
 for _module, _cls, _id, _name in _NODES:
     try:
@@ -29,7 +28,6 @@ for _module, _cls, _id, _name in _NODES:
         NODE_CLASS_MAPPINGS[_id] = getattr(_mod, _cls)
         NODE_DISPLAY_NAME_MAPPINGS[_id] = _name
     except Exception as _exc:  # keep the rest of the pack usable
-        IMPORT_ERRORS[_id] = _exc
         log.error("BEN2: node %s is unavailable: %s: %s", _id, type(_exc).__name__, _exc)
 
 try:
@@ -39,4 +37,4 @@ try:
 except Exception as _exc:  # never take the pack down over folder registration
     log.error("BEN2: could not register the 'BEN' model folder: %s", _exc)
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "IMPORT_ERRORS"]
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -1,28 +1,30 @@
-"""The one place that touches ComfyUI (``folder_paths``, ``comfy.*``), with plain fallbacks without it.
+"""The one place that touches ComfyUI (``folder_paths``, ``comfy.*``).
 
-Everything is looked up lazily at call time, so the pack imports (and its nodes run) without ComfyUI,
-and tests can put stand-in ``folder_paths`` / ``comfy.model_management`` modules into ``sys.modules``.
+Everything is looked up lazily at call time, so the pack imports without ComfyUI and its nodes can be
+called without it (CI does; tests put stand-in ``folder_paths`` / ``comfy.*`` modules into
+``sys.modules``). Outside ComfyUI there is no progress bar and no interrupt, devices are ben_core's
+defaults, and the model folder must come from a ``folder_paths`` module.
 
-Model folder: ``BEN`` (``ComfyUI/models/BEN``), files ``.pth`` and ``.safetensors``. Paths that
+Model folder: ``BEN`` (``ComfyUI/models/BEN``), every checkpoint extension ben_core reads. Paths that
 ``extra_model_paths.yaml`` declared for ``BEN`` (ComfyUI applies the yaml before custom nodes are
 imported) are kept, in their order; ours is appended (or put first only if nothing was there).
-Without ComfyUI the folders come from the ``BEN2_MODELS_DIR`` environment variable (os.pathsep-separated),
-else ``~/.cache/comfyui-ben2/BEN``.
 """
 from __future__ import annotations
 
 import importlib
 import logging
 import os
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
+
+from ..ben_core.checkpoint import SUPPORTED_EXTENSIONS
+from ..ben_core.devices import resolve_device
 
 log = logging.getLogger("ComfyUI-BEN2")
 
 FOLDER_NAME = "BEN"
-MODEL_EXTENSIONS = frozenset({".pth", ".safetensors"})
-OFFICIAL_DOWNLOAD_NAME = "model.safetensors"
+MODEL_EXTENSIONS = frozenset(SUPPORTED_EXTENSIONS)
 
 
 def _optional_module(name: str):
@@ -50,13 +52,6 @@ def model_management():
 
 
 # ----------------------------------------------------------------------------------------- folders
-
-def _fallback_dirs() -> List[str]:
-    env = os.environ.get("BEN2_MODELS_DIR", "").strip()
-    if env:
-        return [os.path.abspath(os.path.expanduser(p)) for p in env.split(os.pathsep) if p.strip()]
-    return [os.path.join(os.path.expanduser("~"), ".cache", "comfyui-ben2", FOLDER_NAME)]
-
 
 def register_model_folder() -> Optional[List[str]]:
     """Register the ``BEN`` model folder with ComfyUI's folder_paths without clobbering yaml entries.
@@ -96,56 +91,33 @@ def register_model_folder() -> Optional[List[str]]:
     return list(paths)
 
 
-def model_folders() -> List[str]:
-    """Folders searched for BEN checkpoints, first = where downloads go."""
+def _folder_paths_or_raise():
     fp = folder_paths_module()
     if fp is None:
-        return _fallback_dirs()
+        raise FileNotFoundError("the BEN model folder comes from ComfyUI's folder_paths, which is not available "
+                                "here; outside ComfyUI use ben_core.load_ben(path) with the checkpoint's path")
     register_model_folder()
-    return list(fp.get_folder_paths(FOLDER_NAME))
+    return fp
 
 
-def _walk(folder: str) -> List[str]:
-    out = []
-    if not os.path.isdir(folder):
-        return out
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for f in files:
-            if os.path.splitext(f)[1].lower() in MODEL_EXTENSIONS:
-                out.append(os.path.relpath(os.path.join(root, f), folder).replace(os.sep, "/"))
-    return out
+def model_folders() -> List[str]:
+    """Folders searched for BEN checkpoints, first = where downloads go."""
+    return list(_folder_paths_or_raise().get_folder_paths(FOLDER_NAME))
 
 
 def list_model_files() -> List[str]:
-    """Sorted relative names of the ``.pth``/``.safetensors`` files in all BEN folders."""
-    fp = folder_paths_module()
-    if fp is None:
-        names = set()
-        for d in _fallback_dirs():
-            names.update(_walk(d))
-        return sorted(names)
-    register_model_folder()
-    names = fp.get_filename_list(FOLDER_NAME)
+    """Sorted relative names of the checkpoint files in all BEN folders ([] outside ComfyUI: no folders)."""
+    if folder_paths_module() is None:
+        return []
+    names = _folder_paths_or_raise().get_filename_list(FOLDER_NAME)
     return sorted(n for n in names if os.path.splitext(n)[1].lower() in MODEL_EXTENSIONS)
 
 
 def resolve_model_path(name: str) -> str:
     """Full path of the model file ``name`` (as listed by list_model_files); FileNotFoundError if absent."""
-    fp = folder_paths_module()
-    if fp is not None:
-        register_model_folder()
-        path = fp.get_full_path(FOLDER_NAME, name)
-        if path:
-            return path
-    else:
-        rel = os.path.normpath(name)
-        if os.path.isabs(rel) or rel.startswith(".."):
-            raise FileNotFoundError(f"model name {name!r} must be a file name inside the BEN model folder")
-        for d in _fallback_dirs():
-            p = os.path.join(d, rel)
-            if os.path.isfile(p):
-                return p
+    path = _folder_paths_or_raise().get_full_path(FOLDER_NAME, name)
+    if path:
+        return path
     raise FileNotFoundError(
         f"BEN model {name!r} not found in {model_folders()}. Put BEN2_Base.pth or model.safetensors "
         "(https://huggingface.co/PramaLLC/BEN2) into one of these folders, or choose "
@@ -160,11 +132,11 @@ def download_folder() -> str:
 # ----------------------------------------------------------------------------------------- devices
 
 def torch_device() -> torch.device:
-    """ComfyUI's compute device, or CUDA if available, else CPU."""
+    """ComfyUI's compute device; outside ComfyUI ben_core's choice (CUDA, else MPS, else CPU)."""
     mm = model_management()
     if mm is not None:
         return torch.device(mm.get_torch_device())
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    return resolve_device("auto")
 
 
 def offload_device() -> torch.device:
@@ -183,30 +155,28 @@ def intermediate_device() -> torch.device:
     return torch.device("cpu")
 
 
-def supports_fp16(device: torch.device) -> bool:
-    """Whether fp16 inference is advisable on ``device`` (ComfyUI's should_use_fp16 when present)."""
-    if device.type == "cpu":
-        return False
+def half_precision_checks() -> Tuple[Optional[Callable], Optional[Callable]]:
+    """ComfyUI's ``(should_use_fp16, should_use_bf16)`` as ``device -> bool`` predicates for
+    ``ben_core.devices.resolve_precision``, so fp16 is never used where ComfyUI marks it broken
+    (GTX 16xx...); ``(None, None)`` outside ComfyUI (ben_core's defaults then apply)."""
     mm = model_management()
-    if mm is not None and hasattr(mm, "should_use_fp16"):
-        try:
-            return bool(mm.should_use_fp16(device))
-        except Exception:
-            return False
-    return device.type == "cuda" and torch.cuda.is_available()
+    if mm is None:
+        return None, None
 
+    def ask(name: str) -> Optional[Callable]:
+        fn = getattr(mm, name, None)
+        if fn is None:
+            return None
 
-def supports_bf16(device: torch.device) -> bool:
-    """Whether bf16 inference is advisable on ``device`` (ComfyUI's should_use_bf16 when present)."""
-    if device.type == "cpu":
-        return False
-    mm = model_management()
-    if mm is not None and hasattr(mm, "should_use_bf16"):
-        try:
-            return bool(mm.should_use_bf16(device))
-        except Exception:
-            return False
-    return device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        def check(device: torch.device) -> bool:
+            try:
+                return bool(fn(device))
+            except Exception:  # an older/newer signature: never half precision by accident
+                return False
+
+        return check
+
+    return ask("should_use_fp16"), ask("should_use_bf16")
 
 
 # ----------------------------------------------------------------------------- model management
@@ -232,38 +202,22 @@ def load_models_gpu(patchers: list, memory_required: int = 0) -> None:
     mm.load_models_gpu(patchers, memory_required=memory_required, force_full_load=True)
 
 
-def check_interrupt() -> None:
-    """Raise ComfyUI's InterruptProcessingException if the user pressed Cancel (no-op outside ComfyUI)."""
+def should_stop() -> bool:
+    """ben_core's ``should_stop`` callback inside ComfyUI: raises ComfyUI's InterruptProcessingException
+    when the user pressed Cancel (so ComfyUI reports the run as interrupted), else False."""
     mm = model_management()
     if mm is not None and hasattr(mm, "throw_exception_if_processing_interrupted"):
         mm.throw_exception_if_processing_interrupted()
+    return False
 
 
-class _NullProgress:
-    def __init__(self, total: int):
-        self.total = total
-        self.current = 0
-
-    def update_absolute(self, value, total=None, preview=None):
-        if total is not None:
-            self.total = total
-        self.current = min(value, self.total)
-
-    def update(self, value):
-        self.update_absolute(self.current + value)
-
-
-def progress_bar(total: int):
-    """``comfy.utils.ProgressBar(total)`` inside ComfyUI, a silent stand-in outside."""
+def progress_callback(total: int) -> Optional[Callable[[int, int], None]]:
+    """ben_core's ``progress(done, total)`` callback driving ``comfy.utils.ProgressBar(total)``;
+    None outside ComfyUI (ben_core's callbacks are optional)."""
     utils = _optional_module("comfy.utils")
-    if utils is not None and hasattr(utils, "ProgressBar"):
-        return utils.ProgressBar(total)
-    return _NullProgress(total)
-
-
-def progress_callback(total: int) -> Callable[[int, int], None]:
-    """A ``progress(done, total)`` callback (the ben_core predictor's signature) driving a ProgressBar."""
-    bar = progress_bar(total)
+    if utils is None or not hasattr(utils, "ProgressBar"):
+        return None
+    bar = utils.ProgressBar(total)
 
     def progress(done: int, total_: int) -> None:
         bar.update_absolute(int(done), int(total_))

@@ -6,14 +6,15 @@ import os
 
 import torch
 
-from . import comfy_env, model_cache
+from ..ben_core.devices import PRECISIONS
+from ..ben_core.devices import resolve_precision as _resolve_precision
+from ..ben_core.hub import OFFICIAL_FILENAME
+from . import comfy_env, model_cache, widgets
 
 log = logging.getLogger("ComfyUI-BEN2")
 
-CATEGORY = "image/BEN2"
 DEVICES = ["auto", "cpu"]
-PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISION_CHOICES = ["auto"] + list(PRECISIONS)
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -26,31 +27,19 @@ def resolve_device(choice: str) -> torch.device:
 
 
 def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
-    """Inference dtype for a precision choice on ``device``.
-
-    "auto": fp16 where ComfyUI considers fp16 advisable on that GPU (the predictor recomputes any batch
-    with a non-finite result in fp32), else bf16 where advisable, else fp32; always fp32 on CPU.
-    "fp16" on CPU falls back to fp32 (CPU half-precision convolutions are slow or missing).
-    """
-    if choice == "auto":
-        if comfy_env.supports_fp16(device):
-            return torch.float16
-        if comfy_env.supports_bf16(device):
-            return torch.bfloat16
-        return torch.float32
-    if choice not in _DTYPES:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {choice!r}")
-    if choice == "fp16" and device.type == "cpu":
-        log.warning("BEN2: fp16 is not supported on the CPU here, using fp32")
-        return torch.float32
-    return _DTYPES[choice]
+    """Inference dtype for a precision choice on ``device``: ``ben_core.devices.resolve_precision`` asking
+    ComfyUI whether fp16 / bf16 is advisable on that GPU ("auto": fp16, else bf16, else fp32; always fp32
+    on the CPU, where an explicit fp16 also becomes fp32). The predictor recomputes any chunk with a
+    non-finite half-precision result in fp32."""
+    fp16_ok, bf16_ok = comfy_env.half_precision_checks()
+    return _resolve_precision(choice, device, fp16_ok=fp16_ok, bf16_ok=bf16_ok)
 
 
 def model_choices() -> list:
     """Files in the BEN model folders, plus the official file name (downloadable) if it is missing."""
     files = comfy_env.list_model_files()
-    if comfy_env.OFFICIAL_DOWNLOAD_NAME not in files:
-        files = files + [comfy_env.OFFICIAL_DOWNLOAD_NAME]
+    if OFFICIAL_FILENAME not in files:
+        files = files + [OFFICIAL_FILENAME]
     return files
 
 
@@ -59,10 +48,9 @@ def find_or_download(model_name: str, download: bool) -> str:
     try:
         return comfy_env.resolve_model_path(model_name)
     except FileNotFoundError:
-        if not download or model_name != comfy_env.OFFICIAL_DOWNLOAD_NAME:
-            hint = ("Turn on 'download_official_weights' to fetch model.safetensors from "
-                    "huggingface.co/PramaLLC/BEN2, or put" if model_name == comfy_env.OFFICIAL_DOWNLOAD_NAME
-                    else "Put")
+        if not download or model_name != OFFICIAL_FILENAME:
+            hint = (f"Turn on 'download_official_weights' to fetch {OFFICIAL_FILENAME} from "
+                    "huggingface.co/PramaLLC/BEN2, or put" if model_name == OFFICIAL_FILENAME else "Put")
             raise FileNotFoundError(
                 f"BEN model {model_name!r} is not in {comfy_env.model_folders()}. {hint} the checkpoint "
                 "(BEN2_Base.pth or model.safetensors) into one of these folders and refresh (press 'r').")
@@ -79,7 +67,7 @@ class BEN2LoadModel:
                    "'BEN' in extra_model_paths.yaml). The network is loaded once and shared by every node and run "
                    "that asks for the same file, device and precision, and ComfyUI may offload it when other models "
                    "need the VRAM.")
-    CATEGORY = CATEGORY
+    CATEGORY = widgets.CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = ("BEN_MODEL",)
     RETURN_NAMES = ("ben_model",)
@@ -99,7 +87,7 @@ class BEN2LoadModel:
                     "default": "auto",
                     "tooltip": "auto: the device ComfyUI computes on (your GPU if it has one); cpu: always the CPU "
                                "(slow: tens of seconds per image at 1024)."}),
-                "precision": (PRECISIONS, {
+                "precision": (PRECISION_CHOICES, {
                     "default": "auto",
                     "tooltip": "auto: fp16 on GPUs where ComfyUI uses fp16, else bf16 where supported, else fp32 "
                                "(always fp32 on the CPU). A batch that comes out NaN/inf in fp16/bf16 is recomputed "

@@ -1,0 +1,40 @@
+"""Widgets and checks the BEN2 nodes share (one definition each: same input, same meaning, every node).
+
+Node modules import from here, never from each other.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from ..ben_core.compose import parse_colour
+
+CATEGORY = "image/BEN2"
+OUTPUT_MODES = ["RGBA", "RGB"]
+
+OUTPUT_MODE = (OUTPUT_MODES, {
+    "default": "RGBA",
+    "tooltip": "RGBA: transparent cut-out (4 channels; don't feed it to a VAE). RGB: the foreground composited "
+               "over background_colour (3 channels, works everywhere)."})
+BACKGROUND_COLOUR = ("STRING", {
+    "default": "#FFFFFF",
+    "tooltip": "Colour behind the foreground in RGB mode: #RRGGBB, #RGB or r,g,b (0-255)."})
+REFINE_FOREGROUND = ("BOOLEAN", {
+    "default": True,
+    "tooltip": "Estimate the true foreground colours (blur fusion, as upstream BEN2's refine_foreground) so "
+               "semi-transparent edges and hair carry no old-background colour; also extends the subject's "
+               "colours under transparent pixels, so a resized RGBA cut-out gets no halo. Costs a little time "
+               "at full resolution. Off: the image's own colours."})
+
+
+def background(output_mode: str, colour_text: str) -> Optional[Tuple[float, float, float]]:
+    """The pipeline's background for the output_mode / background_colour widgets: None for RGBA, the
+    parsed colour (floats 0..1) for RGB. Raises ValueError naming the widget for a bad value, before
+    any slow work."""
+    if output_mode not in OUTPUT_MODES:
+        raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
+    if output_mode == "RGBA":
+        return None
+    try:
+        return parse_colour(colour_text)
+    except ValueError as e:
+        raise ValueError(f"background_colour: {e}") from None
