@@ -75,10 +75,10 @@ def image_b64(rgb: np.ndarray, fmt: str = "PNG") -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def probs_b64(codes: np.ndarray, compressed: bool = True) -> str:
-    """Payload ``probs``: base64 of zlib(uint16le) ("zlib-uint16le"), or of the raw bytes (legacy form)."""
+def probs_b64(codes: np.ndarray) -> str:
+    """Payload ``probs``: base64 of zlib(uint16le) ("zlib-uint16le")."""
     raw = codes.astype("<u2").tobytes(order="C")
-    return base64.b64encode(zlib.compress(raw, 6) if compressed else raw).decode("ascii")
+    return base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
 
 
 def synthetic_codes() -> np.ndarray:
@@ -98,23 +98,14 @@ def synthetic_image() -> np.ndarray:
     return img
 
 
-#: The two payload forms the widget must read: what the node sends now, and what older runs sent (and
-#: ComfyUI may still hold in its history / saved workflows): raw uint16le probs and a PNG, no format fields.
-FORMS = ("zlib-jpeg", "legacy")
-
-
-def make_payload(codes=None, image=None, form="zlib-jpeg", **params) -> dict:
+def make_payload(codes=None, image=None, **params) -> dict:
+    """A payload as nodes/trimap_preview.py builds it (zlib uint16 probs, JPEG image)."""
     codes = synthetic_codes() if codes is None else codes
     image = synthetic_image() if image is None else image
     h, w = codes.shape
     prm = {**DEFAULTS, **params}
-    if form == "zlib-jpeg":
-        fields = {"image": image_b64(image, "JPEG"), "image_format": "jpeg",
-                  "probs": probs_b64(codes), "probs_encoding": "zlib-uint16le"}
-    elif form == "legacy":
-        fields = {"image": image_b64(image, "PNG"), "probs": probs_b64(codes, compressed=False)}
-    else:
-        raise ValueError(form)
+    fields = {"image": image_b64(image, "JPEG"), "image_format": "jpeg",
+              "probs": probs_b64(codes), "probs_encoding": "zlib-uint16le"}
     return {
         "width": w,
         "height": h,
@@ -194,7 +185,7 @@ def page(browser, server):
 # pre-existing callbacks (to check chaining), make a node, and read canvas pixels.
 SETUP_JS = """
 (opts) => {
-  const { withDOMWidget = true, values } = opts;
+  const { withDOMWidget = true, values, nodeData = { name: "BEN2_ShowTrimap" } } = opts;
   const ext = app.extensions.find((e) => e.name === "BEN2.TrimapPreview");
   if (!ext) throw new Error("extension BEN2.TrimapPreview was not registered");
   const NodeType = fakeNode.makeNodeType({ withDOMWidget });
@@ -207,7 +198,7 @@ SETUP_JS = """
   const otherExec = Other.prototype.onExecuted = function () {};
   ext.beforeRegisterNodeDef(Other, { name: "SomethingElse" });
   if (Other.prototype.onExecuted !== otherExec) throw new Error("patched a foreign node type");
-  ext.beforeRegisterNodeDef(NodeType, { name: "BEN2_ShowTrimap" });
+  ext.beforeRegisterNodeDef(NodeType, nodeData);
   window.node = new NodeType(values);
   return true;
 }
@@ -270,11 +261,9 @@ def colors(page):
 FG_PT, MID_PT, BG_PT = (5, 24), (32, 24), (60, 24)
 
 
-@pytest.mark.parametrize("form", FORMS)
-def test_renders_three_regions_and_unknown_count(page, form):
-    setup_node(page, [make_payload(form=form)])
-    # the PNG of the legacy form is exact; JPEG (q85, flat 16-px-aligned blocks) only nearly so
-    tol = 0 if form == "legacy" else 3
+def test_renders_three_regions_and_unknown_count(page):
+    setup_node(page, [make_payload()])
+    tol = 3  # JPEG (q85, flat 16-px-aligned blocks) is nearly exact
     col = colors(page)
     assert len({tuple(v) for v in col.values()}) == 3, "the three region colours must differ"
 
@@ -405,7 +394,7 @@ def test_slider_inert_after_removal(page):
 
 def test_several_images_selector(page):
     second = np.full((H, W), round(0.5 * 65535), np.uint16)  # all unknown
-    setup_node(page, [make_payload(), make_payload(codes=second, form="legacy")])
+    setup_node(page, [make_payload(), make_payload(codes=second)])
     col = colors(page)
     set_mode(page, "trimap")
     assert page.evaluate("document.querySelector('[data-role=image-select]').options.length") == 2
@@ -425,7 +414,7 @@ def _status_after(page, payload):
 
 def test_bad_payload_shows_error_and_keeps_chain(page):
     page.evaluate(SETUP_JS, {"withDOMWidget": True, "values": node_values()})
-    bad = make_payload(form="legacy")
+    bad = make_payload()
     bad["probs"] = base64.b64encode(b"\x00\x01\x02").decode()
     status = _status_after(page, bad)
     assert "probs" in status and "width*height*2" in status
@@ -452,6 +441,11 @@ def test_bad_payload_shows_error_and_keeps_chain(page):
     bad = make_payload()
     bad["image_format"] = "tiff"
     assert "image_format" in _status_after(page, bad)
+    # the format fields are required: a payload without them (raw probs, PNG) is refused, not guessed
+    for key in ("probs_encoding", "image_format"):
+        bad = make_payload()
+        del bad[key]
+        assert key in _status_after(page, bad)
     bad = make_payload()
     bad["image"] = base64.b64encode(b"this is not an image" * 8).decode()
     assert "could not decode the preview image (image/jpeg)" in _status_after(page, bad)
@@ -460,7 +454,7 @@ def test_bad_payload_shows_error_and_keeps_chain(page):
     page.wait_for_function("node.ben2TrimapPreview.root.dataset.ready !== '0'", timeout=10000)
     assert page.evaluate("node.ben2TrimapPreview.root.dataset.ready") == "1"
     assert page.evaluate("node.ben2TrimapPreview.status.textContent") == ""
-    assert [e[0] if isinstance(e, list) else e for e in page.evaluate("protoLog")].count("executed") == 10
+    assert [e[0] if isinstance(e, list) else e for e in page.evaluate("protoLog")].count("executed") == 12
 
 
 def test_newer_message_wins_over_a_slower_older_decode(page):
@@ -594,17 +588,16 @@ def test_recompute_matches_ben_core_trimap(page):
         assert np.array_equal(np.array(got["labels"], np.uint8), want.ravel()), name
 
 
-@pytest.mark.parametrize("form", FORMS)
-def test_payload_json_roundtrip_is_what_the_widget_reads(page, form):
-    """The payload survives JSON (as ComfyUI sends it) and decodes to the same codes, in both forms."""
+def test_payload_json_roundtrip_is_what_the_widget_reads(page):
+    """The payload survives JSON (as ComfyUI sends it) and decodes to the same codes."""
     rng = np.random.default_rng(3)
     codes = rng.integers(0, 65536, size=(H, W), dtype=np.uint16)
     codes[:3, :3] = [[0, 1, 255], [256, 65534, 65535], [0x00FF, 0xFF00, 0x8001]]  # byte order matters
-    payload = json.loads(json.dumps(make_payload(codes=codes, form=form)))
+    payload = json.loads(json.dumps(make_payload(codes=codes)))
     got = page.evaluate("""async (p) => { const d = await core.decodePayload(p);
                                           return { probs: Array.from(d.probs), mime: d.imageMime }; }""", payload)
     assert np.array_equal(np.array(got["probs"], np.uint16).reshape(H, W), codes)
-    assert got["mime"] == ("image/jpeg" if form == "zlib-jpeg" else "image/png")
+    assert got["mime"] == "image/jpeg"
 
 
 # ----------------------------------------------------------------------------- the real node's payload
@@ -642,3 +635,21 @@ def test_real_node_payload_drives_the_widget(page):
     trimap = res["result"][0][0].double().numpy()
     assert np.array_equal(np.array(got["labels"], np.uint8).reshape(h, w), np.rint(trimap * 2).astype(np.uint8))
     assert page.evaluate("node.ben2TrimapPreview.status.textContent") == ""
+
+
+def test_slider_defaults_come_from_the_node_definition(page):
+    """The widget holds no copy of the paper's constants: before any run, and with the threshold widgets
+    converted to inputs, its sliders show the defaults of the definition the server sends, which the
+    Python node takes from ben_core.trimap.PAPER_DEFAULTS."""
+    pack = _load_pack()
+    if pack is None or "BEN2_ShowTrimap" not in getattr(pack, "NODE_CLASS_MAPPINGS", {}):
+        pytest.skip("the pack's nodes do not import here")
+    import importlib
+
+    paper = importlib.import_module(pack.__name__ + ".ben_core.trimap").PAPER_DEFAULTS
+    spec = pack.NODE_CLASS_MAPPINGS["BEN2_ShowTrimap"].INPUT_TYPES()
+    node_data = json.loads(json.dumps({"name": "BEN2_ShowTrimap", "input": {"required": {
+        k: [v[0] if isinstance(v[0], str) else list(v[0]), v[1]] for k, v in spec["required"].items()}}}))
+    page.evaluate(SETUP_JS, {"withDOMWidget": True, "values": {}, "nodeData": node_data})
+    got = page.evaluate("() => ({...node.ben2TrimapPreview.values})")  # the range inputs round to their step
+    assert got == {k: paper[k] for k in ("t_low", "t_high", "min_unknown_fraction")}

@@ -3,11 +3,11 @@
 // No ComfyUI / LiteGraph dependency and no side effects at import time (ComfyUI loads every .js file
 // of WEB_DIRECTORY as an extension, so this module must be inert on its own).
 //
-// Payload (see the "Show Trimap preview payload" contract): width, height (ints), image (base64 image,
-// RGB at width x height; image_format "jpeg" or "png", absent = "png"), probs (base64 of little-endian
-// uint16, row-major, value = round(p * 65535); probs_encoding "zlib-uint16le" = zlib-compressed, absent =
-// raw bytes as older runs sent them), t_low, t_high, t_min, t_max, step, min_unknown_fraction, final_t_low,
-// final_t_high, unknown_count, full_width, full_height. Decoding is async (zlib via DecompressionStream).
+// Payload (built by nodes/trimap_preview.py; the widget tests keep the two sides in sync): width, height
+// (ints), image (base64 JPEG, RGB at width x height, image_format "jpeg"), probs (base64 of zlib-compressed
+// little-endian uint16, row-major, value = round(p * 65535), probs_encoding "zlib-uint16le"), t_low, t_high,
+// t_min, t_max, step, min_unknown_fraction (the run's parameters), final_t_low, final_t_high, unknown_count,
+// full_width, full_height. Decoding is async (zlib via DecompressionStream).
 
 /** Trimap labels used in the Uint8Array returned by {@link classify}. */
 export const BG = 0;
@@ -24,10 +24,10 @@ export const COLORS = Object.freeze({
 /** View modes of the widget. */
 export const MODES = Object.freeze(["overlay", "image", "mask", "trimap"]);
 
-/** payload.probs_encoding values understood by {@link decodeProbs} (undefined = legacy raw uint16le). */
-export const PROBS_ENCODINGS = Object.freeze(["zlib-uint16le", "uint16le"]);
-/** payload.image_format -> MIME type of the data URL (undefined = legacy "png"). */
-export const IMAGE_MIME = Object.freeze({ png: "image/png", jpeg: "image/jpeg", webp: "image/webp" });
+/** payload.probs_encoding understood by {@link decodeProbs}. */
+export const PROBS_ENCODING = "zlib-uint16le";
+/** payload.image_format -> MIME type of the data URL. */
+export const IMAGE_MIME = Object.freeze({ jpeg: "image/jpeg" });
 
 const U16_LEVELS = 65536;
 const U16_MAX = 65535;
@@ -142,33 +142,31 @@ export function bytesToCodes(bytes, width, height, what = "probs has") {
 }
 
 /**
- * Decode the payload's `probs` field: base64 of little-endian uint16, row-major, width*height values,
- * zlib-compressed when encoding is "zlib-uint16le", raw when it is undefined (older payloads) or "uint16le".
+ * Decode the payload's `probs` field: base64 of zlib-compressed little-endian uint16, row-major,
+ * width*height values.
  * @param {string} b64
  * @param {number} width
  * @param {number} height
- * @param {string} [encoding] payload.probs_encoding
+ * @param {string} encoding payload.probs_encoding, must be {@link PROBS_ENCODING}
  * @returns {Promise<Uint16Array>} length width*height, values 0..65535 (probability = value / 65535)
  */
 export async function decodeProbs(b64, width, height, encoding) {
-  if (encoding !== undefined && !PROBS_ENCODINGS.includes(encoding)) {
+  if (encoding !== PROBS_ENCODING) {
     throw new TypeError(
-      `trimap preview payload: unknown probs_encoding ${JSON.stringify(encoding)}, expected one of ` +
-        `${PROBS_ENCODINGS.join(", ")} (or none for raw uint16le); update the BEN2 pack's web files`,
+      `trimap preview payload: unknown probs_encoding ${JSON.stringify(encoding)}, expected ` +
+        `${JSON.stringify(PROBS_ENCODING)}; reload the page after updating the BEN2 pack`,
     );
   }
-  let bytes = decodeBase64(b64);
-  if (encoding === "zlib-uint16le") {
-    try {
-      bytes = await inflateZlib(bytes, 2 * width * height);
-    } catch (err) {
-      throw new RangeError(
-        `probs (zlib-uint16le) could not be decompressed to width*height*2 = ${2 * width * height} bytes ` +
-          `(width=${width}, height=${height}): ${err?.message || err}`,
-      );
-    }
+  let bytes;
+  try {
+    bytes = await inflateZlib(decodeBase64(b64), 2 * width * height);
+  } catch (err) {
+    throw new RangeError(
+      `probs (${PROBS_ENCODING}) could not be decompressed to width*height*2 = ${2 * width * height} bytes ` +
+        `(width=${width}, height=${height}): ${err?.message || err}`,
+    );
   }
-  return bytesToCodes(bytes, width, height, encoding === "zlib-uint16le" ? "probs (zlib-uint16le) inflates to" : "probs has");
+  return bytesToCodes(bytes, width, height, `probs (${PROBS_ENCODING}) inflates to`);
 }
 
 function requireNumber(p, key, { integer = false, min = -Infinity } = {}) {
@@ -198,11 +196,11 @@ export async function decodePayload(payload) {
   if (typeof payload.image !== "string" || payload.image.length === 0) {
     throw new TypeError("trimap preview payload: 'image' must be a base64 image string (no data: prefix)");
   }
-  const format = payload.image_format === undefined ? "png" : payload.image_format;
-  if (!Object.hasOwn(IMAGE_MIME, format)) {
+  const format = payload.image_format;
+  if (typeof format !== "string" || !Object.hasOwn(IMAGE_MIME, format)) {
     throw new TypeError(
-      `trimap preview payload: unknown image_format ${JSON.stringify(payload.image_format)}, expected one of ` +
-        `${Object.keys(IMAGE_MIME).join(", ")} (or none for png)`,
+      `trimap preview payload: unknown image_format ${JSON.stringify(format)}, expected one of ` +
+        `${Object.keys(IMAGE_MIME).join(", ")}; reload the page after updating the BEN2 pack`,
     );
   }
   if (typeof payload.probs !== "string") {
@@ -213,7 +211,7 @@ export async function decodePayload(payload) {
     t_high: requireNumber(payload, "t_high"),
     t_min: requireNumber(payload, "t_min"),
     t_max: requireNumber(payload, "t_max"),
-    step: payload.step === undefined ? 0.001 : requireNumber(payload, "step"),
+    step: requireNumber(payload, "step"),
     min_unknown_fraction: requireNumber(payload, "min_unknown_fraction", { min: 0 }),
   };
   const probs = await decodeProbs(payload.probs, width, height, payload.probs_encoding);
@@ -416,10 +414,10 @@ export function renderPixels(out, image, probs, labels, mode, opacity) {
  * @param {string} b64 base64 image without data: prefix
  * @param {number} width
  * @param {number} height
- * @param {string} [mime] its MIME type ("image/jpeg", "image/png" = default; see {@link IMAGE_MIME})
+ * @param {string} mime its MIME type (see {@link IMAGE_MIME})
  * @returns {Promise<Uint8ClampedArray>} RGBA, length 4*width*height
  */
-export async function decodeImage(b64, width, height, mime = "image/png") {
+export async function decodeImage(b64, width, height, mime) {
   const img = new Image();
   img.src = `data:${mime};base64,${b64}`;
   await img.decode();
@@ -434,11 +432,6 @@ export async function decodeImage(b64, width, height, mime = "image/png") {
   const ctx = c.getContext("2d", { willReadFrequently: true });
   ctx.drawImage(img, 0, 0, width, height);
   return ctx.getImageData(0, 0, width, height).data;
-}
-
-/** {@link decodeImage} of a PNG (kept for callers of the older name). */
-export function decodePng(b64, width, height) {
-  return decodeImage(b64, width, height, "image/png");
 }
 
 /** Format a threshold for display (3 decimals, trailing zeros kept). */

@@ -57,10 +57,29 @@ function findWidget(node, name) {
   return Array.isArray(node?.widgets) ? node.widgets.find((w) => w && w.name === name) : undefined;
 }
 
+/**
+ * The defaults of the watched widgets from the node definition the server sends (Python reads them from
+ * ben_core.trimap.PAPER_DEFAULTS; this file holds no copy): {t_low: 0.1, ...} for those it declares.
+ */
+export function definitionDefaults(nodeData) {
+  const out = {};
+  const inputs = { ...nodeData?.input?.required, ...nodeData?.input?.optional };
+  for (const key of WATCHED) {
+    const value = Number(inputs[key]?.[1]?.default);
+    if (inputs[key] && Number.isFinite(value)) out[key] = value;
+  }
+  return out;
+}
+
 /** One preview per node: owns the DOM, the decoded payloads and the listeners (disposed on removal). */
 export class TrimapPreview {
-  constructor(node) {
+  /**
+   * @param {object} node the LiteGraph node
+   * @param {object} defaults slider values until the node's widgets or a run say otherwise ({@link definitionDefaults})
+   */
+  constructor(node, defaults = {}) {
     this.node = node;
+    this.defaults = defaults;
     this.abort = new AbortController();
     this.hooks = [];
     this.payloads = [];
@@ -129,7 +148,7 @@ export class TrimapPreview {
     this.root.append(modeRow, this.canvas, el("div", { class: "row" }, [legend]), opacityRow, ...sliderRows, this.info, this.status);
     // Keep slider drags from also dragging the node / panning the graph.
     for (const type of ["pointerdown", "mousedown", "wheel"]) on(this.root, type, (e) => e.target !== this.canvas && e.stopPropagation());
-    this.setSliderValues({ t_low: 0.1, t_high: 0.9, min_unknown_fraction: 60000 / 1024 ** 2 }, this.readNodeValues());
+    this.setSliderValues(this.defaults, this.readNodeValues());
   }
 
   /** Current values of the node's own widgets (only those that exist and are finite numbers). */
@@ -381,19 +400,23 @@ export class TrimapPreview {
   }
 }
 
-function previewOf(node) {
-  if (!node.ben2TrimapPreview || node.ben2TrimapPreview.disposed) node.ben2TrimapPreview = new TrimapPreview(node);
+function previewOf(node, defaults) {
+  if (!node.ben2TrimapPreview || node.ben2TrimapPreview.disposed) node.ben2TrimapPreview = new TrimapPreview(node, defaults);
   return node.ben2TrimapPreview;
 }
 
-/** Patch a node class (chaining every callback we touch). Exported for tests. */
-export function patchNodeType(nodeType) {
+/**
+ * Patch a node class (chaining every callback we touch). Exported for tests.
+ * @param {Function} nodeType the LiteGraph node class
+ * @param {object} [defaults] slider defaults ({@link definitionDefaults} of the node definition)
+ */
+export function patchNodeType(nodeType, defaults = {}) {
   const proto = nodeType.prototype;
   const onNodeCreated = proto.onNodeCreated;
   proto.onNodeCreated = function () {
     const r = onNodeCreated?.apply(this, arguments);
     try {
-      previewOf(this);
+      previewOf(this, defaults);
     } catch (err) {
       console.error("[BEN2 trimap preview] could not create the widget", err);
     }
@@ -405,7 +428,7 @@ export function patchNodeType(nodeType) {
     const payloads = message?.ben2_trimap;
     if (payloads) {
       try {
-        previewOf(this).setPayloads(payloads);
+        previewOf(this, defaults).setPayloads(payloads);
       } catch (err) {
         console.error("[BEN2 trimap preview]", err);
       }
@@ -441,6 +464,6 @@ export function patchNodeType(nodeType) {
 app.registerExtension({
   name: "BEN2.TrimapPreview",
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData?.name === NODE_NAME) patchNodeType(nodeType);
+    if (nodeData?.name === NODE_NAME) patchNodeType(nodeType, definitionDefaults(nodeData));
   },
 });
