@@ -120,21 +120,30 @@ class CutoutPipeline:
         ``should_stop`` is checked before every image. Returns a float32 :class:`Cutout` on the device.
         """
         images = chunk_images(rgb)
+        stacked = isinstance(rgb, torch.Tensor)
         if alpha is None:
             if self.predictor is None:
                 raise ValueError("this pipeline has no predictor: pass the alpha (or build it with a BENPredictor)")
             alpha = self.predictor.predict_rgb(rgb)
-        alphas, images_out = [], []
+        if self.options.refine is not None:
+            refined = []
+            for i, (x, a) in enumerate(zip(images, alpha)):
+                check_stop(should_stop, i, len(images))
+                refined.append(self._refine(x, a, None if trimap is None else trimap[i], should_stop))
+            alpha = torch.stack(refined) if stacked else refined
+        if not self.options.image:
+            return Cutout(alpha, None)
+        out = None if stacked else []
         for i, (x, a) in enumerate(zip(images, alpha)):
             check_stop(should_stop, i, len(images))
-            if self.options.refine is not None:
-                a = self._refine(x, a, None if trimap is None else trimap[i], should_stop)
-            alphas.append(a)
-            if self.options.image:
-                images_out.append(self._compose(x, a, should_stop))
-        if isinstance(rgb, torch.Tensor):
-            return Cutout(torch.stack(alphas), torch.stack(images_out) if self.options.image else None)
-        return Cutout(alphas, images_out if self.options.image else None)
+            composed = self._compose(x, a, should_stop)
+            if not stacked:
+                out.append(composed)
+                continue
+            if out is None:  # written image by image: no list of full-size results to stack
+                out = composed.new_empty((len(images), *composed.shape))
+            out[i] = composed
+        return Cutout(alpha, out)
 
     def _refine(self, x: torch.Tensor, a: torch.Tensor, trimap: Optional[torch.Tensor],
                 should_stop: ShouldStop) -> torch.Tensor:
@@ -177,7 +186,7 @@ class CutoutPipeline:
             batch_size = getattr(self.predictor, "batch_size", 1)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        out = _Outputs(batch, self.options, torch.device(out_device), out_dtype)
+        out = _Outputs(batch, self.options.image, torch.device(out_device), out_dtype)
         for start in range(0, total, batch_size):
             check_stop(should_stop, start, total)
             end = min(start + batch_size, total)
@@ -208,34 +217,33 @@ def _slice(maps: Optional[Maps], start: int, end: int, device: torch.device) -> 
 
 
 class _Outputs:
-    """Collects chunk results on the output device: preallocated stacks when the images share one
-    size (no second copy of a long batch), lists otherwise."""
+    """Collects chunk results on the output device: stacks when the images share one size (no second
+    copy of a long batch; allocated when the first chunk is done, so not during its network pass),
+    lists otherwise."""
 
-    def __init__(self, batch: ImageBatch, options: CutoutOptions, device: torch.device, dtype: torch.dtype):
-        self.device, self.dtype, self.uniform = device, dtype, batch.uniform
-        n = len(batch)
-        channels = 4 if options.background is None else 3
-        if self.uniform:
-            h, w = batch.sizes[0]
-            self.alpha = torch.empty((n, h, w), dtype=dtype, device=device)
-            self.image = torch.empty((n, h, w, channels), dtype=dtype, device=device) if options.image else None
-        else:
-            self.alpha = [None] * n
-            self.image = [None] * n if options.image else None
+    def __init__(self, batch: ImageBatch, with_image: bool, device: torch.device, dtype: torch.dtype):
+        self.n, self.device, self.dtype, self.uniform = len(batch), device, dtype, batch.uniform
+        self.alpha: Optional[Maps] = None if self.uniform else [None] * self.n
+        self.image: Optional[Maps] = None if self.uniform or not with_image else [None] * self.n
 
     def _convert(self, x: torch.Tensor) -> torch.Tensor:
         return (to_uint8(x) if self.dtype == torch.uint8 else x.to(self.dtype)).to(self.device)
 
     def put(self, start: int, cut: Cutout) -> None:
         end = start + len(cut)
-        if self.uniform:  # a stacked chunk: one conversion and one copy each
-            self.alpha[start:end] = self._convert(cut.alpha)
-            if self.image is not None:
-                self.image[start:end] = self._convert(cut.image)
+        if not self.uniform:
+            self.alpha[start:end] = [self._convert(a) for a in cut.alpha]
+            if cut.image is not None:
+                self.image[start:end] = [self._convert(x) for x in cut.image]
             return
-        self.alpha[start:end] = [self._convert(a) for a in cut.alpha]
-        if self.image is not None:
-            self.image[start:end] = [self._convert(x) for x in cut.image]
+        # a stacked chunk: one conversion and one copy each
+        if self.alpha is None:
+            self.alpha = torch.empty((self.n, *cut.alpha.shape[1:]), dtype=self.dtype, device=self.device)
+        self.alpha[start:end] = self._convert(cut.alpha)
+        if cut.image is not None:
+            if self.image is None:
+                self.image = torch.empty((self.n, *cut.image.shape[1:]), dtype=self.dtype, device=self.device)
+            self.image[start:end] = self._convert(cut.image)
 
     def result(self) -> Cutout:
         return Cutout(self.alpha, self.image)
