@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -113,6 +113,75 @@ def _add_audio_stream(av, out, kind: str, astream):
     return s, f"transcoded ({name} -> {codec})", True
 
 
+def _frame_batches(inp, vin, ain, rate: Fraction, batch_size: int, on_audio: Callable) -> Iterator[list]:
+    """Demux ``inp``: audio packets of ``ain`` go to ``on_audio(packet)`` as they come, decoded video
+    frames of ``vin`` are yielded in lists of ``batch_size`` (the last one shorter). Frames without a
+    timestamp get one from the frame rate."""
+    pending: list = []
+    next_pts = 0
+    for packet in inp.demux([vin] + ([ain] if ain is not None else [])):
+        if packet.stream.type != "video":
+            on_audio(packet)
+            continue
+        for frame in packet.decode():
+            if frame.pts is None:
+                frame.pts = next_pts
+                frame.time_base = 1 / rate
+            next_pts = frame.pts + 1
+            pending.append(frame)
+            if len(pending) >= batch_size:
+                yield pending
+                pending = []
+    if pending:
+        yield pending
+
+
+class _Output:
+    """The output container: a video stream encoded from numpy frames and, if the input has audio, its
+    first audio stream (packets copied, or decoded and re-encoded where the container needs it)."""
+
+    def __init__(self, av, path: Path, kind: str, vin, ain, rate: Fraction, alpha: bool):
+        self.av = av
+        self.container = av.open(str(path), "w")
+        try:
+            self.video = _add_video_stream(av, self.container, kind, rate, vin.codec_context.width,
+                                           vin.codec_context.height, vin.time_base, alpha)
+            self.audio, self.audio_desc, self.transcode = None, None, False
+            if ain is not None:
+                self.audio, self.audio_desc, self.transcode = _add_audio_stream(av, self.container, kind, ain)
+        except BaseException:
+            self.container.close()
+            raise
+
+    def mux_audio(self, packet) -> None:
+        if self.audio is None:
+            return
+        if not self.transcode:
+            if packet.dts is not None:
+                packet.stream = self.audio
+                self.container.mux(packet)
+            return
+        for af in packet.decode():
+            self.container.mux(self.audio.encode(af))
+
+    def write(self, sources: list, data: np.ndarray, fmt: str) -> None:
+        """Encode ``data`` (uint8 ``[n, H, W, C]`` frames of pixel format ``fmt``) with the timestamps of
+        the decoded ``sources``."""
+        for src_frame, arr in zip(sources, data):
+            vf = self.av.VideoFrame.from_ndarray(arr, format=fmt)
+            vf.pts, vf.time_base = src_frame.pts, src_frame.time_base
+            self.container.mux(self.video.encode(vf))
+
+    def finish(self) -> None:
+        """Flush the encoders (the container is closed by :meth:`close`)."""
+        self.container.mux(self.video.encode(None))
+        if self.audio is not None and self.transcode:
+            self.container.mux(self.audio.encode(None))
+
+    def close(self) -> None:
+        self.container.close()
+
+
 def remove_background_video(
     predictor,
     src: str | Path,
@@ -144,11 +213,11 @@ def remove_background_video(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     kind = _container_kind(dst)
-    alpha_out = background is None and not mask_only
     if mask_only and background is not None:
         raise ValueError("mask_only writes the alpha matte; do not give a background colour too")
     pipeline = CutoutPipeline(predictor, CutoutOptions(foreground=refine_foreground and not mask_only,
                                                        background=background, image=not mask_only))
+    fmt = "rgb24" if mask_only or background is not None else "rgba"
 
     inp = av.open(str(src))
     try:
@@ -161,69 +230,30 @@ def remove_background_video(
         total = vin.frames or None
         width, height = vin.codec_context.width, vin.codec_context.height
         dst.parent.mkdir(parents=True, exist_ok=True)
-        out = av.open(str(dst), "w")
-        ok = False
+        out, frames_done, ok = None, 0, False
         try:
-            vout = _add_video_stream(av, out, kind, rate, width, height, vin.time_base, alpha_out)
-            aout, audio_desc, transcode = (None, None, False)
-            if ain is not None:
-                aout, audio_desc, transcode = _add_audio_stream(av, out, kind, ain)
-            frames_done = 0
-            pending: list = []  # decoded video frames waiting for a full batch
-
-            def flush_batch() -> None:
-                nonlocal frames_done
-                if not pending:
-                    return
-                rgb = np.stack([f.to_ndarray(format="rgb24") for f in pending])
+            out = _Output(av, dst, kind, vin, ain, rate, alpha=fmt == "rgba")
+            for frames in _frame_batches(inp, vin, ain, rate, batch_size, out.mux_audio):
+                rgb = np.stack([f.to_ndarray(format="rgb24") for f in frames])
                 if rgb.shape[1:3] != (height, width):
                     raise ValueError(f"{src}: frame size changed mid-stream ({rgb.shape[2]}x{rgb.shape[1]})")
                 cut = pipeline.run(rgb, batch_size=batch_size, should_stop=should_stop, out_dtype=torch.uint8)
-                if mask_only:  # the matte as grey RGB frames
-                    data, fmt = np.repeat(cut.alpha.numpy()[..., None], 3, axis=-1), "rgb24"
-                else:
-                    data, fmt = cut.image.numpy(), ("rgba" if background is None else "rgb24")
-                for src_frame, arr in zip(pending, data):
-                    vf = av.VideoFrame.from_ndarray(arr, format=fmt)
-                    vf.pts, vf.time_base = src_frame.pts, src_frame.time_base
-                    out.mux(vout.encode(vf))
-                frames_done += len(pending)
-                pending.clear()
+                # the matte as grey RGB frames, or the cut-out
+                out.write(frames, np.repeat(cut.alpha.numpy()[..., None], 3, axis=-1) if mask_only
+                          else cut.image.numpy(), fmt)
+                frames_done += len(frames)
                 if progress is not None:
                     progress(frames_done, total)
-
-            streams = [vin] + ([ain] if ain is not None else [])
-            next_pts = 0
-            for packet in inp.demux(streams):
-                if packet.stream.type == "video":
-                    for frame in packet.decode():
-                        if frame.pts is None:  # synthesise timestamps from the frame rate
-                            frame.pts = next_pts
-                            frame.time_base = 1 / rate
-                        next_pts = frame.pts + 1
-                        pending.append(frame)
-                        if len(pending) >= batch_size:
-                            flush_batch()
-                elif aout is not None:
-                    if not transcode:
-                        if packet.dts is None:
-                            continue
-                        packet.stream = aout
-                        out.mux(packet)
-                    else:
-                        for af in packet.decode():
-                            out.mux(aout.encode(af))
-            flush_batch()
-            out.mux(vout.encode(None))
-            if aout is not None and transcode:
-                out.mux(aout.encode(None))
+            out.finish()
             if frames_done == 0:
                 raise ValueError(f"{src}: no decodable video frames")
             ok = True
         finally:
-            out.close()
-            if not ok:
+            if out is not None:
+                out.close()
+            if not ok:  # never a half-written file under the final name
                 dst.unlink(missing_ok=True)
     finally:
         inp.close()
-    return VideoInfo(frames=frames_done, fps=Fraction(rate), width=width, height=height, audio=audio_desc, path=dst)
+    return VideoInfo(frames=frames_done, fps=Fraction(rate), width=width, height=height, audio=out.audio_desc,
+                     path=dst)
