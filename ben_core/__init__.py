@@ -3,13 +3,16 @@
 No ComfyUI import anywhere in this package. The public names below are imported lazily, so
 ``import ben_core`` is cheap and loads nothing (no weights, no download)::
 
-    from ben_core import load_ben, BENPredictor
+    from ben_core import load_ben, BENPredictor, CutoutPipeline
     model = load_ben("model.safetensors")
-    alpha = BENPredictor(model).predict_alpha(images)      # [B, H, W] float 0..1
+    predictor = BENPredictor(model)
+    alpha = predictor.predict_alpha(images)                 # [B, H, W] float 0..1
+    cut = CutoutPipeline(predictor).run(images)             # cut.image [B, H, W, 4] RGBA, cut.alpha
 
-Conventions: images are float ``[B, 3, H, W]`` in 0..1 (the predictor also takes
-``[B, H, W, 3]`` uint8/float and PIL images); masks, alpha and trimaps are ``[B, H, W]`` float
-in 0..1 with 1 = foreground.
+Conventions: images are float ``[B, 3, H, W]`` in 0..1 inside the library (the predictor and the
+pipeline also take ``[B, H, W, C]`` uint8/float and PIL images); masks, alpha and trimaps are
+``[B, H, W]`` float in 0..1 with 1 = foreground; colours are floats 0..1. Long loops take
+``progress(done, total)`` / ``should_stop()`` callbacks (:mod:`ben_core.callbacks`).
 """
 from __future__ import annotations
 
@@ -24,9 +27,14 @@ _EXPORTS = {
     "find_cached_weights": ".hub",
     "WeightsNotFoundError": ".hub",
     "BENPredictor": ".predictor",
+    "CutoutPipeline": ".pipeline",
+    "CutoutOptions": ".pipeline",
+    "Refinement": ".pipeline",
+    "Cancelled": ".callbacks",
     "estimate_foreground": ".foreground",
     "confidence_trimap": ".trimap",
     "band_trimap": ".trimap",
+    "make_trimap": ".trimap",
     "refine_alpha": ".refine",
 }
 
