@@ -427,7 +427,7 @@ def _process_video(job: Job, predictor, args, outdir: Path, progress: Progress) 
 def main(argv: Sequence[str] | None = None, predictor=None) -> int:
     """Run the CLI; returns the exit code (see module docstring).
 
-    ``predictor``: a loaded ``BENPredictor`` (or an object with its ``device`` and ``predict_rgb``)
+    ``predictor``: a loaded ``BENPredictor`` (or an object with its ``device`` and ``predict_chunk``)
     to use instead of loading BEN2 from ``--checkpoint`` (embedding, tests).
     """
     parser = build_parser()

@@ -3,7 +3,9 @@
 * :func:`load_image_file` reads an image file (EXIF orientation applied, first frame) for the CLI.
 * :func:`image_tensor` turns one PIL image / numpy array / torch tensor into ``[H, W, C]``.
 * :class:`ImageBatch` holds a batch (``[B, H, W, C]`` or a list of single images of any sizes) and
-  hands out chunks as float RGB ``[n, 3, H, W]`` in 0..1 on a device.
+  hands out chunks on a device, as they are (:data:`Chunk`); :func:`to_float_rgb` turns images into
+  float RGB ``[n, 3, H, W]`` in 0..1 where a step needs it, one image at a time in the library, so a
+  chunk never exists as full-resolution float copies all at once.
 * :func:`resize` is the one resize of images and maps (bilinear, anti-aliased when shrinking).
 
 Accepted pixel formats, everywhere: uint8 0..255; float 0..1 (finite; values in -0.5..1.5 are clamped,
@@ -16,17 +18,17 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ImageBatch", "RGBChunk", "image_tensor", "load_image_file", "frame_count", "to_float_rgb", "resize"]
+__all__ = ["ImageBatch", "Chunk", "image_tensor", "load_image_file", "frame_count", "to_float_rgb", "resize"]
 
-#: A chunk of float RGB images 0..1 on one device: ``[n, 3, H, W]``, or a list of ``[3, H_i, W_i]``
-#: when the sizes differ.
-RGBChunk = Union[torch.Tensor, List[torch.Tensor]]
+#: A chunk of validated images on one device, channels last, in their own dtype (uint8, bool or float):
+#: ``[n, H, W, C]``, or a list of ``[H_i, W_i, C]``.
+Chunk = Union[torch.Tensor, List[torch.Tensor]]
 
 _FLOAT_RANGE = (-0.5, 1.5)  # floats outside this are almost surely 0..255 or normalised data, not 0..1
 _OK_DTYPES = (torch.uint8, torch.bool, torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -252,21 +254,9 @@ class ImageBatch:
         """All images have the same size."""
         return len(set(self.sizes)) == 1
 
-    def rgb(self, start: int, end: int, device) -> RGBChunk:
-        """Images ``start .. end-1`` as new float32 RGB 0..1 on ``device``: ``[n, 3, H, W]`` when they
-        share one size, else a list of ``[3, H_i, W_i]``."""
+    def chunk(self, start: int, end: int, device) -> Chunk:
+        """Images ``start .. end-1`` on ``device`` as given (no conversion; PIL images become tensors):
+        ``[n, H, W, C]`` for a stacked batch, else a list of ``[H_i, W_i, C]``. Validated already."""
         if self.stacked is not None:
-            return to_float_rgb(self.stacked[start:end].to(device))
-        parts = []
-        for i in range(start, end):
-            item = self.items[i]
-            t = pil_to_tensor(item) if _is_pil(item) else item
-            parts.append(to_float_rgb(t.unsqueeze(0).to(device))[0])
-        if len({tuple(p.shape) for p in parts}) == 1:
-            return torch.stack(parts)
-        return parts
-
-
-def chunk_images(chunk: RGBChunk) -> Sequence[torch.Tensor]:
-    """The images of a chunk, each ``[3, H, W]`` (views of a stacked chunk)."""
-    return list(chunk.unbind(0)) if isinstance(chunk, torch.Tensor) else chunk
+            return self.stacked[start:end].to(device)
+        return [(pil_to_tensor(item) if _is_pil(item) else item).to(device) for item in self.items[start:end]]

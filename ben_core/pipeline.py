@@ -25,7 +25,7 @@ import torch
 from .callbacks import Progress, ShouldStop, check_stop, report
 from .compose import composite, to_uint8
 from .foreground import estimate_foreground
-from .inputs import ImageBatch, RGBChunk, chunk_images
+from .inputs import Chunk, ImageBatch, to_float_rgb
 from .refine import refine_alpha
 from .trimap import make_trimap
 
@@ -89,7 +89,7 @@ class CutoutPipeline:
 
     Args:
         predictor: a :class:`ben_core.predictor.BENPredictor` (anything with ``device``, ``batch_size``
-            and ``predict_rgb``), or None when every call gives the alpha (mask refinement only).
+            and ``predict_chunk``), or None when every call gives the alpha (mask refinement only).
         options: :class:`CutoutOptions`.
         device: where the work runs; default the predictor's device (the CPU without a predictor).
     """
@@ -104,46 +104,50 @@ class CutoutPipeline:
                                  f"got {options.background!r}")
         self.predictor = predictor
         self.options = options
+        self._vitmatte = None
         if device is None:
             device = predictor.device if predictor is not None else "cpu"
         self.device = torch.device(device)
 
     # -- one chunk, on the device ----------------------------------------------------------------
 
-    def process(self, rgb: RGBChunk, alpha: Optional[Maps] = None, trimap: Optional[Maps] = None,
+    def process(self, chunk: Chunk, alpha: Optional[Maps] = None, trimap: Optional[Maps] = None,
                 should_stop: ShouldStop = None) -> Cutout:
         """Cut out one chunk already on the pipeline's device.
 
-        ``rgb``: float RGB 0..1 ``[n, 3, H, W]`` or a list of ``[3, H_i, W_i]``. ``alpha``: the same
-        structure of ``[H, W]`` maps 0..1, or None to predict it (one network batch). ``trimap``: maps
-        {0, 0.5, 1} for the refinement, or None to make them (``options.refine.trimap_source``).
-        ``should_stop`` is checked before every image. Returns a float32 :class:`Cutout` on the device.
+        ``chunk``: validated images, channels last (``ben_core.inputs.ImageBatch.chunk``): ``[n, H, W, C]``
+        or a list of ``[H_i, W_i, C]``. ``alpha``: one ``[H, W]`` map 0..1 per image (stacked or a list),
+        or None to predict it (one network batch, before the images are converted to float RGB for
+        the steps after it). ``trimap``: maps {0, 0.5, 1} for the refinement, or None to make them
+        (``options.refine.trimap_source``). ``should_stop`` is checked before every image. Returns a
+        float32 :class:`Cutout` on the device, stacked when the images share one size.
         """
-        images = chunk_images(rgb)
-        stacked = isinstance(rgb, torch.Tensor)
         if alpha is None:
             if self.predictor is None:
                 raise ValueError("this pipeline has no predictor: pass the alpha (or build it with a BENPredictor)")
-            alpha = self.predictor.predict_rgb(rgb)
-        if self.options.refine is not None:
-            refined = []
-            for i, (x, a) in enumerate(zip(images, alpha)):
-                check_stop(should_stop, i, len(images))
-                refined.append(self._refine(x, a, None if trimap is None else trimap[i], should_stop))
-            alpha = torch.stack(refined) if stacked else refined
-        if not self.options.image:
-            return Cutout(alpha, None)
-        out = None if stacked else []
-        for i, (x, a) in enumerate(zip(images, alpha)):
-            check_stop(should_stop, i, len(images))
-            composed = self._compose(x, a, should_stop)
-            if not stacked:
-                out.append(composed)
-                continue
-            if out is None:  # written image by image: no list of full-size results to stack
-                out = composed.new_empty((len(images), *composed.shape))
-            out[i] = composed
-        return Cutout(alpha, out)
+            alpha = self.predictor.predict_chunk(chunk)
+        n = len(chunk)
+        stacked = len({tuple(im.shape[:2]) for im in chunk}) == 1
+        alphas, images = [], None if stacked else []
+        for i in range(n):  # one image at a time: its float RGB exists only while its steps run
+            check_stop(should_stop, i, n)
+            x = to_float_rgb(chunk[i][None])[0]  # [3, H, W] 0..1
+            a = alpha[i]
+            if self.options.refine is not None:
+                a = self._refine(x, a, None if trimap is None else trimap[i], should_stop)
+            alphas.append(a)
+            if self.options.image:
+                composed = self._compose(x, a, should_stop)
+                if not stacked:
+                    images.append(composed)
+                else:  # written into one tensor: no list of full-size results to stack
+                    images = composed.new_empty((n, *composed.shape)) if images is None else images
+                    images[i] = composed
+            del x
+        if not stacked:
+            return Cutout(alphas, images if self.options.image else None)
+        out_alpha = alpha if self.options.refine is None and isinstance(alpha, torch.Tensor) else torch.stack(alphas)
+        return Cutout(out_alpha, images)
 
     def _refine(self, x: torch.Tensor, a: torch.Tensor, trimap: Optional[torch.Tensor],
                 should_stop: ShouldStop) -> torch.Tensor:
@@ -151,7 +155,10 @@ class CutoutPipeline:
         a = a.to(torch.float32)[None]
         t = make_trimap(a, r.trimap_source, r.band_radius) if trimap is None else trimap.to(a)[None]
         if r.method == "vitmatte":
-            return refine_alpha(x[None], a, t, method="vitmatte", model=r.vitmatte, should_stop=should_stop)[0]
+            if self._vitmatte is None:  # loaded once per pipeline, on first use
+                from .vitmatte import load_vitmatte
+                self._vitmatte = r.vitmatte if r.vitmatte is not None else load_vitmatte(device=self.device)
+            return refine_alpha(x[None], a, t, method="vitmatte", model=self._vitmatte, should_stop=should_stop)[0]
         return refine_alpha(x[None], a, t, method=r.method, radius=r.radius, eps=r.eps, should_stop=should_stop)[0]
 
     def _compose(self, x: torch.Tensor, a: torch.Tensor, should_stop: ShouldStop) -> torch.Tensor:
@@ -178,10 +185,8 @@ class CutoutPipeline:
         batch = ImageBatch(images)
         total = len(batch)
         for name, maps in (("alpha", alpha), ("trimap", trimap)):
-            if maps is not None and [tuple(m.shape[-2:]) for m in maps] != [tuple(s) for s in batch.sizes]:
-                raise ValueError(f"{name} must hold one [H, W] map per image with the image sizes "
-                                 f"{batch.sizes[:4]}{'...' if total > 4 else ''}, got {len(maps)} maps of sizes "
-                                 f"{[tuple(m.shape[-2:]) for m in maps][:4]}")
+            if maps is not None:
+                _check_maps(name, maps, batch.sizes)
         if batch_size is None:
             batch_size = getattr(self.predictor, "batch_size", 1)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -190,7 +195,7 @@ class CutoutPipeline:
         for start in range(0, total, batch_size):
             check_stop(should_stop, start, total)
             end = min(start + batch_size, total)
-            cut = self.process(batch.rgb(start, end, self.device), _slice(alpha, start, end, self.device),
+            cut = self.process(batch.chunk(start, end, self.device), _slice(alpha, start, end, self.device),
                                _slice(trimap, start, end, self.device), should_stop)
             out.put(start, cut)
             report(progress, end, total)
@@ -205,6 +210,21 @@ class CutoutPipeline:
         for chunk in chunks:
             yield self.run(chunk, batch_size=batch_size, should_stop=should_stop, out_device=out_device,
                            out_dtype=out_dtype)
+
+
+def _check_maps(name: str, maps: Maps, sizes: list) -> None:
+    """One float ``[H, W]`` map in 0..1 per image, of the image's size (else a ValueError/TypeError naming it)."""
+    got = [tuple(m.shape) for m in maps]
+    if got != [tuple(s) for s in sizes]:
+        raise ValueError(f"{name} must hold one [H, W] map per image with the image sizes {sizes[:4]}"
+                         f"{'...' if len(sizes) > 4 else ''}, got {len(got)} maps of sizes {got[:4]}")
+    for i, m in enumerate(maps):
+        if not m.is_floating_point():
+            raise TypeError(f"{name}[{i}] must be a float map in 0..1, got {m.dtype}")
+        lo, hi = torch.aminmax(m)
+        if not (float(lo) >= 0.0 and float(hi) <= 1.0):  # also false for NaN
+            raise ValueError(f"{name}[{i}] must lie in 0..1 (1 = foreground), got values in [{float(lo):.3g}, "
+                             f"{float(hi):.3g}]; pass probabilities, not logits or 0..255 values")
 
 
 def _slice(maps: Optional[Maps], start: int, end: int, device: torch.device) -> Optional[Maps]:

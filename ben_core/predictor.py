@@ -6,9 +6,9 @@ sigmoid (float32) -> resize back to each image's size (bilinear, anti-aliased wh
 sigmoid is returned (no min-max stretch), so a constant image gives a constant, finite mask.
 
 Two layers, as in segment-anything's predictor: :meth:`BENPredictor.predict_alpha` takes the user's
-images in any accepted form and returns float32 CPU alpha; :meth:`BENPredictor.predict_rgb` takes a
-chunk that is already float RGB on a device and leaves the alpha on the predictor's device (what the
-cut-out pipeline calls).
+images in any accepted form and returns float32 CPU alpha; :meth:`BENPredictor.predict_chunk` takes a
+validated chunk (``ben_core.inputs.ImageBatch.chunk``) and leaves the alpha on the predictor's device
+(what the cut-out pipeline calls).
 
 Precision: ``dtype=torch.float16`` / ``torch.bfloat16`` runs the network under ``torch.autocast`` on the
 predictor's device (weights may be fp32 or already half; autocast keeps norms/softmax in fp32). If a
@@ -23,7 +23,7 @@ from typing import Callable, List, Optional, Union
 import torch
 
 from .callbacks import Cancelled, check_stop, report
-from .inputs import ImageBatch, RGBChunk, resize
+from .inputs import Chunk, ImageBatch, resize, to_float_rgb
 from .model.ben2 import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["BENPredictor", "PredictionCancelled", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -160,25 +160,26 @@ class BENPredictor:
     # -- images -----------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def predict_rgb(self, rgb: RGBChunk) -> RGBChunk:
-        """Alpha for one chunk of float RGB images, left on ``self.device`` (the pipeline's step).
+    def predict_chunk(self, chunk: Chunk) -> Chunk:
+        """Alpha for one chunk of images, left on ``self.device`` (the pipeline's step).
 
-        ``rgb``: float ``[n, 3, H, W]`` in 0..1, or a list of ``[3, H_i, W_i]`` (sizes may differ), on
-        any device (moved to ``self.device``). All images go through the network as one batch.
-        Returns float32 alpha 0..1 (raw sigmoid) on ``self.device``: ``[n, H, W]``, or a list of
-        ``[H_i, W_i]`` for a list. ``rgb`` is not modified.
+        ``chunk``: validated images, channels last (what ``ben_core.inputs.ImageBatch.chunk`` returns):
+        ``[n, H, W, C]`` uint8 / bool / float 0..1, or a list of ``[H_i, W_i, C]`` (sizes may differ), on
+        any device. All images go through the network as one batch; the full-resolution float copies
+        made for the resize are freed before the network runs. Returns float32 alpha 0..1 (raw sigmoid)
+        on ``self.device``: ``[n, H, W]``, or a list of ``[H_i, W_i]`` when the sizes differ.
+        ``chunk`` is not modified.
         """
         s = self.working_size
-        if isinstance(rgb, torch.Tensor):
-            x = resize(rgb.to(self.device, torch.float32), (s, s))
-        else:
-            x = torch.cat([resize(im.to(self.device, torch.float32)[None], (s, s)) for im in rgb])
-        x = (x - self._mean) / self._std  # out of place: x may be the caller's rgb (already S x S)
+        sizes = [tuple(im.shape[:2]) for im in chunk]
+        # one image at a time: at most one full-resolution float copy exists at once
+        x = torch.cat([resize(to_float_rgb(im[None].to(self.device)), (s, s)) for im in chunk])
+        x = (x - self._mean) / self._std
         probs = torch.sigmoid(self.predict_logits_batch(x))  # float32 [n,1,S,S]
         del x
-        if isinstance(rgb, torch.Tensor):
-            return resize(probs, tuple(rgb.shape[-2:]))[:, 0].clamp_(0.0, 1.0)
-        return [resize(probs[j:j + 1], tuple(im.shape[-2:]))[0, 0].clamp_(0.0, 1.0) for j, im in enumerate(rgb)]
+        if len(set(sizes)) == 1:
+            return resize(probs, sizes[0])[:, 0].clamp_(0.0, 1.0)
+        return [resize(probs[j:j + 1], size)[0, 0].clamp_(0.0, 1.0) for j, size in enumerate(sizes)]
 
     @torch.inference_mode()
     def predict_alpha(self, images, progress: Optional[Callable[[int, int], None]] = None,
@@ -206,7 +207,7 @@ class BENPredictor:
         for start in range(0, total, self.batch_size):
             check_stop(should_stop, start, total)
             end = min(start + self.batch_size, total)
-            alpha = self.predict_rgb(batch.rgb(start, end, self.device))
+            alpha = self.predict_chunk(batch.chunk(start, end, self.device))
             if batch.uniform:
                 out[start:end] = alpha
             else:

@@ -131,8 +131,8 @@ def test_uint8_output_is_the_quantised_float_output():
 def test_mixed_sizes_give_lists_and_one_network_batch():
     pred = predictor(batch_size=3)
     calls = []
-    real = pred.predict_rgb
-    pred.predict_rgb = lambda rgb: calls.append(len(rgb)) or real(rgb)
+    real = pred.predict_chunk
+    pred.predict_chunk = lambda chunk: calls.append(len(chunk)) or real(chunk)
     imgs = [np.zeros((10, 20, 3), np.uint8), np.full((30, 15, 3), 255, np.uint8), np.zeros((10, 20, 3), np.uint8)]
     cut = CutoutPipeline(pred, CutoutOptions(background=(1.0, 1.0, 1.0))).run(imgs)
     assert calls == [3]
@@ -174,6 +174,10 @@ def test_bad_input_is_named():
     pipe = CutoutPipeline(predictor())
     with pytest.raises(ValueError, match="alpha must hold one"):
         pipe.run(images(2, 8, 8), torch.rand(2, 8, 9))
+    with pytest.raises(ValueError, match=r"alpha\[1\] must lie in 0..1"):
+        pipe.run(images(2, 8, 8), torch.stack([torch.rand(8, 8), torch.rand(8, 8) * 255]))
+    with pytest.raises(TypeError, match="float map"):
+        pipe.run(images(1, 8, 8), torch.ones(1, 8, 8, dtype=torch.uint8))
     with pytest.raises(ValueError, match="no predictor"):
         CutoutPipeline(None).run(images(1, 8, 8))
     with pytest.raises(ValueError, match="0..1"):

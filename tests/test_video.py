@@ -23,10 +23,10 @@ class DiskPredictor:
     def __init__(self):
         self.calls = []
 
-    def predict_rgb(self, rgb):
-        assert isinstance(rgb, torch.Tensor) and rgb.dtype == torch.float32 and rgb.dim() == 4 and rgb.shape[1] == 3
-        self.calls.append(rgb.shape[0])
-        b, _, h, w = rgb.shape
+    def predict_chunk(self, chunk):
+        assert isinstance(chunk, torch.Tensor) and chunk.dtype == torch.uint8 and chunk.dim() == 4 and chunk.shape[-1] == 3
+        self.calls.append(chunk.shape[0])
+        b, h, w, _ = chunk.shape
         yy, xx = np.mgrid[0:h, 0:w]
         inside = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) < (min(h, w) / 3) ** 2
         return torch.from_numpy(np.repeat(inside[None].astype(np.float32), b, axis=0))
