@@ -191,13 +191,14 @@ class CutoutPipeline:
             batch_size = getattr(self.predictor, "batch_size", 1)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        out = _Outputs(batch, self.options.image, torch.device(out_device), out_dtype)
+        out = _Outputs(batch, self.options, torch.device(out_device), out_dtype)
         for start in range(0, total, batch_size):
             check_stop(should_stop, start, total)
             end = min(start + batch_size, total)
             cut = self.process(batch.chunk(start, end, self.device), _slice(alpha, start, end, self.device),
                                _slice(trimap, start, end, self.device), should_stop)
             out.put(start, cut)
+            del cut  # not held through the next chunk's network pass
             report(progress, end, total)
         return out.result()
 
@@ -237,14 +238,16 @@ def _slice(maps: Optional[Maps], start: int, end: int, device: torch.device) -> 
 
 
 class _Outputs:
-    """Collects chunk results on the output device: stacks when the images share one size (no second
-    copy of a long batch; allocated when the first chunk is done, so not during its network pass),
-    lists otherwise."""
+    """Collects chunk results on the output device: stacks when the images share one size (allocated
+    when the first chunk is done, so not during its network pass; no second copy of a long batch),
+    lists otherwise. A stacked RGBA cut-out holds the alpha as its 4th channel, so the alpha is stored
+    once and split off at the end, when no network runs any more."""
 
-    def __init__(self, batch: ImageBatch, with_image: bool, device: torch.device, dtype: torch.dtype):
+    def __init__(self, batch: ImageBatch, options: CutoutOptions, device: torch.device, dtype: torch.dtype):
         self.n, self.device, self.dtype, self.uniform = len(batch), device, dtype, batch.uniform
+        self.alpha_in_image = self.uniform and options.image and options.background is None
         self.alpha: Optional[Maps] = None if self.uniform else [None] * self.n
-        self.image: Optional[Maps] = None if self.uniform or not with_image else [None] * self.n
+        self.image: Optional[Maps] = None if self.uniform or not options.image else [None] * self.n
 
     def _convert(self, x: torch.Tensor) -> torch.Tensor:
         return (to_uint8(x) if self.dtype == torch.uint8 else x.to(self.dtype)).to(self.device)
@@ -257,13 +260,16 @@ class _Outputs:
                 self.image[start:end] = [self._convert(x) for x in cut.image]
             return
         # a stacked chunk: one conversion and one copy each
-        if self.alpha is None:
-            self.alpha = torch.empty((self.n, *cut.alpha.shape[1:]), dtype=self.dtype, device=self.device)
-        self.alpha[start:end] = self._convert(cut.alpha)
         if cut.image is not None:
             if self.image is None:
                 self.image = torch.empty((self.n, *cut.image.shape[1:]), dtype=self.dtype, device=self.device)
             self.image[start:end] = self._convert(cut.image)
+        if not self.alpha_in_image:
+            if self.alpha is None:
+                self.alpha = torch.empty((self.n, *cut.alpha.shape[1:]), dtype=self.dtype, device=self.device)
+            self.alpha[start:end] = self._convert(cut.alpha)
 
     def result(self) -> Cutout:
+        if self.alpha_in_image:  # composite() stored the alpha, clamped to 0..1 as it is, as channel 3
+            return Cutout(self.image[..., 3].contiguous(), self.image)
         return Cutout(self.alpha, self.image)

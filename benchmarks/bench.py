@@ -114,18 +114,6 @@ def prepare_weights(dst: Path) -> str:
     return origin
 
 
-def _resolve_device(name: str) -> str:
-    import torch
-
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def _sync(device: str) -> None:
     import torch
 
@@ -133,12 +121,6 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
     elif device == "mps":
         torch.mps.synchronize()
-
-
-def _dtype(name: str):
-    import torch
-
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -194,7 +176,9 @@ def _net_worker(spec: dict) -> int:
     del sd
     model = model.to(device).eval()
     x = make_input(spec["batch"], spec["size"], device)
-    dtype = _dtype(spec["dtype"])
+    from ben_core.devices import PRECISIONS
+
+    dtype = PRECISIONS[spec["dtype"]]
 
     def forward():
         if impl == "ours":
@@ -555,7 +539,13 @@ def main(argv=None) -> int:
     if args.repeats is not None and args.repeats < 1:
         print("error: --repeats must be >= 1", file=sys.stderr)
         return 2
-    device = _resolve_device(args.device)
+    from ben_core.devices import resolve_device
+
+    try:
+        device = str(resolve_device(args.device))
+    except ValueError as e:
+        print(f"error: --device {args.device}: {e}", file=sys.stderr)
+        return 2
     net_rows, fg_rows = [], []
     with tempfile.TemporaryDirectory(prefix="ben_bench_") as tmp:
         if not args.no_network:
