@@ -105,11 +105,9 @@ class BEN2LoadModel:
         """Fingerprint of the checkpoint file (path, size, mtime), so ComfyUI re-runs the loader when the file is
         replaced on disk instead of reusing its cached BEN_MODEL; "" while the file is missing (never raises)."""
         try:
-            path = comfy_env.resolve_model_path(model_name)
-            st = os.stat(path)
+            return ":".join(str(v) for v in model_cache.file_key(comfy_env.resolve_model_path(model_name)))
         except Exception:  # missing file: load() reports it with the folders and the fix
             return ""
-        return f"{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}"
 
     def load(self, model_name, device="auto", precision="auto", download_official_weights=False):
         dev = resolve_device(device)

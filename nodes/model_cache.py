@@ -103,7 +103,8 @@ class LoadedBEN(_Managed):
                             batch_size=batch_size)
 
 
-def _file_key(path: str) -> tuple:
+def file_key(path: str) -> tuple:
+    """``(real path, size, modification time)`` of a checkpoint: a replaced file gets a new key."""
     st = os.stat(path)
     return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
 
@@ -153,13 +154,13 @@ def get_model(path: str, device: torch.device, dtype: torch.dtype,
 
     ``path``: checkpoint file; ``device``: inference device; ``dtype``: torch.float32/float16/bfloat16.
     The weights are first loaded to ComfyUI's offload device (CPU normally) and moved to ``device``
-    when a node runs. ``loader(path, device, dtype)`` replaces the ben_core loader (tests).
+    when a node runs. ``loader(path, device, dtype)`` replaces the ben_core loader (e.g. a stand-in network).
     Raises FileNotFoundError / ben_core CheckpointError for missing or bad files.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"BEN checkpoint not found: {path}")
     device = torch.device(device)
-    fkey = _file_key(path)
+    fkey = file_key(path)
     offload = comfy_env.offload_device() if device.type != "cpu" else device
 
     def make() -> LoadedBEN:

@@ -8,7 +8,7 @@ such as BEN2's, the band for a hard one: SAM, a painted mask...), so masks from 
 from __future__ import annotations
 
 from ..ben_core.pipeline import CutoutOptions, CutoutPipeline, Refinement
-from ..ben_core.refine import METHODS
+from ..ben_core.refine import DEFAULT_EPS, METHODS
 from ..ben_core.trimap import TRIMAP_SOURCES, snap_trimap
 from . import comfy_env, image_mask, model_cache, widgets
 
@@ -47,7 +47,7 @@ class BEN2RefineMask:
                 "eps": ("FLOAT", {
                     "default": 0.0, "min": 0.0, "max": 1.0, "step": 0.000001, "round": 0.000001,
                     "tooltip": "Guided-filter regularisation (smaller follows image edges more closely); "
-                               "0 = automatic (1e-4). Not used by vitmatte."}),
+                               f"0 = automatic ({DEFAULT_EPS:g}). Not used by vitmatte."}),
                 "trimap_source": (list(TRIMAP_SOURCES), {
                     "default": "auto",
                     "tooltip": "Only used when no trimap is connected. confidence: BEN paper trimap of the mask; band: "
