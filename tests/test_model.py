@@ -363,3 +363,26 @@ def test_sine_position_encoding_matches_detr_formula():
             p = pos / dim_t
             expect += [np.sin(p[k]) if k % 2 == 0 else np.cos(p[k]) for k in range(npf)]
         assert np.allclose(pe[i * w + j].numpy(), np.array(expect), atol=1e-6)
+
+
+def test_window_layouts_are_built_once_per_geometry(monkeypatch):
+    """The index bookkeeping of the shifted windows is built on the first forward of an input size and
+    reused after it (on a GPU each build meant blocking host-to-device copies); results are unchanged."""
+    m = small_model()
+    built = []
+    real = swin.WindowLayout
+
+    def counting(*args, **kw):
+        built.append(args[:4])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(swin, "WindowLayout", counting)
+    x = torch.randn(1, 3, 384, 384, generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        first = m(x)
+        n_first = len(built)
+        second = m(x)
+        assert len(built) == n_first > 0  # nothing rebuilt for the same geometry
+        m(torch.cat([x, x]))  # another batch size: its own layouts
+        assert len(built) == 2 * n_first
+    assert torch.equal(first, second)

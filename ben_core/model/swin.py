@@ -330,6 +330,21 @@ class SwinStage(nn.Module):
             for j in range(depth)
         ])
         self.downsample = PatchMerging(dim) if downsample else None
+        # (plain, shifted) WindowLayouts per input geometry: built once on the CPU and moved once, not
+        # on every forward (on a GPU each build was a dozen blocking host-to-device copies).
+        self._layouts: dict = {}
+
+    def layouts(self, hw: Tuple[int, int], batch: int, device, dtype) -> Tuple["WindowLayout", "WindowLayout"]:
+        """The ``(plain, shifted)`` :class:`WindowLayout` pair for ``hw`` and ``batch`` (cached, at most 8)."""
+        key = (tuple(hw), batch, torch.device(device), dtype)
+        pair = self._layouts.get(key)
+        if pair is None:
+            if len(self._layouts) >= 8:
+                self._layouts.clear()
+            ws = self.window_size
+            pair = self._layouts[key] = (WindowLayout(hw, ws, 0, batch, device, dtype),
+                                         WindowLayout(hw, ws, self.shift_size, batch, device, dtype))
+        return pair
 
     def forward(self, x: Tensor, hw: Tuple[int, int]) -> Tuple[Tensor, Tensor, Tuple[int, int]]:
         """Args:
@@ -340,9 +355,7 @@ class SwinStage(nn.Module):
             merged sequence (or ``stage_out`` itself in the last stage).
         """
         h, w = hw
-        ws, b = self.window_size, x.shape[0]
-        plain = WindowLayout(hw, ws, 0, b, x.device, x.dtype)
-        shifted = WindowLayout(hw, ws, self.shift_size, b, x.device, x.dtype)
+        plain, shifted = self.layouts(hw, x.shape[0], x.device, x.dtype)
         for blk in self.blocks:
             x = blk(x, shifted if blk.shift_size else plain)
         if self.downsample is None:
