@@ -89,7 +89,8 @@ class CutoutPipeline:
 
     Args:
         predictor: a :class:`ben_core.predictor.BENPredictor` (anything with ``device``, ``batch_size``
-            and ``predict_chunk``), or None when every call gives the alpha (mask refinement only).
+            and its ``predict_chunk(chunk, deferred=True)``), or None when every call gives the alpha
+            (mask refinement only).
         options: :class:`CutoutOptions`.
         device: where the work runs; default the predictor's device (the CPU without a predictor).
     """
@@ -122,10 +123,11 @@ class CutoutPipeline:
         (``options.refine.trimap_source``). ``should_stop`` is checked before every image. Returns a
         float32 :class:`Cutout` on the device, stacked when the images share one size.
         """
+        check = None
         if alpha is None:
             if self.predictor is None:
                 raise ValueError("this pipeline has no predictor: pass the alpha (or build it with a BENPredictor)")
-            alpha = self.predictor.predict_chunk(chunk)
+            alpha, check = self.predictor.predict_chunk(chunk, deferred=True)
         n = len(chunk)
         stacked = len({tuple(im.shape[:2]) for im in chunk}) == 1
         alphas, images = [], None if stacked else []
@@ -144,6 +146,11 @@ class CutoutPipeline:
                     images = composed.new_empty((n, *composed.shape)) if images is None else images
                     images[i] = composed
             del x
+        # the network's verdict, read once all of the chunk's work is queued (the chunk's one host sync):
+        # a half-precision chunk that came out non-finite is redone with its fp32 alpha
+        redo = check() if check is not None else None
+        if redo is not None:
+            return self.process(chunk, redo, trimap, should_stop)
         if not stacked:
             return Cutout(alphas, images if self.options.image else None)
         out_alpha = alpha if self.options.refine is None and isinstance(alpha, torch.Tensor) else torch.stack(alphas)
@@ -162,8 +169,8 @@ class CutoutPipeline:
         return refine_alpha(x[None], a, t, method=r.method, radius=r.radius, eps=r.eps, should_stop=should_stop)[0]
 
     def _compose(self, x: torch.Tensor, a: torch.Tensor, should_stop: ShouldStop) -> torch.Tensor:
-        if self.options.foreground:
-            x = estimate_foreground(x[None], a[None], should_stop=should_stop)[0]
+        if self.options.foreground:  # inputs are finite by construction: no per-image host check
+            x = estimate_foreground(x[None], a[None], should_stop=should_stop, check_finite=False)[0]
         return composite(x.permute(1, 2, 0), a, self.options.background)
 
     # -- batches and streams ---------------------------------------------------------------------

@@ -14,11 +14,22 @@ Precision: ``dtype=torch.float16`` / ``torch.bfloat16`` runs the network under `
 predictor's device (weights may be fp32 or already half; autocast keeps norms/softmax in fp32). If a
 chunk's logits contain NaN/inf in half precision, that chunk is recomputed in fp32 (with a temporary
 fp32 copy of the network if its weights are half) and ``fallback_count`` is incremented.
+
+Host synchronisation: the finiteness of a chunk's logits is decided on the device; with
+``predict_chunk(..., deferred=True)`` the caller reads the verdict once, when it needs the chunk's
+outputs on the host anyway, so nothing in between waits for the device.
+
+Compilation: ``compile="default"`` runs the network through ``torch.compile`` (inductor),
+``"reduce-overhead"`` also captures CUDA graphs for each input shape, ``"max-autotune"`` tunes kernels.
+Off by default: it pays off only where it was measured to (see ``benchmarks/gpu_check.py``); compiled
+code is cached per input shape in the process and on disk by inductor across processes. The first
+call of each shape (the compilation) is timed in ``first_call_seconds``.
 """
 from __future__ import annotations
 
 import copy
-from typing import Callable, List, Optional, Union
+import time
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 
@@ -32,6 +43,9 @@ _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 #: Raised when ``should_stop()`` returns True (the same class as :class:`ben_core.callbacks.Cancelled`).
 PredictionCancelled = Cancelled
+
+#: ``torch.compile`` modes the predictor accepts (None = eager).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
@@ -57,13 +71,16 @@ class BENPredictor:
             Must be a multiple of the model's ``size_multiple`` attribute and at least its ``min_size``
             (128 and 384 for ``BENBase``; 64 for a model without these attributes).
         batch_size: images per forward pass (>= 1). Every image is processed whatever B is.
+        compile: None (eager), or a ``torch.compile`` mode of :data:`COMPILE_MODES` (see the module docstring).
 
-    Attributes: ``model``, ``device``, ``dtype``, ``working_size``, ``batch_size``, ``fallback_count``
-    (chunks recomputed in fp32 so far).
+    Attributes: ``model``, ``device``, ``dtype``, ``working_size``, ``batch_size``, ``compile``,
+    ``fallback_count`` (chunks recomputed in fp32 so far), ``first_call_seconds`` (``{(input shape,
+    dtype): seconds}`` of the first network call per shape: the compilation, when compiled).
     """
 
     def __init__(self, model: torch.nn.Module, device: Optional[Union[str, torch.device]] = None,
-                 dtype: torch.dtype = torch.float32, working_size: int = 1024, batch_size: int = 1):
+                 dtype: torch.dtype = torch.float32, working_size: int = 1024, batch_size: int = 1,
+                 compile: Optional[str] = None):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module (e.g. from ben_core.checkpoint.load_ben), "
                             f"got {type(model).__name__}")
@@ -77,6 +94,8 @@ class BENPredictor:
                              f"{type(model).__name__} (1024 native, 512/768 faster), got {working_size!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if compile is not None and compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be None or one of {COMPILE_MODES}, got {compile!r}")
         param = next(model.parameters(), None)
         if device is None:
             device = param.device if param is not None else torch.device("cpu")
@@ -101,6 +120,10 @@ class BENPredictor:
         self.fallback_count = 0
         self._param_dtype = param.dtype if param is not None else torch.float32
         self._fp32_copy: Optional[torch.nn.Module] = None
+        self.compile = compile
+        self.first_call_seconds: dict = {}
+        # torch.compile wraps the same module (no copy of the weights); it compiles on the first call
+        self._net = model if compile is None else torch.compile(model, mode=compile, dynamic=False)
         self._mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
 
@@ -122,12 +145,39 @@ class BENPredictor:
         return copy_
 
     def _run(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        if dtype == torch.float32:
-            model = self._fp32_model()
+        if dtype == torch.float32 and (self.dtype != torch.float32 or self._param_dtype != torch.float32):
+            model = self._fp32_model()  # the half-precision fallback (rare): eager, never compiled
             with torch.autocast(device_type=self.device.type, enabled=False):
                 return model(x.to(torch.float32))
-        with torch.autocast(device_type=self.device.type, dtype=dtype):
-            return self.model(x.to(self._param_dtype))
+        key = (tuple(x.shape), dtype)
+        first = key not in self.first_call_seconds
+        t0 = time.perf_counter()
+        with torch.autocast(device_type=self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            logits = self._net(x.to(self._param_dtype))
+        if first:  # timing the first call of a shape costs one sync, once
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.first_call_seconds[key] = time.perf_counter() - t0
+        return logits
+
+    def _logits(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(float32 logits, ok)`` without a host sync: ``ok`` is a 0-dim bool on the device, False when
+        half-precision logits hold NaN/inf (recompute in fp32) or fp32 logits hold NaN (broken weights)."""
+        logits = self._run(x, self.dtype)
+        ok = torch.isfinite(logits).all() if self.dtype != torch.float32 else ~torch.isnan(logits).any()
+        return logits.to(torch.float32), ok
+
+    def _fp32_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """After a failed check: the fp32 recomputation (half precision), or the broken-weights error."""
+        if self.dtype == torch.float32:
+            raise RuntimeError("the network produced NaN logits in float32: the weights are probably broken "
+                               "(reload the checkpoint)")
+        self.fallback_count += 1
+        logits = self._run(x, torch.float32).to(torch.float32)
+        if bool(torch.isnan(logits).any()):
+            raise RuntimeError("the network produced NaN logits in float32 (after a half-precision chunk came out "
+                               "non-finite): the weights are probably broken (reload the checkpoint)")
+        return logits
 
     @torch.inference_mode()
     def predict_logits_batch(self, x_normalised: torch.Tensor) -> torch.Tensor:
@@ -136,7 +186,7 @@ class BENPredictor:
         ``x_normalised``: float ``[B,3,S,S]`` ImageNet-normalised (any device; moved to ``self.device``).
         Returns float32 logits ``[B,1,S,S]`` on ``self.device``. In fp16/bf16, a batch whose logits
         contain NaN/inf is recomputed in fp32. Raises RuntimeError if fp32 logits contain NaN (broken
-        weights).
+        weights). Reads the check on the host (one sync).
         """
         if not isinstance(x_normalised, torch.Tensor) or x_normalised.dim() != 4 or x_normalised.shape[1] != 3:
             shape = tuple(x_normalised.shape) if isinstance(x_normalised, torch.Tensor) else type(x_normalised)
@@ -144,23 +194,26 @@ class BENPredictor:
         if not x_normalised.is_floating_point():
             raise TypeError(f"expected a float tensor, got {x_normalised.dtype}")
         x = x_normalised.to(self.device)
-        logits = self._run(x, self.dtype)
-        if self.dtype != torch.float32:
-            if bool(torch.isfinite(logits).all()):  # finite implies no NaN: one check per chunk
-                return logits.to(torch.float32)
-            self.fallback_count += 1
-            del logits
-            logits = self._run(x, torch.float32)
-        logits = logits.to(torch.float32)
-        if bool(torch.isnan(logits).any()):
-            raise RuntimeError("the network produced NaN logits in float32: the weights are probably broken "
-                               "(reload the checkpoint)")
-        return logits
+        logits, ok = self._logits(x)
+        return logits if bool(ok) else self._fp32_logits(x)
 
     # -- images -----------------------------------------------------------------------------------
 
+    def _network_input(self, chunk: Chunk) -> torch.Tensor:
+        """``[n, 3, S, S]`` normalised network input, converted and resized one image at a time so at
+        most one full-resolution float copy exists at once."""
+        s = self.working_size
+        x = torch.cat([resize(to_float_rgb(im[None].to(self.device, non_blocking=True)), (s, s)) for im in chunk])
+        return (x - self._mean) / self._std
+
+    def _alpha(self, logits: torch.Tensor, sizes: list) -> Chunk:
+        probs = torch.sigmoid(logits)  # float32 [n,1,S,S]
+        if len(set(sizes)) == 1:
+            return resize(probs, sizes[0])[:, 0].clamp_(0.0, 1.0)
+        return [resize(probs[j:j + 1], size)[0, 0].clamp_(0.0, 1.0) for j, size in enumerate(sizes)]
+
     @torch.inference_mode()
-    def predict_chunk(self, chunk: Chunk) -> Chunk:
+    def predict_chunk(self, chunk: Chunk, *, deferred: bool = False):
         """Alpha for one chunk of images, left on ``self.device`` (the pipeline's step).
 
         ``chunk``: validated images, channels last (what ``ben_core.inputs.ImageBatch.chunk`` returns):
@@ -169,17 +222,27 @@ class BENPredictor:
         made for the resize are freed before the network runs. Returns float32 alpha 0..1 (raw sigmoid)
         on ``self.device``: ``[n, H, W]``, or a list of ``[H_i, W_i]`` when the sizes differ.
         ``chunk`` is not modified.
+
+        ``deferred=False``: the logits are checked before returning (one host sync). ``deferred=True``:
+        returns ``(alpha, check)`` without waiting for the device; ``check()`` (call it when the chunk's
+        results are needed on the host) returns None when the alpha is good, else the alpha recomputed
+        in fp32 (half precision) -- or raises RuntimeError for NaN in fp32 (broken weights).
         """
-        s = self.working_size
         sizes = [tuple(im.shape[:2]) for im in chunk]
-        # one image at a time: at most one full-resolution float copy exists at once
-        x = torch.cat([resize(to_float_rgb(im[None].to(self.device)), (s, s)) for im in chunk])
-        x = (x - self._mean) / self._std
-        probs = torch.sigmoid(self.predict_logits_batch(x))  # float32 [n,1,S,S]
-        del x
-        if len(set(sizes)) == 1:
-            return resize(probs, sizes[0])[:, 0].clamp_(0.0, 1.0)
-        return [resize(probs[j:j + 1], size)[0, 0].clamp_(0.0, 1.0) for j, size in enumerate(sizes)]
+        logits, ok = self._logits(self._network_input(chunk))
+        alpha = self._alpha(logits, sizes)
+        del logits
+
+        def check() -> Optional[Chunk]:
+            if bool(ok):
+                return None
+            with torch.inference_mode():
+                return self._alpha(self._fp32_logits(self._network_input(chunk)), sizes)
+
+        if deferred:
+            return alpha, check
+        redo = check()
+        return alpha if redo is None else redo
 
     @torch.inference_mode()
     def predict_alpha(self, images, progress: Optional[Callable[[int, int], None]] = None,

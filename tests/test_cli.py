@@ -26,11 +26,12 @@ class RedPredictor:
     def __init__(self):
         self.calls: list[int] = []
 
-    def predict_chunk(self, chunk):
+    def predict_chunk(self, chunk, deferred=False):
         assert all(im.dim() == 3 and im.shape[-1] == 3 for im in chunk)  # validated, channels last
         self.calls.append(len(chunk))
         red = [to_float_rgb(im[None])[0, 0] for im in chunk]  # red channel, float 0..1
-        return torch.stack(red) if isinstance(chunk, torch.Tensor) else red
+        alpha = torch.stack(red) if isinstance(chunk, torch.Tensor) else red
+        return (alpha, lambda: None) if deferred else alpha
 
 
 def rand_image(path: Path, w: int, h: int, seed: int, **save_kw) -> np.ndarray:
@@ -137,10 +138,10 @@ def test_predictor_failure_is_isolated_to_the_bad_image(tmp_path, capsys):
         rand_image(d / f"{i}.png", w, 8, i)
 
     class Picky(RedPredictor):
-        def predict_chunk(self, chunk):
+        def predict_chunk(self, chunk, deferred=False):
             if any(im.shape[1] == 11 for im in chunk):
                 raise RuntimeError("cannot handle width 11")
-            return super().predict_chunk(chunk)
+            return super().predict_chunk(chunk, deferred)
 
     assert run([d, "-o", tmp_path / "o", "--batch-size", 3], Picky()) == cli.EXIT_FAILED
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["0.png", "2.png"]
@@ -238,10 +239,10 @@ def test_video_input_through_cli(tmp_path):
     del av
 
     class Both(DiskPredictor):
-        def predict_chunk(self, chunk):
+        def predict_chunk(self, chunk, deferred=False):
             if chunk[0].shape[:2] == (8, 8):  # the still image (the clip's frames are 96x64)
-                return RedPredictor().predict_chunk(chunk)
-            return super().predict_chunk(chunk)
+                return RedPredictor().predict_chunk(chunk, deferred)
+            return super().predict_chunk(chunk, deferred)
 
     make_clip(tmp_path / "clip.mp4", n=4)
     rand_image(tmp_path / "still.png", 8, 8, 0)

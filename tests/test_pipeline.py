@@ -132,7 +132,7 @@ def test_mixed_sizes_give_lists_and_one_network_batch():
     pred = predictor(batch_size=3)
     calls = []
     real = pred.predict_chunk
-    pred.predict_chunk = lambda chunk: calls.append(len(chunk)) or real(chunk)
+    pred.predict_chunk = lambda chunk, **kw: calls.append(len(chunk)) or real(chunk, **kw)
     imgs = [np.zeros((10, 20, 3), np.uint8), np.full((30, 15, 3), 255, np.uint8), np.zeros((10, 20, 3), np.uint8)]
     cut = CutoutPipeline(pred, CutoutOptions(background=(1.0, 1.0, 1.0))).run(imgs)
     assert calls == [3]

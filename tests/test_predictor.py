@@ -397,3 +397,91 @@ def test_real_network_bf16_autocast(real_model):
     assert np.isfinite(out).all()
     assert np.abs(out - ref).mean() < 0.02 and np.abs(out - ref).max() < 0.3
     assert next(real_model.parameters()).dtype == torch.float32  # weights untouched
+
+
+# ------------------------------------------------------------------------------------------------
+# host synchronisation, deferred checks, compilation
+# ------------------------------------------------------------------------------------------------
+
+def test_deferred_check_recomputes_a_non_finite_chunk_in_fp32():
+    imgs = np.random.default_rng(8).random((2, 40, 40, 3)).astype(np.float32)
+    ref = BENPredictor(NaNUnlessFP32(), working_size=64).predict_alpha(imgs)
+    p = BENPredictor(NaNUnlessFP32(), dtype=torch.bfloat16, working_size=64, batch_size=2)
+    chunk = torch.from_numpy(imgs)
+    alpha, check = p.predict_chunk(chunk, deferred=True)
+    assert p.fallback_count == 0 and torch.isnan(alpha).all()  # nothing was decided yet
+    redo = check()
+    assert p.fallback_count == 1
+    torch.testing.assert_close(redo, ref, atol=1e-6, rtol=0)
+    good = BENPredictor(RedDetector(), working_size=64)
+    alpha, check = good.predict_chunk(chunk, deferred=True)
+    assert check() is None
+    torch.testing.assert_close(alpha, good.predict_alpha(imgs), atol=0, rtol=0)
+
+
+def test_fp32_nan_is_an_error_when_the_check_is_read():
+    class Broken(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(float("nan")), requires_grad=False)
+
+        def forward(self, x):
+            return self.w * x[:, :1]
+
+    alpha, check = BENPredictor(Broken(), working_size=64).predict_chunk(torch.zeros(1, 8, 8, 3), deferred=True)
+    with pytest.raises(RuntimeError, match="broken"):
+        check()
+
+
+def test_one_host_read_per_chunk_in_the_pipeline(monkeypatch):
+    """Inside the chunk loop nothing waits for the device but the network's verdict, read once per chunk
+    after all of the chunk's work is queued (counted as Tensor -> Python bool/float/int conversions)."""
+    from ben_core.pipeline import CutoutOptions, CutoutPipeline
+
+    imgs = torch.rand(5, 30, 40, 3)
+    pipeline = CutoutPipeline(BENPredictor(RedDetector(), dtype=torch.bfloat16, working_size=64, batch_size=2),
+                              CutoutOptions(foreground=True, background=(0.2, 0.4, 0.6)))
+    reads = []
+    inside = [False]
+    for name in ("__bool__", "__float__", "__int__", "item", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, _name=name, **k):
+            if inside[0]:
+                reads.append(_name)
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    process = pipeline.process
+
+    def traced(*a, **k):
+        inside[0] = True
+        try:
+            return process(*a, **k)
+        finally:
+            inside[0] = False
+
+    monkeypatch.setattr(pipeline, "process", traced)
+    cut = pipeline.run(imgs)
+    assert cut.image.shape == (5, 30, 40, 3)
+    assert reads == ["__bool__"] * 3, reads  # 3 chunks of at most 2 images
+
+
+@pytest.mark.slow
+def test_compiled_network_matches_eager():
+    """torch.compile (inductor, here on the CPU) gives the eager result within fp32 tolerance; the first
+    call of a shape is the compilation and is timed."""
+    from ben_core.model import BENBase
+
+    torch.manual_seed(0)
+    net = BENBase(embed_dim=32, depths=(1, 2, 1, 2), num_heads=(1, 2, 2, 4)).eval()
+    imgs = np.random.default_rng(9).integers(0, 256, (1, 50, 70, 3), dtype=np.uint8)
+    eager = BENPredictor(net, working_size=384).predict_alpha(imgs)
+    compiled = BENPredictor(net, working_size=384, compile="default")
+    out = compiled.predict_alpha(imgs)
+    again = compiled.predict_alpha(imgs)
+    torch.testing.assert_close(out, eager, atol=1e-4, rtol=0)
+    torch.testing.assert_close(again, out, atol=0, rtol=0)
+    assert list(compiled.first_call_seconds) == [((1, 3, 384, 384), torch.float32)]
+    with pytest.raises(ValueError, match="compile"):
+        BENPredictor(net, working_size=384, compile="fast")

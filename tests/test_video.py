@@ -23,13 +23,14 @@ class DiskPredictor:
     def __init__(self):
         self.calls = []
 
-    def predict_chunk(self, chunk):
+    def predict_chunk(self, chunk, deferred=False):
         assert isinstance(chunk, torch.Tensor) and chunk.dtype == torch.uint8 and chunk.dim() == 4 and chunk.shape[-1] == 3
         self.calls.append(chunk.shape[0])
         b, h, w, _ = chunk.shape
         yy, xx = np.mgrid[0:h, 0:w]
         inside = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) < (min(h, w) / 3) ** 2
-        return torch.from_numpy(np.repeat(inside[None].astype(np.float32), b, axis=0))
+        alpha = torch.from_numpy(np.repeat(inside[None].astype(np.float32), b, axis=0))
+        return (alpha, lambda: None) if deferred else alpha
 
 
 def make_clip(path, audio=True, fps=FPS, n=N_FRAMES):
