@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -254,9 +254,47 @@ class ImageBatch:
         """All images have the same size."""
         return len(set(self.sizes)) == 1
 
+    def _host(self, start: int, end: int) -> Chunk:
+        if self.stacked is not None:
+            return self.stacked[start:end]
+        return [pil_to_tensor(item) if _is_pil(item) else item for item in self.items[start:end]]
+
     def chunk(self, start: int, end: int, device) -> Chunk:
         """Images ``start .. end-1`` on ``device`` as given (no conversion; PIL images become tensors):
         ``[n, H, W, C]`` for a stacked batch, else a list of ``[H_i, W_i, C]``. Validated already."""
-        if self.stacked is not None:
-            return self.stacked[start:end].to(device)
-        return [(pil_to_tensor(item) if _is_pil(item) else item).to(device) for item in self.items[start:end]]
+        part = self._host(start, end)
+        return part.to(device) if isinstance(part, torch.Tensor) else [t.to(device) for t in part]
+
+    def chunks(self, batch_size: int, device) -> Iterator[Tuple[int, int, Chunk]]:
+        """``(start, end, chunk)`` for consecutive chunks of ``batch_size`` images on ``device``.
+
+        On a CUDA device, images held in CPU memory go up through pinned memory with non-blocking
+        copies on a side stream, and the next chunk's upload is issued before the current chunk is
+        handed out, so it overlaps the caller's work on the current one. Elsewhere: :meth:`chunk`.
+        """
+        device = torch.device(device)
+        bounds = [(s, min(s + batch_size, len(self))) for s in range(0, len(self), batch_size)]
+        if device.type != "cuda":
+            for start, end in bounds:
+                yield start, end, self.chunk(start, end, device)
+            return
+        side = torch.cuda.Stream(device)
+
+        def upload(start: int, end: int) -> Chunk:
+            part = self._host(start, end)
+            parts = [part] if isinstance(part, torch.Tensor) else part
+            with torch.cuda.stream(side):
+                up = [t.pin_memory().to(device, non_blocking=True) if t.device.type == "cpu" else t.to(device)
+                      for t in parts]
+            return up[0] if isinstance(part, torch.Tensor) else up
+
+        ahead = upload(*bounds[0])
+        for i, (start, end) in enumerate(bounds):
+            current = ahead
+            main = torch.cuda.current_stream(device)
+            main.wait_stream(side)  # the current chunk's copy is done before anything reads it
+            for t in ([current] if isinstance(current, torch.Tensor) else current):
+                t.record_stream(main)  # its memory is not reused while the main stream works on it
+            if i + 1 < len(bounds):
+                ahead = upload(*bounds[i + 1])
+            yield start, end, current

@@ -199,11 +199,10 @@ class CutoutPipeline:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         out = _Outputs(batch, self.options, torch.device(out_device), out_dtype)
-        for start in range(0, total, batch_size):
+        for start, end, chunk in batch.chunks(batch_size, self.device):
             check_stop(should_stop, start, total)
-            end = min(start + batch_size, total)
-            cut = self.process(batch.chunk(start, end, self.device), _slice(alpha, start, end, self.device),
-                               _slice(trimap, start, end, self.device), should_stop)
+            cut = self.process(chunk, _slice(alpha, start, end, self.device), _slice(trimap, start, end, self.device),
+                               should_stop)
             out.put(start, cut)
             del cut  # not held through the next chunk's network pass
             report(progress, end, total)

@@ -267,10 +267,9 @@ class BENPredictor:
         total = len(batch)
         # preallocated when uniform: a long clip's alphas are never held twice
         out = torch.empty((total, *batch.sizes[0])) if batch.uniform else [None] * total
-        for start in range(0, total, self.batch_size):
+        for start, end, chunk in batch.chunks(self.batch_size, self.device):
             check_stop(should_stop, start, total)
-            end = min(start + self.batch_size, total)
-            alpha = self.predict_chunk(batch.chunk(start, end, self.device))
+            alpha = self.predict_chunk(chunk)
             if batch.uniform:
                 out[start:end] = alpha
             else:
