@@ -15,6 +15,8 @@ log = logging.getLogger("ComfyUI-BEN2")
 
 DEVICES = ["auto", "cpu"]
 PRECISION_CHOICES = ["auto"] + list(PRECISIONS)
+#: Load BEN's compile widget -> the predictor's torch.compile mode.
+COMPILE_CHOICES = {"off": None, "torch.compile": "default", "torch.compile + CUDA graphs": "reduce-overhead"}
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -97,11 +99,19 @@ class BEN2LoadModel:
                     "tooltip": "Opt-in: if model_name is 'model.safetensors' and it is missing, download it once from "
                                "the official huggingface.co/PramaLLC/BEN2 repository into the first BEN model folder "
                                "(ComfyUI/models/BEN unless extra_model_paths.yaml says otherwise)."}),
-            }
+            },
+            "optional": {
+                "compile": (list(COMPILE_CHOICES), {
+                    "default": "off",
+                    "tooltip": "Expert: run the network through torch.compile ('+ CUDA graphs' also captures a CUDA "
+                               "graph per image size and batch). The first run of each size compiles (minutes); "
+                               "later runs reuse it. Off by default: only worth it where measured faster "
+                               "(benchmarks/gpu_check.py); on the CPU it is slower."}),
+            },
         }
 
     @classmethod
-    def IS_CHANGED(cls, model_name, device="auto", precision="auto", download_official_weights=False):
+    def IS_CHANGED(cls, model_name, device="auto", precision="auto", download_official_weights=False, compile="off"):
         """Fingerprint of the checkpoint file (path, size, mtime), so ComfyUI re-runs the loader when the file is
         replaced on disk instead of reusing its cached BEN_MODEL; "" while the file is missing (never raises)."""
         try:
@@ -109,8 +119,10 @@ class BEN2LoadModel:
         except Exception:  # missing file: load() reports it with the folders and the fix
             return ""
 
-    def load(self, model_name, device="auto", precision="auto", download_official_weights=False):
+    def load(self, model_name, device="auto", precision="auto", download_official_weights=False, compile="off"):
+        if compile not in COMPILE_CHOICES:
+            raise ValueError(f"compile must be one of {list(COMPILE_CHOICES)}, got {compile!r}")
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev)
         path = find_or_download(model_name, bool(download_official_weights))
-        return (model_cache.get_model(path, dev, dtype),)
+        return (model_cache.get_model(path, dev, dtype, COMPILE_CHOICES[compile]),)

@@ -74,16 +74,20 @@ class LoadedBEN(_Managed):
     """The BEN_MODEL value passed between nodes: a loaded BEN2 network plus where/how it runs.
 
     Attributes: ``path`` (str), ``device`` (inference device), ``offload_device``, ``dtype`` (inference
-    precision), ``net`` (``ben_core.model.BENBase``), ``patcher`` (ComfyUI ModelPatcher or None).
+    precision), ``compile`` (None or a ``torch.compile`` mode), ``net`` (``ben_core.model.BENBase``),
+    ``patcher`` (ComfyUI ModelPatcher or None).
     """
 
     def __init__(self, path: str, net: torch.nn.Module, device: torch.device, dtype: torch.dtype,
-                 offload_device: Optional[torch.device] = None):
+                 offload_device: Optional[torch.device] = None, compile: Optional[str] = None):
         super().__init__(net, device, dtype, offload_device)
         self.path = path
+        self.compile = compile
+        self._predictors: dict = {}
 
     def __repr__(self) -> str:
-        return f"LoadedBEN({os.path.basename(self.path)!r}, device={self.device}, dtype={self.dtype})"
+        return (f"LoadedBEN({os.path.basename(self.path)!r}, device={self.device}, dtype={self.dtype}"
+                f"{', compile=' + self.compile if self.compile else ''})")
 
     def memory_estimate(self, batch_size: int, working_size: int) -> int:
         """Rough bytes of activations for one chunk (asked from ComfyUI before loading the weights)."""
@@ -95,12 +99,17 @@ class LoadedBEN(_Managed):
         return self._to_device(self.memory_estimate(batch_size, working_size))
 
     def predictor(self, batch_size: int = 1, working_size: int = 1024):
-        """A ``ben_core`` BENPredictor over this network (weights loaded to the device first)."""
+        """The ``ben_core`` BENPredictor over this network for these settings (weights loaded to the device
+        first). One per (batch_size, working_size) is kept, so a compiled network stays compiled from run
+        to run."""
         from ..ben_core.predictor import BENPredictor
 
         net = self.prepare(batch_size, working_size)
-        return BENPredictor(net, device=self.device, dtype=self.dtype, working_size=working_size,
-                            batch_size=batch_size)
+        key = (batch_size, working_size)
+        if key not in self._predictors:
+            self._predictors[key] = BENPredictor(net, device=self.device, dtype=self.dtype, working_size=working_size,
+                                                 batch_size=batch_size, compile=self.compile)
+        return self._predictors[key]
 
 
 def file_key(path: str) -> tuple:
@@ -148,11 +157,12 @@ def _drop(key) -> None:
             pass
 
 
-def get_model(path: str, device: torch.device, dtype: torch.dtype,
+def get_model(path: str, device: torch.device, dtype: torch.dtype, compile: Optional[str] = None,
               loader: Optional[Callable[[str, torch.device, torch.dtype], torch.nn.Module]] = None) -> LoadedBEN:
-    """The shared LoadedBEN for (file, device, dtype), loading it on first use.
+    """The shared LoadedBEN for (file, device, dtype, compile mode), loading it on first use.
 
-    ``path``: checkpoint file; ``device``: inference device; ``dtype``: torch.float32/float16/bfloat16.
+    ``path``: checkpoint file; ``device``: inference device; ``dtype``: torch.float32/float16/bfloat16;
+    ``compile``: None or a ``torch.compile`` mode (``ben_core.predictor.COMPILE_MODES``).
     The weights are first loaded to ComfyUI's offload device (CPU normally) and moved to ``device``
     when a node runs. ``loader(path, device, dtype)`` replaces the ben_core loader (e.g. a stand-in network).
     Raises FileNotFoundError / ben_core CheckpointError for missing or bad files.
@@ -164,9 +174,10 @@ def get_model(path: str, device: torch.device, dtype: torch.dtype,
     offload = comfy_env.offload_device() if device.type != "cpu" else device
 
     def make() -> LoadedBEN:
-        return LoadedBEN(path, (loader or _load_ben)(path, offload, dtype), device, dtype, offload_device=offload)
+        return LoadedBEN(path, (loader or _load_ben)(path, offload, dtype), device, dtype, offload_device=offload,
+                         compile=compile)
 
-    return _cached(("ben", fkey[0], str(device), str(dtype)), fkey, make)
+    return _cached(("ben", fkey[0], str(device), str(dtype), compile), fkey, make)
 
 
 def vitmatte_model(device: torch.device) -> torch.nn.Module:

@@ -654,3 +654,22 @@ def test_nodes_never_import_a_top_level_ben_core(monkeypatch):
     finally:
         for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
             sys.modules.pop(key, None)
+
+
+def test_compile_option_reaches_the_predictor_and_stays_compiled(tmp_path):
+    """Load BEN's compile widget: its own cache entry, and one predictor per (batch, size) kept across runs
+    so a compiled network is compiled once (nothing is compiled here: torch.compile is lazy)."""
+    mc = sub("nodes.model_cache")
+    lb = sub("nodes.load_ben")
+    f = tmp_path / "m.pth"
+    f.write_bytes(b"1")
+    plain = mc.get_model(str(f), "cpu", torch.float32, loader=lambda *a: Bright())
+    compiled = mc.get_model(str(f), "cpu", torch.float32, lb.COMPILE_CHOICES["torch.compile"],
+                            loader=lambda *a: Bright())
+    assert compiled is not plain and plain.compile is None and compiled.compile == "default"
+    p = compiled.predictor(batch_size=2, working_size=512)
+    assert p.compile == "default" and compiled.predictor(batch_size=2, working_size=512) is p
+    assert compiled.predictor(batch_size=1, working_size=512) is not p
+    assert plain.predictor(1, 512).compile is None
+    with pytest.raises(ValueError, match="compile"):
+        lb.BEN2LoadModel().load("m.pth", "cpu", "fp32", False, compile="turbo")

@@ -115,3 +115,27 @@ def test_main_example_covers_the_whole_chain():
     wf = json.loads((ROOT / "example_workflows" / "ben2_remove_background.json").read_text(encoding="utf-8"))
     types_ = {n["type"] for n in wf["nodes"]}
     assert set(NODE_IDS) | {"LoadImage", "SaveImage"} <= types_
+
+
+#: The widgets of each node as 0.1.0 saved them in workflows (ComfyUI stores widgets_values by position).
+WIDGETS_0_1_0 = {
+    "BEN2_LoadModel": ["model_name", "device", "precision", "download_official_weights"],
+    "BEN2_RemoveBackground": ["output_mode", "background_colour", "refine_foreground", "invert_mask", "batch_size",
+                              "working_size"],
+    "BEN2_ShowTrimap": ["t_low", "t_high", "t_min", "t_max", "min_unknown_fraction"],
+    "BEN2_RefineMask": ["method", "radius", "eps", "trimap_source", "band_radius", "refine_foreground", "output_mode",
+                        "background_colour"],
+}
+
+
+def test_workflows_saved_by_0_1_0_still_load():
+    """A saved workflow maps widgets_values by position: the widgets of 0.1.0 must come first, in their
+    order, and any widget added since must be optional with a default (what an old workflow gets)."""
+    pack = load_pack()
+    for node_id, old in WIDGETS_0_1_0.items():
+        cls = pack.NODE_CLASS_MAPPINGS[node_id]
+        names = [name for name, _ in _widget_inputs(cls)]
+        assert names[:len(old)] == old, node_id
+        optional = cls.INPUT_TYPES().get("optional", {})
+        for name in names[len(old):]:
+            assert name in optional and "default" in optional[name][1], (node_id, name)
