@@ -2,10 +2,10 @@
 
 Only ``python -m benchmarks.bench --upstream PATH`` uses this, and only inside its own worker
 subprocess: upstream seeds the global RNGs and sets the float32 matmul precision when imported, which
-must not leak into our measurements. Upstream imports timm, torchvision and cv2 at module level but its
-``BEN_Base.forward`` needs none of them beyond three timm helpers; when those packages are not
-installed, minimal stand-ins are put in ``sys.modules`` (real packages are used when present). einops is
-required for real (``pip install einops``). The upstream source is never part of this repository.
+must not leak into our measurements. Upstream imports timm, torchvision, cv2 and einops at module level but its
+``BEN_Base.forward`` needs none of them beyond three timm helpers and ``einops.rearrange``; when those
+packages are not installed, minimal stand-ins are put in ``sys.modules`` (real packages are used when
+present). The upstream source is never part of this repository.
 """
 from __future__ import annotations
 
@@ -121,13 +121,64 @@ def _cv2_stub() -> dict[str, types.ModuleType]:
     return {"cv2": cv2}
 
 
+def rearrange(tensor, pattern: str, **sizes):
+    """A minimal ``einops.rearrange`` (axis names, parenthesised groups, the literal ``1``), enough for
+    upstream's patterns, for machines without einops (the bare GPU machine of ``gpu_check``)."""
+    def parse(side: str) -> list:
+        groups, current = [], None
+        for token in side.replace("(", " ( ").replace(")", " ) ").split():
+            if token == "(":
+                current = []
+            elif token == ")":
+                groups.append(current)
+                current = None
+            elif current is not None:
+                current.append(token)
+            else:
+                groups.append([token])
+        return groups
+
+    lhs, rhs = (parse(side) for side in pattern.split("->"))
+    if len(lhs) != tensor.dim():
+        raise ValueError(f"rearrange: pattern {pattern!r} expects {len(lhs)} dims, got {tensor.dim()}")
+    known = dict(sizes)
+    for group, dim in zip(lhs, tensor.shape):
+        unknown = [name for name in group if name != "1" and name not in known]
+        product = 1
+        for name in group:
+            product *= 1 if name == "1" else known.get(name, 1)
+        if len(unknown) > 1:
+            raise ValueError(f"rearrange: cannot infer {unknown} in {pattern!r}")
+        if unknown:
+            known[unknown[0]] = dim // product
+    elementary = [name for group in lhs for name in group if name != "1"]
+    x = tensor.reshape([known[name] for name in elementary])
+    order = [name for group in rhs for name in group if name != "1"]
+    x = x.permute([elementary.index(name) for name in order])
+    out_shape = []
+    for group in rhs:
+        size = 1
+        for name in group:
+            size *= 1 if name == "1" else known[name]
+        out_shape.append(size)
+    return x.reshape(out_shape)
+
+
+def _einops_stub() -> dict[str, types.ModuleType]:
+    einops = types.ModuleType("einops")
+    einops.rearrange = rearrange
+    einops.__ben_bench_stub__ = True
+    return {"einops": einops}
+
+
 def install_stubs() -> list[str]:
     """Put stand-ins for missing timm / torchvision / cv2 into ``sys.modules``; returns the names stubbed.
 
     Call only in a throw-away process (the benchmark worker): it changes global import state.
     """
     stubbed: list[str] = []
-    for name, factory in (("timm", _timm_stub), ("torchvision", _torchvision_stub), ("cv2", _cv2_stub)):
+    for name, factory in (("timm", _timm_stub), ("torchvision", _torchvision_stub), ("cv2", _cv2_stub),
+                          ("einops", _einops_stub)):
         if name in sys.modules or _have(name):
             continue
         mods = factory()
@@ -140,16 +191,13 @@ def load_upstream(path: str | Path) -> types.ModuleType:
     """Import upstream ``BEN2.py`` from ``path`` (stand-ins installed for missing optional imports).
 
     Returns the module (``module.BEN_Base`` is the network). Raises FileNotFoundError for a missing
-    file, ImportError naming ``pip install einops`` when einops is missing, AttributeError when the file
-    has no ``BEN_Base``.
+    file, AttributeError when the file has no ``BEN_Base``.
     """
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise FileNotFoundError(
             f"--upstream {path}: no such file; fetch it with e.g. "
             "`git clone https://github.com/PramaLLC/BEN2` and pass BEN2.py")
-    if not _have("einops"):
-        raise ImportError("upstream BEN2.py needs einops: `pip install einops`")
     install_stubs()
     spec = importlib.util.spec_from_file_location("ben2_upstream", path)
     module = importlib.util.module_from_spec(spec)
