@@ -118,3 +118,30 @@ def test_rearrange_stand_in_does_upstreams_patterns():
     for pattern, kw in [("b c (hg h) (wg w) -> (hg wg b) c h w", dict(hg=2, wg=2)), ("b c h w -> (h w) b c", {}),
                         ("nl c h w -> nl (h w) 1 c", {})]:
         assert torch.equal(rearrange(x, pattern, **kw), einops.rearrange(x, pattern, **kw)), pattern
+
+
+def test_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
+    """The prepared device check, small and on the CPU (where there is no GPU): every section runs,
+    the JSON and the tables are written, and the checks it makes pass."""
+    import json
+
+    # the wrapper runs `python3`: this interpreter's, as on the GPU machine its own python3
+    env = dict(os.environ, OUT=str(tmp_path / "out"),
+               PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    r = subprocess.run(["sh", str(REPO / "benchmarks" / "gpu_check.sh"), "--device", "cpu", "--quick"],
+                       capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert res["errors"] == []
+    assert res["correctness"]["fp32_vs_stored"]["512"]["ok"]
+    assert res["correctness"]["nan_fallback"]["ok"] and res["correctness"]["nan_fallback"]["fallback_count"] == 1
+    sites = {row["site"] for row in res["attention"]}
+    assert sites == {"swin.WindowAttention.forward", "decoder.grouped_attention"}
+    assert sum(row["calls_per_forward"] for row in res["attention"]) > 0
+    assert all(row["backends"]["math"]["ok"] for row in res["attention"])
+    eager = [row for row in res["throughput"] if row.get("mode") == "eager"]
+    assert eager and all(row["images_per_s"] > 0 for row in eager)
+    assert res["remove_background"]["alpha_vs_direct_chunk_max_abs_diff"] == 0.0
+    assert res["remove_background"]["image_shape"] == [2, 540, 960, 4]
+    md = (tmp_path / "out" / "gpu_check.md").read_text()
+    assert "## Correctness" in md and "## Attention" in md and "## Remove Background path" in md
