@@ -45,7 +45,6 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a file as well as with -m
     sys.path.insert(0, str(REPO))
 
-from ben_core.inputs import to_float_rgb  # noqa: E402
 from ben_core.model.ben2 import IMAGENET_MEAN, IMAGENET_STD, BENBase, checkpoint_filter_fn  # noqa: E402
 from ben_core.pipeline import CutoutOptions, CutoutPipeline  # noqa: E402
 from ben_core.predictor import BENPredictor  # noqa: E402
