@@ -196,6 +196,15 @@ def resize(x: torch.Tensor, size: Tuple[int, int], mode: str = "bilinear") -> to
                              antialias=shrink).to(x.device)
 
 
+def _pinned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in page-locked memory for an asynchronous upload; ``t`` itself where the platform refuses
+    to pin (e.g. WSL's small pinned-memory limit): the copy is then synchronous, the result the same."""
+    try:
+        return t.pin_memory()
+    except RuntimeError:
+        return t
+
+
 class ImageBatch:
     """The caller's images, validated up front and converted chunk by chunk.
 
@@ -284,7 +293,7 @@ class ImageBatch:
             part = self._host(start, end)
             parts = [part] if isinstance(part, torch.Tensor) else part
             with torch.cuda.stream(side):
-                up = [t.pin_memory().to(device, non_blocking=True) if t.device.type == "cpu" else t.to(device)
+                up = [_pinned(t).to(device, non_blocking=True) if t.device.type == "cpu" else t.to(device)
                       for t in parts]
             return up[0] if isinstance(part, torch.Tensor) else up
 
