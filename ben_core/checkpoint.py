@@ -11,7 +11,6 @@ refused (CheckpointError), never loaded unsafely. The format is recognised from 
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import struct
 import warnings
@@ -78,16 +77,16 @@ def _load_pickle(path: Path) -> object:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*TorchScript archive.*")
             return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        why = _safety_refusal(e)
-        if why is not None:
-            raise CheckpointError(f"Refusing to load {path}: {why}") from None
-        raise CheckpointError(f"{path} is corrupt (unpickling failed: {e}). Download it again.") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, struct.error) as e:
+    except MemoryError:
+        raise
+    except Exception as e:  # a refused pickle (UnpicklingError), a truncated zip, TorchScript, garbage...
         if "TorchScript" in str(e):
             raise CheckpointError(f"{path} is a TorchScript archive (torch.jit.save), not a state dict; ben_core "
                                   "loads weights only: use model.safetensors or BEN2_Base.pth from "
                                   "huggingface.co/PramaLLC/BEN2.") from None
+        why = _safety_refusal(e)
+        if why is not None:
+            raise CheckpointError(f"Refusing to load {path}: {why}") from None
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path} is truncated or corrupt, or not a PyTorch checkpoint ({type(e).__name__}: "
                               f"{first}). If it was downloaded, the download was probably interrupted: "

@@ -204,8 +204,9 @@ def plan_jobs(found: Sequence[tuple[Path, Path, str]]) -> list[Job]:
             n += 1
         taken.add(str(cand).lower())
         jobs.append(Job(f, cand, kind))
-    # names freed by renaming may coincide with another file's natural name: ensure uniqueness held
-    assert len({str(j.rel).lower() for j in jobs}) == len(jobs)
+    # names freed by renaming may coincide with another file's natural name: make sure uniqueness held
+    if len({str(j.rel).lower() for j in jobs}) != len(jobs):
+        raise RuntimeError("internal error: two inputs were given the same output name; please report it")
     return jobs
 
 

@@ -6,6 +6,7 @@ pass ``cache_dir`` to override the cache location per call.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
@@ -15,6 +16,7 @@ __all__ = [
     "OFFICIAL_FILENAME",
     "OFFICIAL_PTH_FILENAME",
     "OFFICIAL_FILENAMES",
+    "OFFICIAL_REVISION",
     "WeightsNotFoundError",
     "download_official_weights",
     "find_cached_weights",
@@ -25,9 +27,14 @@ __all__ = [
 OFFICIAL_REPO = "PramaLLC/BEN2"
 OFFICIAL_FILENAME = "model.safetensors"
 OFFICIAL_PTH_FILENAME = "BEN2_Base.pth"
+#: The revision of PramaLLC/BEN2 downloaded by default. Pass ``revision=<commit hash>`` to pin the exact
+#: files (a reproducible, integrity-pinned download); the branch follows the publisher's updates.
+OFFICIAL_REVISION = "main"
 OFFICIAL_FILENAMES = (OFFICIAL_FILENAME, OFFICIAL_PTH_FILENAME)
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+log = logging.getLogger("ben_core")
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -125,7 +132,8 @@ def find_cached_weights(cache_dir: Optional[PathLike] = None, filename: Optional
         kwargs = {} if cache_dir is None else {"cache_dir": str(Path(cache_dir).expanduser())}
         try:
             hit = try_to_load_from_cache(OFFICIAL_REPO, name, **kwargs)
-        except Exception:  # a malformed cache folder is "not cached", not a crash
+        except Exception as e:  # a malformed cache folder is "not cached", not a crash
+            log.debug("ben_core: Hugging Face cache lookup of %s failed: %s", name, e)
             continue
         if isinstance(hit, (str, os.PathLike)) and _usable(Path(hit)):
             return Path(hit)
@@ -133,14 +141,15 @@ def find_cached_weights(cache_dir: Optional[PathLike] = None, filename: Optional
 
 
 def download_official_weights(local_dir: Optional[PathLike] = None, filename: str = OFFICIAL_FILENAME, *,
-                              cache_dir: Optional[PathLike] = None) -> Path:
+                              cache_dir: Optional[PathLike] = None, revision: str = OFFICIAL_REVISION) -> Path:
     """Path of the official BEN2 weights, downloading ``PramaLLC/BEN2/<filename>`` if they are not present.
 
     ``local_dir``: download into this folder (file ends up at ``local_dir/filename``); if None the
     Hugging Face cache is used (``cache_dir`` or the library default). ``filename``:
     ``"model.safetensors"`` (default) or ``"BEN2_Base.pth"``. An existing non-empty file at the target
     (or in the cache) is returned without any network access. Downloads use
-    ``huggingface_hub.hf_hub_download`` from the official repo only.
+    ``huggingface_hub.hf_hub_download`` from the official repo only, at ``revision`` (a branch or a commit
+    hash; see :data:`OFFICIAL_REVISION`).
 
     Raises:
         WeightsNotFoundError: offline (``HF_HUB_OFFLINE=1``), no network, the Hub refused, or
@@ -173,7 +182,7 @@ def download_official_weights(local_dir: Optional[PathLike] = None, filename: st
     if cache_dir is not None:
         kwargs["cache_dir"] = str(Path(cache_dir).expanduser())
     try:
-        path = hf_hub_download(OFFICIAL_REPO, filename, **kwargs)
+        path = hf_hub_download(OFFICIAL_REPO, filename, revision=revision, **kwargs)
     except Exception as e:  # offline / DNS / HTTP / disk errors all end in the same advice
         if offline_mode():
             raise fail("Hugging Face offline mode is on (HF_HUB_OFFLINE=1; unset it to allow the download)", e) from e

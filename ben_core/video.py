@@ -12,6 +12,7 @@ only when a video is processed, with a clear error when missing.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -28,6 +29,9 @@ _REMUX_AUDIO = {
     "mkv": None,  # matroska takes nearly everything
 }
 _TRANSCODE_AUDIO = {"webm": ("libopus", 48000), "mp4": ("aac", None), "mov": ("aac", None), "mkv": ("libopus", 48000)}
+
+
+log = logging.getLogger("ben_core")
 
 
 class VideoDependencyError(ImportError):
@@ -100,16 +104,16 @@ def _add_audio_stream(av, out, kind: str, astream):
     if ok is None or name in ok:
         try:
             return out.add_stream_from_template(astream), f"copied ({name})", False
-        except Exception:
-            pass
+        except Exception as e:  # the container refuses this codec as-is: transcode below
+            log.info("ben_core: audio (%s) cannot be copied into %s, transcoding: %s", name, kind, e)
     codec, rate = _TRANSCODE_AUDIO[kind]
     if not _codec_available(av, codec):
         codec = "opus" if codec == "libopus" else codec
     s = out.add_stream(codec, rate=rate or astream.codec_context.sample_rate or 48000)
     try:
         s.layout = astream.codec_context.layout.name
-    except Exception:
-        pass
+    except Exception as e:  # an unnamed layout: the encoder's default (stereo) is used
+        log.info("ben_core: audio layout not carried over: %s", e)
     return s, f"transcoded ({name} -> {codec})", True
 
 

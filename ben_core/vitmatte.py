@@ -24,6 +24,8 @@ from .hub import WeightsNotFoundError, offline_mode
 __all__ = ["VITMATTE_REPO", "VitMatteUnavailableError", "load_vitmatte", "vitmatte_refine", "vitmatte_tiles"]
 
 VITMATTE_REPO = "hustvl/vitmatte-small-composition-1k"
+#: Revision downloaded by default; pass ``revision=<commit hash>`` to load_vitmatte to pin the files.
+VITMATTE_REVISION = "main"
 _UNKNOWN_VALUE = 128.0 / 255.0
 _PAD_MULTIPLE = 32
 
@@ -44,7 +46,7 @@ def _vitmatte_class():
 
 def load_vitmatte(repo_id: str = VITMATTE_REPO, *, local_dir: Optional[os.PathLike] = None,
                   cache_dir: Optional[os.PathLike] = None, local_files_only: Optional[bool] = None,
-                  device="cpu", dtype: torch.dtype = torch.float32):
+                  device="cpu", dtype: torch.dtype = torch.float32, revision: str = VITMATTE_REVISION):
     """Load a ViTMatte model (eval mode) from a local folder or the Hugging Face Hub cache.
 
     Args:
@@ -54,6 +56,7 @@ def load_vitmatte(repo_id: str = VITMATTE_REPO, *, local_dir: Optional[os.PathLi
         local_files_only: only use the cache (default: Hugging Face's offline mode, ``HF_HUB_OFFLINE``); when
             False/None the cache is tried first, then a download.
         device, dtype: where/how the model runs.
+        revision: the Hub revision (branch or commit hash; pin a hash for reproducible files).
 
     Raises: :class:`VitMatteUnavailableError` without transformers; ``ben_core.hub.WeightsNotFoundError``
     when the weights are neither cached nor downloadable (the message says where to put them).
@@ -68,7 +71,8 @@ def load_vitmatte(repo_id: str = VITMATTE_REPO, *, local_dir: Optional[os.PathLi
         only_local = offline_mode() if local_files_only is None else bool(local_files_only)
         patterns = ["*.json", "*.safetensors", "*.bin"]
         try:
-            path = Path(snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True, allow_patterns=patterns))
+            path = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True,
+                                          allow_patterns=patterns))
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(path)
         except Exception as exc:
@@ -78,7 +82,7 @@ def load_vitmatte(repo_id: str = VITMATTE_REPO, *, local_dir: Optional[os.PathLi
                     f"and offline mode is on; download them once online (huggingface-cli download {repo_id}) "
                     "or pass local_dir= a folder with config.json and model.safetensors") from exc
             try:
-                path = Path(snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=patterns))
+                path = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns))
             except Exception as exc2:
                 raise WeightsNotFoundError(
                     f"could not download ViTMatte weights '{repo_id}' ({type(exc2).__name__}: {exc2}); "

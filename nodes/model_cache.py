@@ -153,8 +153,8 @@ def _drop(key) -> None:
     if patcher is not None:
         try:
             patcher.detach()
-        except Exception:  # already unloaded by ComfyUI
-            pass
+        except Exception as e:  # already unloaded by ComfyUI
+            log.debug("BEN2: detaching %s: %s", key, e)
 
 
 def get_model(path: str, device: torch.device, dtype: torch.dtype, compile: Optional[str] = None,

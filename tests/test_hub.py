@@ -138,6 +138,10 @@ def test_download_uses_official_repo_only(tmp_path, monkeypatch):
     got = download_official_weights(local_dir=tmp_path / "new", filename="BEN2_Base.pth")
     assert got == tmp_path / "new" / "BEN2_Base.pth" and got.read_bytes() == b"downloaded"
     assert seen["repo_id"] == "PramaLLC/BEN2" and seen["filename"] == "BEN2_Base.pth"
+    assert seen["revision"] == "main"  # the default; a commit hash pins the files
+    pinned = "0123456789abcdef0123456789abcdef01234567"
+    download_official_weights(local_dir=tmp_path / "pinned", revision=pinned)
+    assert seen["revision"] == pinned and seen["filename"] == "model.safetensors"
 
 
 @pytest.mark.parametrize("name", ["BiRefNet.safetensors", "../model.safetensors", "model.bin"])

@@ -139,3 +139,38 @@ def test_workflows_saved_by_0_1_0_still_load():
         optional = cls.INPUT_TYPES().get("optional", {})
         for name in names[len(old):]:
             assert name in optional and "default" in optional[name][1], (node_id, name)
+
+
+def _registry_check(root):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, str(ROOT / ".ci" / "registry_check.py"), str(root)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_published_files_pass_the_registry_scanner_rules():
+    """What would be uploaded to the Comfy Registry (git-tracked, not in .comfyignore) is clean of every
+    trigger its scanner is known to flag (.ci/registry_check.py; CI runs it too)."""
+    r = _registry_check(ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0 problem(s)" in r.stdout
+
+
+def test_registry_check_catches_each_trigger(tmp_path):
+    import subprocess
+
+    (tmp_path / ".comfyignore").write_text("tests/\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "ok.py").write_text("import subprocess\n")  # ignored: not published
+    (tmp_path / "bad.py").write_text("x = 1; y = eval('2')\n")
+    (tmp_path / "run.py").write_text("import os\n\n\ndef go(cmd):\n    return os.system(cmd)\n")
+    (tmp_path / "widget.js").write_text("// node.connect(0, other, 1)\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+    r = _registry_check(tmp_path)
+    assert r.returncode == 1
+    out = r.stdout
+    assert "widget.js:1" in out and "tests/ok.py" not in out
+    assert "E702" in out and "S307" in out  # several statements on one line, eval
+    assert "B605" in out or "os.system" in out  # bandit: a shell started from Python
