@@ -14,7 +14,6 @@ import os
 import re
 import struct
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
@@ -23,7 +22,7 @@ import torch
 from .hub import OFFICIAL_FILENAMES, WeightsNotFoundError, missing_weights_message
 from .model.ben2 import UNUSED_KEYS, BENBase, checkpoint_filter_fn
 
-__all__ = ["CheckpointError", "read_state_dict", "check_state_dict", "load_ben", "SUPPORTED_EXTENSIONS"]
+__all__ = ["CheckpointError", "read_state_dict", "check_state_dict", "load_weights", "load_ben", "SUPPORTED_EXTENSIONS"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -257,6 +256,28 @@ def check_state_dict(state_dict: Mapping[str, torch.Tensor], expected: Mapping[s
                               "the file is damaged. Download it again.")
 
 
+def load_weights(model: "BENBase", path: PathLike, *, assign: bool = False,
+                 search_locations: Sequence[PathLike] = ()) -> "BENBase":
+    """Load a BEN2 checkpoint into an existing ``BENBase`` (as built by its owner: on a device, in a
+    ComfyUI model patcher...) and return it.
+
+    The file must hold exactly the official keys; the training-only ones are dropped by name
+    (``model.ben2.checkpoint_filter_fn``) and the rest loaded strictly. ``assign=True`` makes the file's
+    tensors the parameters (no copy; what ComfyUI's dynamic-VRAM patchers expect), so nothing of the
+    model's own initialisation - meta tensors included - survives.
+    Raises WeightsNotFoundError / CheckpointError as :func:`read_state_dict` and :func:`check_state_dict`.
+    """
+    sd = read_state_dict(path, search_locations=search_locations)
+    own = model.state_dict()
+    check_state_dict(sd, own, source=str(Path(path).expanduser()))
+    sd = checkpoint_filter_fn(sd)
+    if assign:  # the model keeps its own dtype and device (a no-op, no copy, when they already match)
+        sd = {k: v.to(device=own[k].device if own[k].device.type != "meta" else v.device, dtype=own[k].dtype)
+              for k, v in sd.items()}
+    model.load_state_dict(sd, strict=True, assign=assign)
+    return model
+
+
 def load_ben(path: PathLike, device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32, *,
              search_locations: Sequence[PathLike] = ()):
     """Load a BEN2 base checkpoint into a ready-to-run ``BENBase``.
@@ -269,8 +290,7 @@ def load_ben(path: PathLike, device: Union[str, torch.device] = "cpu", dtype: to
     Returns the network in eval mode with ``requires_grad`` off on every parameter.
 
     Raises WeightsNotFoundError (missing file) or CheckpointError (bad file, wrong model, wrong shapes,
-    NaN weights). The file must hold exactly the official keys; the training-only ones are then dropped by
-    name (``model.ben2.checkpoint_filter_fn``) and the rest is loaded strictly.
+    NaN weights); see :func:`load_weights`.
     """
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating torch.dtype (float32, float16, bfloat16), got {dtype!r}")
@@ -279,11 +299,7 @@ def load_ben(path: PathLike, device: Union[str, torch.device] = "cpu", dtype: to
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as e:  # before reading ~400 MB
         raise ValueError(f"device {device} is not available here ({e})") from e
-    sd = read_state_dict(path, search_locations=search_locations)
-    model = BENBase()
-    check_state_dict(sd, model.state_dict(), source=str(Path(path).expanduser()))
-    model.load_state_dict(checkpoint_filter_fn(sd), strict=True)
-    del sd
+    model = load_weights(BENBase(), path, search_locations=search_locations)
     model.requires_grad_(False)
     model.eval()
     return model.to(device=device, dtype=dtype)

@@ -37,6 +37,31 @@ def files(sd, tmp_path_factory):
     return {"wrapped": wrapped, "flat": flat, "safetensors": st}
 
 
+@pytest.mark.slow
+def test_load_weights_assign_replaces_meta_and_keeps_the_models_dtype(files, sd):
+    """ComfyUI's dynamic-VRAM pattern: a network built without memory (meta) gets the file's tensors
+    (assign=True): no meta tensor survives, dtypes are the model's, values the file's. Without assign a
+    meta network would stay meta (the 'meta tensor' crashes of packs that ignored dynamic VRAM)."""
+    from ben_core.checkpoint import load_weights
+    from ben_core.model import BENBase
+
+    with torch.device("meta"):
+        net = BENBase()
+    load_weights(net, files["safetensors"], assign=True)
+    state = net.state_dict()
+    assert not [k for k, v in state.items() if v.device.type == "meta"]
+    assert all(torch.equal(state[k], sd[k]) and state[k].dtype == sd[k].dtype for k in CHECK_KEYS)
+    half = BENBase().to(torch.bfloat16)
+    load_weights(half, files["safetensors"], assign=True)
+    assert half.state_dict()[CHECK_KEYS[0]].dtype == torch.bfloat16
+    assert half.state_dict()[CHECK_KEYS[2]].dtype == sd[CHECK_KEYS[2]].dtype  # integer buffer kept
+    with torch.device("meta"):
+        stays = BENBase()
+    with pytest.warns(UserWarning, match="meta parameter"):  # torch: copying into meta is a no-op
+        load_weights(stays, files["safetensors"], assign=False)
+    assert stays.state_dict()[CHECK_KEYS[0]].device.type == "meta"
+
+
 def _small(path: Path, obj) -> Path:
     torch.save(obj, path)
     return path
