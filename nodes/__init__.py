@@ -17,6 +17,7 @@ _NODES = [
     ("remove_background", "BEN2RemoveBackground", "BEN2_RemoveBackground", "Remove Background (BEN2)"),
     ("show_trimap", "BEN2ShowTrimap", "BEN2_ShowTrimap", "Show Trimap (BEN2)"),
     ("refine_mask", "BEN2RefineMask", "BEN2_RefineMask", "Refine Mask (BEN2)"),
+    ("refine_mask", "BEN2RefineMaskViTMatte", "BEN2_RefineMaskViTMatte", "Refine Mask with ViTMatte (BEN2)"),
 ]
 
 NODE_CLASS_MAPPINGS: dict = {}

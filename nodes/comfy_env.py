@@ -1,9 +1,13 @@
-"""The one place that touches ComfyUI (``folder_paths``, ``comfy.*``).
+"""The one place that touches ComfyUI (``comfy_api``, ``folder_paths``, ``comfy.*``).
 
-Everything is looked up lazily at call time, so the pack imports without ComfyUI and its nodes can be
-called without it (CI does; tests put stand-in ``folder_paths`` / ``comfy.*`` modules into
-``sys.modules``). Outside ComfyUI there is no progress bar and no interrupt, devices are ben_core's
-defaults, and the model folder must come from a ``folder_paths`` module.
+The V3 node API (``comfy_api.latest``: ``io``, ``ui``) is imported here, once; every other ComfyUI module is
+looked up lazily at call time, so the nodes can be called with stand-ins in ``sys.modules`` (CI has no
+ComfyUI; the tests provide a small ``comfy_api`` and ``folder_paths``). Without ``comfy.*`` there is no
+progress bar and no interrupt, devices are ben_core's defaults.
+
+API differences between cores are bridged here and nowhere else: fields only newer cores know
+(``Schema.search_aliases``, ``advanced`` inputs, ``io.BackgroundRemoval``, ``CoreModelPatcher`` /
+dynamic VRAM, ``intermediate_dtype``) are used where present and left out where not.
 
 Model folder: ``BEN`` (``ComfyUI/models/BEN``), every checkpoint extension ben_core reads. Paths that
 ``extra_model_paths.yaml`` declared for ``BEN`` (ComfyUI applies the yaml before custom nodes are
@@ -11,12 +15,21 @@ imported) are kept, in their order; ours is appended (or put first only if nothi
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import io as io_bytes
 import logging
 import os
+import uuid
 from typing import Callable, List, Optional, Tuple
 
 import torch
+
+try:
+    from comfy_api.latest import io
+except ImportError as _exc:  # ComfyUI older than the V3 node API
+    raise ImportError("the BEN2 nodes need ComfyUI 0.3.64 or newer (comfy_api.latest, the V3 node API); update "
+                      "ComfyUI") from _exc
 
 from ..ben_core.checkpoint import SUPPORTED_EXTENSIONS
 from ..ben_core.devices import resolve_device
@@ -25,6 +38,26 @@ log = logging.getLogger("ComfyUI-BEN2")
 
 FOLDER_NAME = "BEN"
 MODEL_EXTENSIONS = frozenset(SUPPORTED_EXTENSIONS)
+
+#: The socket type of core's background-removal model (ComfyUI 2026 cores; a custom type of the same name
+#: elsewhere, so Load BEN's output keeps its type on every core).
+BACKGROUND_REMOVAL = getattr(io, "BackgroundRemoval", None) or io.Custom("BACKGROUND_REMOVAL")
+
+
+def schema(**fields) -> "io.Schema":
+    """``io.Schema(**fields)`` without the fields this core's Schema does not have (``search_aliases``
+    arrived in 2026 cores: older ones get the node without aliases rather than an error)."""
+    known = {f.name for f in dataclasses.fields(io.Schema)}
+    return io.Schema(**{k: v for k, v in fields.items() if k in known})
+
+
+def advanced(inp):
+    """Mark an input as an expert knob (2026 frontends fold such inputs away; older ones show it).
+
+    Written into the input's ``extra_dict`` (what newer cores' ``advanced=True`` writes to the node
+    definition), which every V3 core passes through."""
+    inp.extra_dict["advanced"] = True
+    return inp
 
 
 def _optional_module(name: str):
@@ -155,6 +188,54 @@ def intermediate_device() -> torch.device:
     return torch.device("cpu")
 
 
+def intermediate_dtype() -> torch.dtype:
+    """dtype of node outputs passed between nodes (fp16 with ``--fp16-intermediates`` in 2026 cores)."""
+    mm = model_management()
+    if mm is not None and hasattr(mm, "intermediate_dtype"):
+        return mm.intermediate_dtype()
+    return torch.float32
+
+
+def temp_directory() -> Optional[str]:
+    """ComfyUI's temp folder (served by ``/view?type=temp``, emptied at start-up); None outside ComfyUI."""
+    fp = folder_paths_module()
+    if fp is None or not hasattr(fp, "get_temp_directory"):
+        return None
+    return fp.get_temp_directory()
+
+
+def save_temp_file(data: bytes, prefix: str, extension: str) -> dict:
+    """Write ``data`` into ComfyUI's temp folder under a new unique name ``<prefix>_<hex>.<extension>``, the way
+    core's previews travel; returns ``{"filename", "subfolder", "type": "temp"}`` for the browser's ``/view``.
+
+    Written under a temporary name and renamed into place, so ``/view`` never serves half a file. ComfyUI
+    empties its temp folder at start-up.
+    """
+    folder = temp_directory()
+    if folder is None:
+        raise RuntimeError("ComfyUI's temp folder (folder_paths.get_temp_directory) is not available here")
+    os.makedirs(folder, exist_ok=True)
+    name = f"{prefix}_{uuid.uuid4().hex[:16]}.{extension}"
+    partial = os.path.join(folder, "." + name + ".part")
+    try:
+        with open(partial, "wb") as f:
+            f.write(data)
+        os.replace(partial, os.path.join(folder, name))
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return {"filename": name, "subfolder": "", "type": "temp"}
+
+
+def save_temp_jpeg(rgb, prefix: str, quality: int = 85) -> dict:
+    """:func:`save_temp_file` of ``rgb`` (uint8 numpy ``[H, W, 3]``) encoded as a JPEG of that ``quality``."""
+    from PIL import Image
+
+    buf = io_bytes.BytesIO()
+    Image.fromarray(rgb, mode="RGB").save(buf, format="JPEG", quality=int(quality))
+    return save_temp_file(buf.getvalue(), prefix, "jpg")
+
+
 def half_precision_checks() -> Tuple[Optional[Callable], Optional[Callable]]:
     """ComfyUI's ``(should_use_fp16, should_use_bf16)`` as ``device -> bool`` predicates for
     ``ben_core.devices.resolve_precision``, so fp16 is never used where ComfyUI marks it broken
@@ -182,12 +263,23 @@ def half_precision_checks() -> Tuple[Optional[Callable], Optional[Callable]]:
 # ----------------------------------------------------------------------------- model management
 
 def make_patcher(model: torch.nn.Module, load_device: torch.device, offload: torch.device):
-    """Wrap ``model`` in ComfyUI's ModelPatcher so ComfyUI can load/offload it; None outside ComfyUI."""
+    """Wrap ``model`` so ComfyUI can load/offload it; None outside ComfyUI.
+
+    2026 cores: ``comfy.model_patcher.CoreModelPatcher`` (a ``ModelPatcherDynamic`` when dynamic VRAM is
+    on, read at call time because core swaps it at start-up); 0.3.64: ``ModelPatcher``.
+    """
     mp = _optional_module("comfy.model_patcher")
     if mp is None or not hasattr(mp, "ModelPatcher"):
         return None
+    cls = getattr(mp, "CoreModelPatcher", None) or mp.ModelPatcher
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    return mp.ModelPatcher(model, load_device=load_device, offload_device=offload, size=size)
+    return cls(model, load_device=load_device, offload_device=offload, size=size)
+
+
+def is_dynamic(patcher) -> bool:
+    """Whether ``patcher`` streams weights (dynamic VRAM, 2026 cores): its model's state dict is then
+    loaded with ``assign=True`` (the checkpoint's tensors become the parameters, no copies)."""
+    return bool(patcher is not None and getattr(patcher, "is_dynamic", lambda: False)())
 
 
 def load_models_gpu(patchers: list, memory_required: int = 0) -> None:

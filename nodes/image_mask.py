@@ -8,20 +8,29 @@ Nothing here modifies its arguments in place.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..ben_core.inputs import resize
+
+
+#: Values an IMAGE may reach before it is refused: resampling filters (Lanczos, bicubic) overshoot 0..1 a
+#: little and those images are fine (clamped when read); anything beyond is another convention (0..255).
+IMAGE_RANGE_SLACK = (-0.5, 1.5)
 
 
 def _shape(t) -> str:
     return "x".join(str(s) for s in t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
 
 
-def check_image(image, name: str = "image") -> torch.Tensor:
+def check_image(image, name: str = "image", check_values: bool = True) -> torch.Tensor:
     """Validate a ComfyUI IMAGE and return it as ``[B,H,W,C]`` (a view, never a copy-and-modify).
 
-    Accepts ``[B,H,W,C]`` or ``[H,W,C]`` (batch of one) with C in {1, 3, 4}, floating point, values 0..1.
-    Raises TypeError for non-tensors / non-float dtypes and ValueError for bad shapes or empty images.
+    Accepts ``[B,H,W,C]`` or ``[H,W,C]`` (batch of one) with C in {1, 3, 4}, floating point, values 0..1
+    (slight resampling overshoot within :data:`IMAGE_RANGE_SLACK` is accepted). Raises TypeError for
+    non-tensors / non-float dtypes and ValueError for bad shapes, empty images, NaN/inf, or values far
+    outside 0..1 (e.g. 0..255 floats); ``check_values=False`` checks only the type and shape.
     """
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"{name}: expected a ComfyUI IMAGE tensor [B,H,W,C], got {type(image).__name__}.")
@@ -35,13 +44,23 @@ def check_image(image, name: str = "image") -> torch.Tensor:
                          f"{_shape(image)}. (Channels-first [B,C,H,W] tensors are not ComfyUI IMAGEs.)")
     if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
         raise ValueError(f"{name}: the IMAGE is empty (shape {_shape(image)}).")
+    if not check_values:
+        return image
+    low, high = (float(v) for v in torch.aminmax(image))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"{name}: the IMAGE contains NaN or infinite values; check the node that made it.")
+    if low < IMAGE_RANGE_SLACK[0] or high > IMAGE_RANGE_SLACK[1]:
+        hint = (" It looks like 0..255 values: divide by 255." if high > 2.0 and high <= 255.5 and low >= -0.5
+                else "")
+        raise ValueError(f"{name}: a ComfyUI IMAGE holds values 0..1, this one spans {low:g}..{high:g}.{hint}")
     return image
 
 
 def check_mask(mask, name: str = "mask") -> torch.Tensor:
     """Validate a ComfyUI MASK and return it as ``[B,H,W]`` float32 (new tensor, values clamped to 0..1).
 
-    Accepts ``[B,H,W]``, ``[H,W]`` and ``[B,1,H,W]``. Raises TypeError/ValueError naming the shape.
+    Accepts ``[B,H,W]``, ``[H,W]`` and ``[B,1,H,W]``. Raises TypeError/ValueError naming ``name`` (the
+    node's input) and the shape, or the NaN/inf values it contains.
     """
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"{name}: expected a ComfyUI MASK tensor [B,H,W], got {type(mask).__name__}.")
@@ -57,6 +76,8 @@ def check_mask(mask, name: str = "mask") -> torch.Tensor:
         raise ValueError(f"{name}: expected a ComfyUI MASK of shape [B,H,W] or [H,W], got shape {_shape(mask)}.")
     if mask.shape[0] == 0 or mask.shape[1] == 0 or mask.shape[2] == 0:
         raise ValueError(f"{name}: the MASK is empty (shape {_shape(mask)}).")
+    if not bool(torch.isfinite(mask).all()):
+        raise ValueError(f"{name}: the MASK contains NaN or infinite values; check the node that made it.")
     return mask.to(torch.float32).clamp(0.0, 1.0)
 
 
@@ -70,7 +91,7 @@ def match_mask(mask, image, mask_name: str = "mask", image_name: str = "image", 
     ValueError naming both shapes. The result is a new tensor on the image's device. ``image`` must be a
     ComfyUI IMAGE (see :func:`check_image`); only its batch and spatial size are read.
     """
-    img = check_image(image, image_name)
+    img = check_image(image, image_name, check_values=False)  # only its size is used
     b, h, w = img.shape[0], img.shape[1], img.shape[2]
     # on the image's device: under --gpu-only our masks arrive on the GPU while Load Image's images are on the CPU
     m = check_mask(mask, mask_name).to(img.device)

@@ -10,6 +10,7 @@ from ..ben_core.devices import PRECISIONS
 from ..ben_core.devices import resolve_precision as _resolve_precision
 from ..ben_core.hub import OFFICIAL_FILENAME
 from . import comfy_env, model_cache, widgets
+from .comfy_env import io
 
 log = logging.getLogger("ComfyUI-BEN2")
 
@@ -31,9 +32,13 @@ def resolve_device(choice: str) -> torch.device:
 def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
     """Inference dtype for a precision choice on ``device``: ``ben_core.devices.resolve_precision`` asking
     ComfyUI whether fp16 / bf16 is advisable on that GPU ("auto": fp16, else bf16, else fp32; always fp32
-    on the CPU, where an explicit fp16 also becomes fp32). The predictor recomputes any chunk with a
-    non-finite half-precision result in fp32."""
+    on the CPU). An explicit fp16 becomes fp32 on the CPU and on GPUs ComfyUI advises against fp16 for
+    (GTX 16xx...). The predictor recomputes any chunk with a non-finite half-precision result in fp32."""
     fp16_ok, bf16_ok = comfy_env.half_precision_checks()
+    if choice == "fp16" and device.type != "cpu" and fp16_ok is not None and not fp16_ok(device):
+        log.warning("BEN2: ComfyUI advises against fp16 on %s (e.g. GTX 16xx, where BEN2 gives blank masks in "
+                    "fp16); using fp32", device)
+        return torch.float32
     return _resolve_precision(choice, device, fp16_ok=fp16_ok, bf16_ok=bf16_ok)
 
 
@@ -64,65 +69,71 @@ def find_or_download(model_name: str, download: bool) -> str:
     return str(download_official_weights(local_dir=target))
 
 
-class BEN2LoadModel:
-    DESCRIPTION = ("Loads a BEN2 background-removal network from ComfyUI/models/BEN (also folders declared as "
-                   "'BEN' in extra_model_paths.yaml). The network is loaded once and shared by every node and run "
-                   "that asks for the same file, device and precision, and ComfyUI may offload it when other models "
-                   "need the VRAM.")
-    CATEGORY = widgets.CATEGORY
-    FUNCTION = "load"
-    RETURN_TYPES = ("BEN_MODEL",)
-    RETURN_NAMES = ("ben_model",)
-    OUTPUT_TOOLTIPS = ("The loaded BEN2 network, for Remove Background (BEN2).",)
-
+class BEN2LoadModel(io.ComfyNode):
     @classmethod
-    def INPUT_TYPES(cls):
+    def define_schema(cls):
         choices = model_choices()
-        return {
-            "required": {
-                "model_name": (choices, {
-                    "default": choices[0],
-                    "tooltip": "Checkpoint in models/BEN: BEN2_Base.pth or model.safetensors from "
-                               "huggingface.co/PramaLLC/BEN2. 'model.safetensors' is listed even when absent; "
-                               "turn on download_official_weights to fetch it."}),
-                "device": (DEVICES, {
-                    "default": "auto",
-                    "tooltip": "auto: the device ComfyUI computes on (your GPU if it has one); cpu: always the CPU "
-                               "(slow: tens of seconds per image at 1024)."}),
-                "precision": (PRECISION_CHOICES, {
-                    "default": "auto",
-                    "tooltip": "auto: fp16 on GPUs where ComfyUI uses fp16, else bf16 where supported, else fp32 "
-                               "(always fp32 on the CPU). A batch that comes out NaN/inf in fp16/bf16 is recomputed "
-                               "in fp32, so you never get a blank mask."}),
-                "download_official_weights": ("BOOLEAN", {
-                    "default": False,
-                    "tooltip": "Opt-in: if model_name is 'model.safetensors' and it is missing, download it once from "
-                               "the official huggingface.co/PramaLLC/BEN2 repository into the first BEN model folder "
-                               "(ComfyUI/models/BEN unless extra_model_paths.yaml says otherwise)."}),
-            },
-            "optional": {
-                "compile": (list(COMPILE_CHOICES), {
-                    "default": "off",
-                    "tooltip": "Expert: run the network through torch.compile ('+ CUDA graphs' also captures a CUDA "
-                               "graph per image size and batch). The first run of each size compiles (minutes); "
-                               "later runs reuse it. Off by default: only worth it where measured faster "
-                               "(benchmarks/gpu_check.py); on the CPU it is slower."}),
-            },
-        }
+        return comfy_env.schema(
+            node_id="BEN2_LoadModel",
+            display_name="Load BEN (BEN2)",
+            category=widgets.CATEGORY,
+            description=("Loads a BEN2 background-removal network from ComfyUI/models/BEN (also folders declared as "
+                         "'BEN' in extra_model_paths.yaml). The network is loaded once and shared by every node and "
+                         "run that asks for the same file, device and precision, and ComfyUI may offload it when "
+                         "other models need the VRAM. Its second output feeds core's Remove Background node."),
+            search_aliases=widgets.SEARCH_ALIASES + ["load model", "ben2"],
+            inputs=[
+                io.Combo.Input("model_name", options=choices, default=choices[0],
+                               tooltip="Checkpoint in models/BEN: BEN2_Base.pth or model.safetensors from "
+                                       "huggingface.co/PramaLLC/BEN2. 'model.safetensors' is listed even when absent; "
+                                       "turn on download_official_weights to fetch it."),
+                io.Combo.Input("device", options=DEVICES, default="auto",
+                               tooltip="auto: the device ComfyUI computes on (your GPU if it has one); cpu: always "
+                                       "the CPU (slow: tens of seconds per image at 1024)."),
+                io.Combo.Input("precision", options=PRECISION_CHOICES, default="auto",
+                               tooltip="auto: fp16 on GPUs where ComfyUI uses fp16, else bf16 where it advises it, "
+                                       "else fp32 (always fp32 on the CPU). fp16 is never used where ComfyUI advises "
+                                       "against it (GTX 16xx...: blank masks), even when chosen. A batch that comes "
+                                       "out NaN/inf in fp16/bf16 is recomputed in fp32."),
+                io.Boolean.Input("download_official_weights", default=False,
+                                 tooltip="Opt-in: if model_name is 'model.safetensors' and it is missing, download it "
+                                         "once from the official huggingface.co/PramaLLC/BEN2 repository into the "
+                                         "first BEN model folder (ComfyUI/models/BEN unless extra_model_paths.yaml "
+                                         "says otherwise)."),
+                comfy_env.advanced(io.Combo.Input(
+                    "compile", options=list(COMPILE_CHOICES), default="off", optional=True,
+                    tooltip="Expert: run the network through torch.compile ('+ CUDA graphs' also captures a CUDA "
+                            "graph per image size and batch). The first run of each size compiles (minutes); later "
+                            "runs reuse it. Off by default: only worth it where measured faster "
+                            "(benchmarks/gpu_check.py); on the CPU it is slower.")),
+            ],
+            outputs=[
+                widgets.BEN_MODEL.Output(display_name="ben_model",
+                                         tooltip="The loaded BEN2 network, for Remove Background (BEN2)."),
+                comfy_env.BACKGROUND_REMOVAL.Output(
+                    display_name="bg_removal_model",
+                    tooltip="The same network as a background-removal model for core's Remove Background node "
+                            "(ComfyUI 2026 cores); its resolution should be 1024, 768 or 512 (others use the "
+                            "nearest)."),
+            ],
+        )
 
     @classmethod
-    def IS_CHANGED(cls, model_name, device="auto", precision="auto", download_official_weights=False, compile="off"):
+    def fingerprint_inputs(cls, model_name, device="auto", precision="auto", download_official_weights=False,
+                           compile="off"):
         """Fingerprint of the checkpoint file (path, size, mtime), so ComfyUI re-runs the loader when the file is
         replaced on disk instead of reusing its cached BEN_MODEL; "" while the file is missing (never raises)."""
         try:
             return ":".join(str(v) for v in model_cache.file_key(comfy_env.resolve_model_path(model_name)))
-        except Exception:  # missing file: load() reports it with the folders and the fix
+        except Exception:  # missing file: execute() reports it with the folders and the fix
             return ""
 
-    def load(self, model_name, device="auto", precision="auto", download_official_weights=False, compile="off"):
+    @classmethod
+    def execute(cls, model_name, device="auto", precision="auto", download_official_weights=False, compile="off"):
         if compile not in COMPILE_CHOICES:
             raise ValueError(f"compile must be one of {list(COMPILE_CHOICES)}, got {compile!r}")
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev)
         path = find_or_download(model_name, bool(download_official_weights))
-        return (model_cache.get_model(path, dev, dtype, COMPILE_CHOICES[compile]),)
+        model = model_cache.get_model(path, dev, dtype, COMPILE_CHOICES[compile])
+        return io.NodeOutput(model, model)

@@ -76,6 +76,11 @@ class LoadedBEN(_Managed):
     Attributes: ``path`` (str), ``device`` (inference device), ``offload_device``, ``dtype`` (inference
     precision), ``compile`` (None or a ``torch.compile`` mode), ``net`` (``ben_core.model.BENBase``),
     ``patcher`` (ComfyUI ModelPatcher or None).
+
+    The weights stay float32 whatever the precision: fp16/bf16 run under autocast in the predictor (norms
+    and softmax stay fp32), and a chunk with non-finite half-precision logits is recomputed in fp32 without
+    copying the network (~190 MB more VRAM than half weights, small next to the activations). It is also
+    core's background-removal model (:meth:`encode_image`), for Load BEN's ``bg_removal_model`` output.
     """
 
     def __init__(self, path: str, net: torch.nn.Module, device: torch.device, dtype: torch.dtype,
@@ -111,23 +116,40 @@ class LoadedBEN(_Managed):
                                                  batch_size=batch_size, compile=self.compile)
         return self._predictors[key]
 
+    def working_size_for(self, image_size: Optional[int]) -> int:
+        """The working size for a requested resolution: BEN2's native size for None, the size itself when
+        BEN2 runs at it (1024 / 768 / 512), else the nearest of those, with a warning in the log."""
+        from ..ben_core.model.ben2 import BENBase
+
+        if image_size is None:
+            return BENBase.native_size
+        size = int(image_size)
+        if size in BENBase.working_sizes:
+            return size
+        nearest = min(BENBase.working_sizes, key=lambda s: (abs(s - size), -s))
+        log.warning("BEN2: resolution %d is not one BEN2 runs at (%s); using %d", size,
+                    "/".join(map(str, BENBase.working_sizes)), nearest)
+        return nearest
+
+    def encode_image(self, image: torch.Tensor, image_size: Optional[int] = None) -> torch.Tensor:
+        """Core's background-removal contract (``RemoveBackground`` in 2026 cores calls this): the soft mask
+        of every image of a ComfyUI IMAGE ``[B, H, W, C]`` at its own size, ``[B, H, W]`` 0..1 with
+        1 = foreground, on ComfyUI's intermediate device and dtype. ``image_size``: the working size
+        (:meth:`working_size_for`)."""
+        from ..ben_core.pipeline import CutoutOptions, CutoutPipeline
+        from .image_mask import check_image
+
+        image = check_image(image)
+        pipeline = CutoutPipeline(self.predictor(1, self.working_size_for(image_size)), CutoutOptions(image=False))
+        cut = pipeline.run(image, progress=comfy_env.progress_callback(image.shape[0]),
+                           should_stop=comfy_env.should_stop, out_device=comfy_env.intermediate_device())
+        return cut.alpha.to(comfy_env.intermediate_dtype())
+
 
 def file_key(path: str) -> tuple:
     """``(real path, size, modification time)`` of a checkpoint: a replaced file gets a new key."""
     st = os.stat(path)
     return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
-
-
-def _load_ben(path: str, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """The checkpoint through ben_core (validated keys, eval mode) in float32 on ``device``.
-
-    The weights stay float32 whatever the precision: fp16/bf16 run under autocast in the predictor
-    (norms and softmax stay fp32), and a chunk with non-finite half-precision logits is recomputed in
-    fp32 without copying the network (~190 MB more VRAM than half weights, small next to activations).
-    """
-    from ..ben_core.checkpoint import load_ben
-
-    return load_ben(path, device=device, dtype=torch.float32)
 
 
 def _cached(key: tuple, version, make: Callable[[], object]):
@@ -164,7 +186,7 @@ def get_model(path: str, device: torch.device, dtype: torch.dtype, compile: Opti
     ``path``: checkpoint file; ``device``: inference device; ``dtype``: torch.float32/float16/bfloat16;
     ``compile``: None or a ``torch.compile`` mode (``ben_core.predictor.COMPILE_MODES``).
     The weights are first loaded to ComfyUI's offload device (CPU normally) and moved to ``device``
-    when a node runs. ``loader(path, device, dtype)`` replaces the ben_core loader (e.g. a stand-in network).
+    when a node runs. ``loader(path, device, dtype)`` returns the network instead of the checkpoint (e.g. a stand-in).
     Raises FileNotFoundError / ben_core CheckpointError for missing or bad files.
     """
     if not os.path.isfile(path):
@@ -174,8 +196,17 @@ def get_model(path: str, device: torch.device, dtype: torch.dtype, compile: Opti
     offload = comfy_env.offload_device() if device.type != "cpu" else device
 
     def make() -> LoadedBEN:
-        return LoadedBEN(path, (loader or _load_ben)(path, offload, dtype), device, dtype, offload_device=offload,
-                         compile=compile)
+        if loader is not None:
+            return LoadedBEN(path, loader(path, offload, dtype), device, dtype, offload_device=offload, compile=compile)
+        # as core builds its background-removal models: the network where ComfyUI parks it, its patcher,
+        # then the weights, assigned (not copied) when the patcher streams them (dynamic VRAM)
+        from ..ben_core.checkpoint import load_weights
+        from ..ben_core.model.ben2 import BENBase
+
+        model = LoadedBEN(path, BENBase().to(offload), device, dtype, offload_device=offload, compile=compile)
+        load_weights(model.net, path, assign=comfy_env.is_dynamic(model.patcher))
+        model.net.requires_grad_(False).eval()
+        return model
 
     return _cached(("ben", fkey[0], str(device), str(dtype), compile), fkey, make)
 

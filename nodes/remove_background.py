@@ -4,57 +4,58 @@ from __future__ import annotations
 from ..ben_core.model.ben2 import BENBase
 from ..ben_core.pipeline import CutoutOptions, CutoutPipeline
 from . import comfy_env, image_mask, widgets
+from .comfy_env import io
 
 WORKING_SIZES = [str(s) for s in BENBase.working_sizes]
 
 
-class BEN2RemoveBackground:
-    DESCRIPTION = ("Removes the background of every image in the batch with BEN2. Outputs the cut-out (transparent "
-                   "RGBA, or RGB over a colour) and the soft mask, 1 = foreground. Note: ComfyUI's Load Image "
-                   "masks and Join Image with Alpha use the opposite polarity (1 = transparent): use invert_mask "
-                   "or an Invert Mask node for them.")
-    CATEGORY = widgets.CATEGORY
-    FUNCTION = "remove_background"
-    RETURN_TYPES = ("IMAGE", "MASK")
-    RETURN_NAMES = ("image", "mask")
-    OUTPUT_TOOLTIPS = (
-        "Cut-out at the input size: RGBA (4 channels, transparent background; save it with Save Image, but 4-channel "
-        "images do not go into a VAE: use the RGB mode or 'Join Image with Alpha' for that) or RGB composited over "
-        "background_colour. Always shows the foreground, whatever invert_mask says.",
-        "Soft alpha at the image size, float 0..1, 1 = foreground (0 = foreground if invert_mask is on). Feed it to "
-        "Show Trimap / Refine Mask (BEN2).",
-    )
+class BEN2RemoveBackground(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return comfy_env.schema(
+            node_id="BEN2_RemoveBackground",
+            display_name="Remove Background (BEN2)",
+            category=widgets.CATEGORY,
+            description=("Removes the background of every image in the batch with BEN2. Outputs the cut-out "
+                         "(transparent RGBA, or RGB over a colour) and the soft mask, 1 = foreground. Note: ComfyUI's "
+                         "Load Image masks and Join Image with Alpha use the opposite polarity (1 = transparent): use "
+                         "invert_mask or an Invert Mask node for them."),
+            search_aliases=widgets.SEARCH_ALIASES,
+            inputs=[
+                widgets.BEN_MODEL.Input("ben_model", tooltip="The network from Load BEN (BEN2)."),
+                io.Image.Input("image", tooltip="Images of any size; every image of the batch is processed. An alpha "
+                                                "channel (RGBA input) is ignored."),
+                widgets.output_mode_input(),
+                widgets.background_colour_input(),
+                widgets.refine_foreground_input(),
+                io.Boolean.Input("invert_mask", default=False,
+                                 tooltip="Output the MASK as 1 = background (the polarity of ComfyUI's Load Image "
+                                         "masks and Join Image with Alpha). The IMAGE output is unaffected."),
+                comfy_env.advanced(io.Int.Input(
+                    "batch_size", default=1, min=1, max=64,
+                    tooltip="How many images go through the network at once. Larger is faster on a big GPU but needs "
+                            "more VRAM (about 1-2 GB per image at 1024 in fp16). All images are processed either "
+                            "way.")),
+                comfy_env.advanced(io.Combo.Input(
+                    "working_size", options=WORKING_SIZES, default=str(BENBase.native_size), optional=True,
+                    tooltip="Square size the network sees. 1024 is BEN2's native size (best quality); 768/512 are "
+                            "faster with coarser edges. The mask is always returned at the image size.")),
+            ],
+            outputs=[
+                io.Image.Output(display_name="image", tooltip=(
+                    "Cut-out at the input size: RGBA (4 channels, transparent background; save it with Save Image, "
+                    "but 4-channel images do not go into a VAE: use the RGB mode or 'Join Image with Alpha' for that) "
+                    "or RGB composited over background_colour. Always shows the foreground, whatever invert_mask "
+                    "says.")),
+                io.Mask.Output(display_name="mask", tooltip=(
+                    "Soft alpha at the image size, float 0..1, 1 = foreground (0 = foreground if invert_mask is on). "
+                    "Feed it to Show Trimap / Refine Mask (BEN2).")),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "ben_model": ("BEN_MODEL", {"tooltip": "The network from Load BEN (BEN2)."}),
-                "image": ("IMAGE", {"tooltip": "Images of any size; every image of the batch is processed. "
-                                               "An alpha channel (RGBA input) is ignored."}),
-                "output_mode": widgets.OUTPUT_MODE,
-                "background_colour": widgets.BACKGROUND_COLOUR,
-                "refine_foreground": widgets.REFINE_FOREGROUND,
-                "invert_mask": ("BOOLEAN", {
-                    "default": False,
-                    "tooltip": "Output the MASK as 1 = background (the polarity of ComfyUI's Load Image masks and "
-                               "Join Image with Alpha). The IMAGE output is unaffected."}),
-                "batch_size": ("INT", {
-                    "default": 1, "min": 1, "max": 64,
-                    "tooltip": "How many images go through the network at once. Larger is faster on a big GPU but "
-                               "needs more VRAM (about 1-2 GB per image at 1024 in fp16). All images are processed "
-                               "either way."}),
-            },
-            "optional": {
-                "working_size": (WORKING_SIZES, {
-                    "default": str(BENBase.native_size),
-                    "tooltip": "Square size the network sees. 1024 is BEN2's native size (best quality); 768/512 are "
-                               "faster with coarser edges. The mask is always returned at the image size."}),
-            },
-        }
-
-    def remove_background(self, ben_model, image, output_mode="RGBA", background_colour="#FFFFFF",
-                          refine_foreground=True, invert_mask=False, batch_size=1, working_size="1024"):
+    def execute(cls, ben_model, image, output_mode="RGBA", background_colour="#FFFFFF", refine_foreground=True,
+                invert_mask=False, batch_size=1, working_size="1024"):
         bg = widgets.background(output_mode, background_colour)  # fails before the slow part
         if str(working_size) not in WORKING_SIZES:
             raise ValueError(f"working_size must be one of {WORKING_SIZES}, got {working_size!r}")
@@ -68,4 +69,4 @@ class BEN2RemoveBackground:
         cut = pipeline.run(image, progress=comfy_env.progress_callback(image.shape[0]),
                            should_stop=comfy_env.should_stop, out_device=comfy_env.intermediate_device())
         mask = 1.0 - cut.alpha if invert_mask else cut.alpha
-        return (cut.image, mask)
+        return io.NodeOutput(cut.image, mask)

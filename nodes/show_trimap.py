@@ -1,5 +1,6 @@
 """Show Trimap node: the BEN paper's confidence trimap of a mask, its visualisation, and the browser
-preview payload (:mod:`.trimap_preview`) under ``{"ui": {"ben2_trimap": [payload, ...]}}``.
+preview payload (:mod:`.trimap_preview`) under ``{"ui": {"ben2_trimap": [payload, ...]}}`` (one per image,
+at most ``PREVIEW_MAX_IMAGES``; none outside ComfyUI, where there is no temp folder to serve them from).
 
 Widget defaults are the paper's constants (``ben_core.trimap.PAPER_DEFAULTS``).
 """
@@ -10,6 +11,7 @@ import torch
 from ..ben_core.inputs import to_float_rgb
 from ..ben_core.trimap import PAPER_DEFAULTS, confidence_trimap
 from . import comfy_env, image_mask, trimap_preview, widgets
+from .comfy_env import io
 
 #: Colours of the visualisation IMAGE (RGB 0..1).
 UNKNOWN_TINT = (1.0, 0.15, 0.6)
@@ -32,64 +34,71 @@ def visualise(rgb_bchw: torch.Tensor, trimap: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class BEN2ShowTrimap:
-    DESCRIPTION = ("Shows the confidence trimap of the BEN paper for a soft mask (e.g. from Remove Background): "
-                   "pixels with p >= t_high are sure foreground, p <= t_low sure background, the rest unknown; the "
-                   "thresholds widen step by step (down to t_min / up to t_max) until at least "
-                   "min_unknown_fraction of the image is unknown. The preview below the node lets you try thresholds "
-                   "in the browser; the values you pick are written back into the widgets for the next run.")
-    CATEGORY = widgets.CATEGORY
-    FUNCTION = "show"
-    OUTPUT_NODE = True  # runs (and sends its preview) even when nothing is connected to its outputs
-    RETURN_TYPES = ("MASK", "IMAGE")
-    RETURN_NAMES = ("trimap", "visualisation")
-    OUTPUT_TOOLTIPS = (
-        "Trimap at the image size: 0 = sure background, 0.5 = unknown, 1 = sure foreground. Connect it to Refine "
-        "Mask's trimap input.",
-        "The image with the trimap drawn on it: foreground unchanged, background dimmed, unknown tinted pink.",
-    )
-
+class BEN2ShowTrimap(io.ComfyNode):
     @classmethod
-    def INPUT_TYPES(cls):
+    def define_schema(cls):
         paper = PAPER_DEFAULTS
 
         def thr(name, tip):
-            return ("FLOAT", {"default": paper[name], "min": 0.0, "max": 1.0, "step": paper["step"], "round": 0.001,
-                              "tooltip": f"{tip} (paper: {paper[name]:.2f})."})
+            return io.Float.Input(name, default=paper[name], min=0.0, max=1.0, step=paper["step"], round=0.001,
+                                  tooltip=f"{tip} (paper: {paper[name]:.2f}).")
 
-        return {
-            "required": {
-                "image": ("IMAGE", {"tooltip": "The images the mask belongs to (for the preview and visualisation)."}),
-                "mask": ("MASK", {"tooltip": "Soft mask / probability map, 1 = foreground (Remove Background's MASK "
-                                             "with invert_mask off). One mask for all images or one per image; "
-                                             "resized to the image if needed."}),
-                "t_low": thr("t_low", "Starting background threshold: p <= t_low is sure background"),
-                "t_high": thr("t_high", "Starting foreground threshold: p >= t_high is sure foreground"),
-                "t_min": thr("t_min", "Lowest value t_low may be lowered to while widening"),
-                "t_max": thr("t_max", "Highest value t_high may be raised to while widening"),
-                "min_unknown_fraction": ("FLOAT", {
-                    "default": paper["min_unknown_fraction"], "min": 0.0, "max": 1.0, "step": 0.0001,
-                    "round": 0.000001,
-                    "tooltip": "Wanted unknown area as a fraction of the image (paper: 60,000 px of 1024x1024 = "
-                               f"{paper['min_unknown_fraction']:.4f}). The thresholds widen by {paper['step']} per "
-                               "step until this is reached or the limits are hit."}),
-            }
-        }
+        return comfy_env.schema(
+            node_id="BEN2_ShowTrimap",
+            display_name="Show Trimap (BEN2)",
+            category=widgets.CATEGORY,
+            description=("Shows the confidence trimap of the BEN paper for a soft mask (e.g. from Remove Background): "
+                         "pixels with p >= t_high are sure foreground, p <= t_low sure background, the rest unknown; "
+                         "the thresholds widen step by step (down to t_min / up to t_max) until at least "
+                         "min_unknown_fraction of the image is unknown. The preview below the node lets you try "
+                         "thresholds in the browser; the values you pick are written back into the widgets for the "
+                         "next run."),
+            search_aliases=["trimap", "confidence", "matting", "unknown band"],
+            is_output_node=True,  # runs (and sends its preview) even when nothing is connected to its outputs
+            inputs=[
+                io.Image.Input("image", tooltip="The images the mask belongs to (for the preview and visualisation)."),
+                io.Mask.Input("mask", tooltip="Soft mask / probability map, 1 = foreground (Remove Background's MASK "
+                                              "with invert_mask off). One mask for all images or one per image; "
+                                              "resized to the image if needed."),
+                thr("t_low", "Starting background threshold: p <= t_low is sure background"),
+                thr("t_high", "Starting foreground threshold: p >= t_high is sure foreground"),
+                comfy_env.advanced(thr("t_min", "Lowest value t_low may be lowered to while widening")),
+                comfy_env.advanced(thr("t_max", "Highest value t_high may be raised to while widening")),
+                io.Float.Input("min_unknown_fraction", default=paper["min_unknown_fraction"], min=0.0, max=1.0,
+                               step=0.0001, round=0.000001,
+                               tooltip="Wanted unknown area as a fraction of the image (paper: 60,000 px of 1024x1024 "
+                                       f"= {paper['min_unknown_fraction']:.4f}). The thresholds widen by "
+                                       f"{paper['step']} per step until this is reached or the limits are hit."),
+            ],
+            outputs=[
+                io.Mask.Output(display_name="trimap", tooltip=(
+                    "Trimap at the image size: 0 = sure background, 0.5 = unknown, 1 = sure foreground. Connect it to "
+                    "Refine Mask's trimap input.")),
+                io.Image.Output(display_name="visualisation", tooltip=(
+                    "The image with the trimap drawn on it: foreground unchanged, background dimmed, unknown tinted "
+                    "pink.")),
+            ],
+        )
 
-    def show(self, image, mask, t_low=PAPER_DEFAULTS["t_low"], t_high=PAPER_DEFAULTS["t_high"],
-             t_min=PAPER_DEFAULTS["t_min"], t_max=PAPER_DEFAULTS["t_max"],
-             min_unknown_fraction=PAPER_DEFAULTS["min_unknown_fraction"]):
+    @classmethod
+    def execute(cls, image, mask, t_low=PAPER_DEFAULTS["t_low"], t_high=PAPER_DEFAULTS["t_high"],
+                t_min=PAPER_DEFAULTS["t_min"], t_max=PAPER_DEFAULTS["t_max"],
+                min_unknown_fraction=PAPER_DEFAULTS["min_unknown_fraction"]):
         image = image_mask.check_image(image)
         probs = image_mask.match_mask(mask, image)
         params = {"t_low": float(t_low), "t_high": float(t_high), "t_min": float(t_min), "t_max": float(t_max),
                   "step": PAPER_DEFAULTS["step"], "min_unknown_fraction": float(min_unknown_fraction)}
         trimap, fin_low, fin_high = confidence_trimap(probs, **params)
         rgb = to_float_rgb(image)  # [B,3,H,W] float32 0..1, a new tensor
-        payloads = []
-        for i in range(min(rgb.shape[0], trimap_preview.PREVIEW_MAX_IMAGES)):
-            unknown = int((trimap[i] == 0.5).sum())
-            payloads.append(trimap_preview.build_payload(rgb[i], probs[i], params, float(fin_low[i]),
-                                                         float(fin_high[i]), unknown))
+        payloads = []  # outside ComfyUI (no temp folder, no browser) there is no preview
+        shown = trimap_preview.PREVIEW_MAX_IMAGES if comfy_env.temp_directory() is not None else 0
+        for i in range(min(rgb.shape[0], shown)):
+            small_rgb, small_probs = trimap_preview.preview_arrays(rgb[i], probs[i])
+            image_ref = comfy_env.save_temp_jpeg(small_rgb, "ben2_trimap", trimap_preview.JPEG_QUALITY)
+            probs_ref = comfy_env.save_temp_file(trimap_preview.probs_zlib(small_probs), "ben2_trimap", "u16.zlib")
+            payloads.append(trimap_preview.build_payload(
+                image_ref, probs_ref, tuple(small_probs.shape), params, float(fin_low[i]), float(fin_high[i]),
+                int((trimap[i] == 0.5).sum()), tuple(probs.shape[-2:])))
         vis = visualise(rgb, trimap)
         dev = comfy_env.intermediate_device()
-        return {"ui": {"ben2_trimap": payloads}, "result": (trimap.contiguous().to(dev), vis.to(dev))}
+        return io.NodeOutput(trimap.contiguous().to(dev), vis.to(dev), ui={"ben2_trimap": payloads})

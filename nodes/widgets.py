@@ -1,29 +1,43 @@
-"""Widgets and checks the BEN2 nodes share (one definition each: same input, same meaning, every node).
-
-Node modules import from here, never from each other.
+"""Sockets, widgets and checks the BEN2 nodes share (one definition each: same input, same meaning, every
+node). Node modules import from here, never from each other.
 """
 from __future__ import annotations
 
 from typing import Optional, Tuple
 
 from ..ben_core.compose import parse_colour
+from .comfy_env import io
 
 CATEGORY = "image/BEN2"
 OUTPUT_MODES = ["RGBA", "RGB"]
+#: What users type in the node search (2026 cores; older ones ignore it).
+SEARCH_ALIASES = ["rembg", "matting", "cut out", "background", "remove background", "bg removal"]
 
-OUTPUT_MODE = (OUTPUT_MODES, {
-    "default": "RGBA",
-    "tooltip": "RGBA: transparent cut-out (4 channels; don't feed it to a VAE). RGB: the foreground composited "
-               "over background_colour (3 channels, works everywhere)."})
-BACKGROUND_COLOUR = ("STRING", {
-    "default": "#FFFFFF",
-    "tooltip": "Colour behind the foreground in RGB mode: #RRGGBB, #RGB or r,g,b (0-255)."})
-REFINE_FOREGROUND = ("BOOLEAN", {
-    "default": True,
-    "tooltip": "Estimate the true foreground colours (blur fusion, as upstream BEN2's refine_foreground) so "
-               "semi-transparent edges and hair carry no old-background colour; also extends the subject's "
-               "colours under transparent pixels, so a resized RGBA cut-out gets no halo. Costs a little time "
-               "at full resolution. Off: the image's own colours."})
+#: The loaded network passed from Load BEN to the other nodes.
+BEN_MODEL = io.Custom("BEN_MODEL")
+
+
+def output_mode_input():
+    """The ``output_mode`` combo (RGBA cut-out or RGB over a colour)."""
+    return io.Combo.Input("output_mode", options=OUTPUT_MODES, default="RGBA",
+                          tooltip="RGBA: transparent cut-out (4 channels; don't feed it to a VAE). RGB: the foreground "
+                                  "composited over background_colour (3 channels, works everywhere).")
+
+
+def background_colour_input():
+    """The ``background_colour`` text widget (used in RGB mode)."""
+    return io.String.Input("background_colour", default="#FFFFFF",
+                           tooltip="Colour behind the foreground in RGB mode: #RRGGBB, #RGB or r,g,b (0-255).")
+
+
+def refine_foreground_input():
+    """The ``refine_foreground`` toggle (foreground colour estimation)."""
+    return io.Boolean.Input("refine_foreground", default=True,
+                            tooltip="Estimate the true foreground colours (blur fusion, as upstream BEN2's "
+                                    "refine_foreground) so semi-transparent edges and hair carry no old-background "
+                                    "colour; also extends the subject's colours under transparent pixels, so a resized "
+                                    "RGBA cut-out gets no halo. Costs a little time at full resolution. Off: the "
+                                    "image's own colours.")
 
 
 def background(output_mode: str, colour_text: str) -> Optional[Tuple[float, float, float]]:

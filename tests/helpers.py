@@ -6,6 +6,7 @@ Everything here reads ``tests/data`` only; nothing reads ``../shared`` at run ti
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 from functools import lru_cache
@@ -20,13 +21,32 @@ LEMUR_DIR = DATA_DIR / "lemur"
 PACK_NAME = "ComfyUI-BEN2"
 
 
+def install_comfy_api_stub(newer: bool = False) -> None:
+    """Put the ``comfy_api`` stand-in (``tests/comfy_stub/comfy_api.py``) into ``sys.modules`` unless a real
+    ComfyUI's is importable (CI has none). The nodes bind ``io`` when they are imported, so this stays."""
+    if "comfy_api.latest" in sys.modules:
+        return
+    try:
+        importlib.import_module("comfy_api.latest")
+        return
+    except ImportError:
+        pass
+    spec = importlib.util.spec_from_file_location("ben2_comfy_api_stub", REPO_ROOT / "tests" / "comfy_stub" /
+                                                  "comfy_api.py")
+    stub = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stub)
+    sys.modules.update(stub.make_comfy_api(newer=newer))
+
+
 def load_pack(name: str = PACK_NAME):
-    """Import the repo root as a package called ``name`` (what ComfyUI's custom-node loader does).
+    """Import the repo root as a package called ``name`` (what ComfyUI's custom-node loader does), with the
+    ``comfy_api`` stand-in installed first when there is no real one.
 
     The name may contain a hyphen, so only relative imports inside the pack can work.
     """
     if name in sys.modules:
         return sys.modules[name]
+    install_comfy_api_stub()
     spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "__init__.py",
                                                   submodule_search_locations=[str(REPO_ROOT)])
     module = importlib.util.module_from_spec(spec)

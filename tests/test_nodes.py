@@ -6,7 +6,6 @@ one slow test runs the real network with synthetic weights from a temporary mode
 """
 from __future__ import annotations
 
-import base64
 import importlib
 import importlib.util
 import io
@@ -27,7 +26,7 @@ from helpers import PACK_NAME, load_pack, tiny_vitmatte
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = PACK_NAME
-NODE_IDS = ["BEN2_LoadModel", "BEN2_RemoveBackground", "BEN2_ShowTrimap", "BEN2_RefineMask"]
+NODE_IDS = ["BEN2_LoadModel", "BEN2_RemoveBackground", "BEN2_ShowTrimap", "BEN2_RefineMask", "BEN2_RefineMaskViTMatte"]
 
 
 def sub(name: str):
@@ -73,12 +72,58 @@ def half_white(b=1, h=48, w=64, channels=3):
     return img
 
 
+def outputs(result):
+    """The output tuple of a V3 node's execute() (``io.NodeOutput(*outputs, ui=...)``)."""
+    return tuple(result.args)
+
+
+def node_info(cls) -> dict:
+    """What ComfyUI's server sends the browser for a V3 node (/object_info, V1 format)."""
+    return cls.GET_NODE_INFO_V1()
+
+
+def widget(cls, name: str):
+    """``(type, options dict)`` of a node input as /object_info lists it."""
+    for section in node_info(cls)["input"].values():
+        if name in section:
+            return section[name]
+    raise KeyError(name)
+
+
 def remove(image, model=None, **kw):
-    node = sub("nodes.remove_background").BEN2RemoveBackground()
+    node = sub("nodes.remove_background").BEN2RemoveBackground
     args = dict(output_mode="RGBA", background_colour="#FFFFFF", refine_foreground=False, invert_mask=False,
                 batch_size=1, working_size="512")
     args.update(kw)
-    return node.remove_background(model or standin_model(), image, **args)
+    return outputs(node.execute(model or standin_model(), image, **args))
+
+
+def show(image, mask, *args, **kw):
+    """Show Trimap's execute() -> ``(outputs, ui)``."""
+    res = sub("nodes.show_trimap").BEN2ShowTrimap.execute(image, mask, *args, **kw)
+    return outputs(res), res.ui
+
+
+def refine(*args, **kw):
+    return outputs(sub("nodes.refine_mask").BEN2RefineMask.execute(*args, **kw))
+
+
+def load(*args, **kw):
+    return outputs(sub("nodes.load_ben").BEN2LoadModel.execute(*args, **kw))
+
+
+@pytest.fixture
+def comfy_temp(tmp_path, monkeypatch):
+    """A ComfyUI folder_paths with a temp folder (Show Trimap writes its preview files there); returns it."""
+    fp = make_folder_paths(str(tmp_path / "models"))
+    monkeypatch.setitem(sys.modules, "folder_paths", fp)
+    return Path(fp.get_temp_directory())
+
+
+def read_ref(temp: Path, ref: dict) -> bytes:
+    """The bytes of a preview file reference ``{"filename", "subfolder", "type": "temp"}``."""
+    assert ref["type"] == "temp" and ref["subfolder"] == "" and "/" not in ref["filename"]
+    return (temp / ref["filename"]).read_bytes()
 
 
 # ------------------------------------------------------------------------------------ packaging
@@ -121,14 +166,16 @@ def test_a_broken_node_module_does_not_take_the_pack_down(monkeypatch, caplog):
 def test_every_node_documents_inputs_and_outputs():
     pack = load_pack()
     for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
-        assert node_id.startswith("BEN2_")
-        assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 40, node_id
-        assert cls.CATEGORY == "image/BEN2"
-        assert callable(getattr(cls(), cls.FUNCTION))
-        assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES), node_id
-        assert all(isinstance(t, str) and t for t in cls.OUTPUT_TOOLTIPS)
-        spec = cls.INPUT_TYPES()
-        for section in spec.values():
+        info = node_info(cls)
+        assert node_id.startswith("BEN2_") and info["name"] == node_id
+        assert info["display_name"] == pack.NODE_DISPLAY_NAME_MAPPINGS[node_id]
+        assert isinstance(info["description"], str) and len(info["description"]) > 40, node_id
+        assert info["category"] == "image/BEN2"
+        assert callable(cls.execute)
+        assert len(info["output_tooltips"]) == len(info["output"]) == len(info["output_name"]), node_id
+        assert all(isinstance(t, str) and t for t in info["output_tooltips"])
+        assert all(n and n == n.lower() for n in info["output_name"])  # our names, never the type's
+        for section in info["input"].values():
             for input_name, entry in section.items():
                 assert len(entry) == 2 and entry[1].get("tooltip"), f"{node_id}.{input_name} has no tooltip"
 
@@ -159,7 +206,7 @@ def test_model_folder_registered_without_clobbering_extra_model_paths(tmp_path, 
     assert env.resolve_model_path("BEN2_Base.pth") == str(shared / "BEN2_Base.pth")
     assert env.download_folder() == str(shared)  # the user's configured folder comes first
     load = sub("nodes.load_ben").BEN2LoadModel
-    choices = load.INPUT_TYPES()["required"]["model_name"][0]
+    choices = widget(load, "model_name")[1]["options"]
     assert choices[:2] == ["BEN2_Base.pth", os.path.join("sub", "a.safetensors")]
     assert choices[-1] == "model.safetensors"  # downloadable, listed even though absent
 
@@ -208,19 +255,21 @@ def test_missing_model_and_opt_in_download(tmp_path, monkeypatch):
     assert load_ben.find_or_download("model.safetensors", download=True) == path and len(calls) == 1
 
 
-def test_load_ben_is_changed_follows_the_file_on_disk(tmp_path, monkeypatch):
-    """ComfyUI reuses a node's cached output while IS_CHANGED stays equal: a replaced file must change it."""
+def test_load_ben_fingerprint_follows_the_file_on_disk(tmp_path, monkeypatch):
+    """ComfyUI reuses a node's cached output while fingerprint_inputs stays equal: a replaced file must
+    change it."""
     fp = make_folder_paths(str(tmp_path / "models"))
     monkeypatch.setitem(sys.modules, "folder_paths", fp)
     node = sub("nodes.load_ben").BEN2LoadModel
-    assert node.IS_CHANGED("model.safetensors", "auto", "auto", False) == ""  # missing: no error
+    assert node.fingerprint_inputs("model.safetensors", "auto", "auto", False) == ""  # missing: no error
     f = tmp_path / "models" / "BEN" / "model.safetensors"
     f.parent.mkdir(parents=True)
     f.write_bytes(b"1")
-    first = node.IS_CHANGED("model.safetensors", "auto", "auto", False)
-    assert first and first == node.IS_CHANGED("model.safetensors", "auto", "auto", False)
+    first = node.fingerprint_inputs("model.safetensors", "auto", "auto", False)
+    assert first and first == node.fingerprint_inputs(model_name="model.safetensors", device="auto",
+                                                      precision="auto", download_official_weights=False)
     f.write_bytes(b"22")
-    assert node.IS_CHANGED("model.safetensors", "auto", "auto", False) != first
+    assert node.fingerprint_inputs("model.safetensors", "auto", "auto", False) != first
 
 
 def test_without_comfyui_there_is_no_model_folder(tmp_path):
@@ -361,7 +410,7 @@ def test_remove_background_bad_inputs():
     with pytest.raises(ValueError, match="colour"):
         remove(half_white(), output_mode="RGB", background_colour="greenish")
     with pytest.raises(TypeError, match="Load BEN"):
-        sub("nodes.remove_background").BEN2RemoveBackground().remove_background("not a model", half_white())
+        sub("nodes.remove_background").BEN2RemoveBackground.execute("not a model", half_white())
     with pytest.raises(ValueError, match="working_size"):
         remove(half_white(), working_size="300")
 
@@ -409,30 +458,30 @@ def test_mask_follows_the_image_device():
         assert m.device.type == "meta" and m.shape == (2, 8, 6)
 
 
-def test_show_trimap_outputs_and_payload():
-    st = sub("nodes.show_trimap")
+def test_show_trimap_outputs_and_payload(comfy_temp):
     img = torch.rand(2, 64, 96, 3)
     probs = soft_disc(64, 96)
     before = (img.clone(), probs.clone())
-    res = st.BEN2ShowTrimap().show(img, probs, 0.1, 0.9, 0.03, 0.97, 0.05)
+    (trimap, vis), ui = show(img, probs, 0.1, 0.9, 0.03, 0.97, 0.05)
     assert torch.equal(img, before[0]) and torch.equal(probs, before[1])
-    trimap, vis = res["result"]
     assert trimap.shape == (2, 64, 96) and vis.shape == (2, 64, 96, 3)
     assert set(trimap.unique().tolist()) <= {0.0, 0.5, 1.0}
     fg = trimap[0] == 1.0
     assert torch.equal(vis[0][fg], img[0][fg])  # foreground drawn unchanged
-    payloads = res["ui"]["ben2_trimap"]
+    payloads = ui["ben2_trimap"]
     assert len(payloads) == 2
-    json.dumps(res["ui"])
+    assert len(json.dumps(ui)) < 2 * 1024  # the history entry holds references, not pixels
     p = payloads[0]
     assert (p["width"], p["height"], p["full_width"], p["full_height"]) == (96, 64, 96, 64)
     assert (p["probs_encoding"], p["image_format"]) == ("zlib-uint16le", "jpeg")
-    q = np.frombuffer(zlib.decompress(base64.b64decode(p["probs"])), dtype="<u2").reshape(64, 96)
+    q = np.frombuffer(zlib.decompress(read_ref(comfy_temp, p["probs"])), dtype="<u2").reshape(64, 96)
     assert np.array_equal(q, np.round(probs[0].double().numpy() * 65535).astype(np.uint16))
     from PIL import Image
 
-    jpg = Image.open(io.BytesIO(base64.b64decode(p["image"])))
+    jpg = Image.open(io.BytesIO(read_ref(comfy_temp, p["image"])))
     assert jpg.format == "JPEG" and jpg.size == (96, 64) and jpg.mode == "RGB"
+    assert len({p["image"]["filename"], p["probs"]["filename"], payloads[1]["image"]["filename"]}) == 3
+    assert not [f for f in os.listdir(comfy_temp) if f.endswith(".part")]  # no half-written file left
     # thresholds/unknown count are those of the full-resolution computation
     from importlib import import_module
 
@@ -459,22 +508,28 @@ def test_show_trimap_visualisation_colours():
         assert torch.allclose(vis[i], want, atol=1e-6), level
 
 
-def test_show_trimap_preview_is_downsampled_and_capped():
-    st = sub("nodes.show_trimap")
+def test_show_trimap_preview_is_downsampled_and_capped(comfy_temp):
     img = torch.rand(9, 300, 600, 3)
-    res = st.BEN2ShowTrimap().show(img, soft_disc(300, 600), 0.1, 0.9, 0.03, 0.97, 0.0572)
-    payloads = res["ui"]["ben2_trimap"]
+    (trimap, _), ui = show(img, soft_disc(300, 600), 0.1, 0.9, 0.03, 0.97, 0.0572)
+    payloads = ui["ben2_trimap"]
     assert len(payloads) == 8  # the first 8 of a batch of 9
     p = payloads[0]
     assert (p["width"], p["height"]) == (512, 256) and (p["full_width"], p["full_height"]) == (600, 300)
-    assert len(zlib.decompress(base64.b64decode(p["probs"]))) == 512 * 256 * 2
-    assert res["result"][0].shape == (9, 300, 600)
+    assert len(zlib.decompress(read_ref(comfy_temp, p["probs"]))) == 512 * 256 * 2
+    assert trimap.shape == (9, 300, 600)
+    assert len(os.listdir(comfy_temp)) == 16  # an image and a map per preview, nothing else
 
 
-def test_show_trimap_payload_is_small_and_exact():
+def test_show_trimap_outside_comfyui_has_outputs_but_no_preview():
+    """No ComfyUI: no temp folder to serve previews from, so no ui payload; the outputs are the same."""
+    (trimap, vis), ui = show(torch.rand(1, 32, 48, 3), soft_disc(32, 48))
+    assert trimap.shape == (1, 32, 48) and vis.shape == (1, 32, 48, 3)
+    assert ui == {"ben2_trimap": []}
+
+
+def test_show_trimap_preview_files_are_small_and_exact(comfy_temp):
     """A BEN2-like mask (saturated, soft edge, sigmoid tails) and a smooth photo-like image at 512x512:
-    probs stay exact uint16 codes, the zlib/JPEG payload is a fraction of the raw/PNG one, the image close."""
-    st = sub("nodes.show_trimap")
+    probs stay exact uint16 codes, the zlib/JPEG files are a fraction of the raw/PNG ones, the image close."""
     from PIL import Image
 
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 512), torch.linspace(0, 1, 512), indexing="ij")
@@ -482,29 +537,29 @@ def test_show_trimap_payload_is_small_and_exact():
     wobble = 0.02 * torch.sin(xx * 37) * torch.cos(yy * 23)
     probs = torch.sigmoid((0.3 + wobble - d) * 400.0)[None]  # p ~ 1e-50 .. 1 - 1e-20, edge ~ 10 px wide
     img = torch.stack([0.5 + 0.4 * torch.sin(6 * xx + 2 * yy), 0.3 + 0.3 * yy, 0.6 - 0.4 * xx * yy], -1)[None]
-    p = st.BEN2ShowTrimap().show(img, probs)["ui"]["ben2_trimap"][0]
+    p = show(img, probs)[1]["ben2_trimap"][0]
     raw = np.round(probs[0].double().numpy() * 65535).astype("<u2")
-    assert np.array_equal(np.frombuffer(zlib.decompress(base64.b64decode(p["probs"])), "<u2").reshape(512, 512), raw)
-    legacy_probs = len(base64.b64encode(raw.tobytes()))
-    assert len(p["probs"]) < legacy_probs / 8, (len(p["probs"]), legacy_probs)
+    probs_file = read_ref(comfy_temp, p["probs"])
+    assert np.array_equal(np.frombuffer(zlib.decompress(probs_file), "<u2").reshape(512, 512), raw)
+    assert len(probs_file) < raw.nbytes / 8, (len(probs_file), raw.nbytes)
     rgb8 = (img[0].numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
     png = io.BytesIO()
     Image.fromarray(rgb8).save(png, format="PNG", compress_level=4)
-    assert len(p["image"]) < len(base64.b64encode(png.getvalue())) / 3
-    jpg = np.asarray(Image.open(io.BytesIO(base64.b64decode(p["image"]))), np.float64)
+    image_file = read_ref(comfy_temp, p["image"])
+    assert len(image_file) < len(png.getvalue()) / 3
+    jpg = np.asarray(Image.open(io.BytesIO(image_file)), np.float64)
     err = np.abs(jpg - rgb8)
     assert err.mean() < 2.0 and err.max() < 16, (err.mean(), err.max())
 
 
 def test_show_trimap_bad_thresholds_and_shapes():
-    st = sub("nodes.show_trimap").BEN2ShowTrimap()
     img = torch.rand(1, 16, 16, 3)
     with pytest.raises(ValueError):
-        st.show(img, torch.rand(1, 16, 16), 0.9, 0.1, 0.03, 0.97, 0.05)
+        show(img, torch.rand(1, 16, 16), 0.9, 0.1, 0.03, 0.97, 0.05)
     with pytest.raises(ValueError, match="3x16x16"):
-        st.show(torch.rand(2, 16, 16, 3), torch.rand(3, 16, 16), 0.1, 0.9, 0.03, 0.97, 0.05)
+        show(torch.rand(2, 16, 16, 3), torch.rand(3, 16, 16), 0.1, 0.9, 0.03, 0.97, 0.05)
     with pytest.raises(ValueError, match="min_unknown_fraction"):
-        st.show(img, torch.rand(1, 16, 16), 0.1, 0.9, 0.03, 0.97, 1.5)
+        show(img, torch.rand(1, 16, 16), 0.1, 0.9, 0.03, 0.97, 1.5)
 
 
 # ----------------------------------------------------------------------------------- refine mask
@@ -519,11 +574,10 @@ def edge_scene(h=64, w=64):
 
 
 def test_refine_mask_keeps_sure_regions_and_polarity():
-    rm = sub("nodes.refine_mask")
     img, mask = edge_scene()
     img2 = torch.cat([img, img * 0.5])
     before = (img2.clone(), mask.clone())
-    refined, out = rm.BEN2RefineMask().refine(img2, mask, "guided", 0, 0.0, "band", 4, True, "RGBA", "#FFFFFF")
+    refined, out = refine(img2, mask, "guided", 0, 0.0, "band", 4, True, "RGBA", "#FFFFFF")
     assert torch.equal(img2, before[0]) and torch.equal(mask, before[1])
     assert refined.shape == (2, 64, 64) and out.shape == (2, 64, 64, 4)  # mask of 1 broadcast over 2 images
     assert float(refined.min()) >= 0 and float(refined.max()) <= 1
@@ -535,13 +589,11 @@ def test_refine_mask_keeps_sure_regions_and_polarity():
 
 
 def test_refine_mask_uses_a_given_trimap():
-    rm = sub("nodes.refine_mask")
     img, mask = edge_scene()
     trimap = torch.zeros(1, 32, 32)  # half size: resized with nearest, values kept
     trimap[:, 6:26, 6:26] = 0.5
     trimap[:, 10:22, 10:22] = 1.0
-    refined, _ = rm.BEN2RefineMask().refine(img, mask, "guided", 0, 0.0, "auto", 0, False, "RGB", "#000000",
-                                            trimap=trimap)
+    refined, _ = refine(img, mask, "guided", 0, 0.0, "auto", 0, False, "RGB", "#000000", trimap=trimap)
     big = sub("nodes.image_mask").match_mask(trimap, img, mode="nearest")
     assert torch.all(refined[big == 1.0] == 1.0) and torch.all(refined[big == 0.0] == 0.0)
 
@@ -560,14 +612,15 @@ def test_load_ben_and_remove_background_with_synthetic_checkpoint(tmp_path, monk
     monkeypatch.setitem(sys.modules, "folder_paths", make_folder_paths(str(models)))
     pack = load_pack()
     loader = pack.NODE_CLASS_MAPPINGS["BEN2_LoadModel"]
-    assert "synth.safetensors" in loader.INPUT_TYPES()["required"]["model_name"][0]
-    (model,) = loader().load("synth.safetensors", "cpu", "auto", False)
-    (again,) = loader().load("synth.safetensors", "cpu", "auto", False)
+    assert "synth.safetensors" in widget(loader, "model_name")[1]["options"]
+    model, bg_model = outputs(loader.execute("synth.safetensors", "cpu", "auto", False))
+    again, _ = outputs(loader.execute("synth.safetensors", "cpu", "auto", False))
+    assert bg_model is model  # the same network feeds core's Remove Background
     assert again is model and model.dtype == torch.float32 and model.device == torch.device("cpu")
     img = torch.rand(2, 40, 56, 3)
     before = img.clone()
-    node = pack.NODE_CLASS_MAPPINGS["BEN2_RemoveBackground"]()
-    out, mask = node.remove_background(model, img, "RGBA", "#FFFFFF", True, False, 2, "512")
+    node = pack.NODE_CLASS_MAPPINGS["BEN2_RemoveBackground"]
+    out, mask = outputs(node.execute(model, img, "RGBA", "#FFFFFF", True, False, 2, "512"))
     assert torch.equal(img, before)
     assert out.shape == (2, 40, 56, 4) and mask.shape == (2, 40, 56)
     assert torch.isfinite(out).all() and torch.isfinite(mask).all()
@@ -575,13 +628,12 @@ def test_load_ben_and_remove_background_with_synthetic_checkpoint(tmp_path, monk
     assert torch.allclose(out[..., 3], mask)
 
 
-def test_show_trimap_default_minimum_is_the_papers():
-    st = sub("nodes.show_trimap")
-    default = st.BEN2ShowTrimap.INPUT_TYPES()["required"]["min_unknown_fraction"][1]["default"]
+def test_show_trimap_default_minimum_is_the_papers(comfy_temp):
+    default = widget(sub("nodes.show_trimap").BEN2ShowTrimap, "min_unknown_fraction")[1]["default"]
     assert round(default * 1024 * 1024) == 60000
     probs = soft_disc(256, 256)
-    res = st.BEN2ShowTrimap().show(torch.rand(1, 256, 256, 3), probs)  # every widget at its default
-    tri, p = res["result"][0], res["ui"]["ben2_trimap"][0]
+    (tri, _), ui = show(torch.rand(1, 256, 256, 3), probs)  # every widget at its default
+    p = ui["ben2_trimap"][0]
     ref, lo2, hi2 = importlib.import_module(f"{PACK}.ben_core.trimap").confidence_trimap(probs)  # paper defaults
     assert torch.equal(tri, ref) and (p["final_t_low"], p["final_t_high"]) == (float(lo2[0]), float(hi2[0]))
 
@@ -591,24 +643,36 @@ def test_load_ben_reports_a_bad_checkpoint(tmp_path, monkeypatch):
     (models / "BEN").mkdir(parents=True)
     (models / "BEN" / "broken.safetensors").write_bytes(b"\x00" * 64)
     monkeypatch.setitem(sys.modules, "folder_paths", make_folder_paths(str(models)))
-    loader = sub("nodes.load_ben").BEN2LoadModel()
     with pytest.raises(ValueError):  # ben_core's CheckpointError
-        loader.load("broken.safetensors", "cpu", "fp32", False)
+        load("broken.safetensors", "cpu", "fp32", False)
     with pytest.raises(FileNotFoundError, match="not in"):
-        loader.load("gone.pth", "cpu", "fp32", False)
+        load("gone.pth", "cpu", "fp32", False)
     assert len(sub("nodes.model_cache")._cache) == 0
 
 
 def test_refine_mask_vitmatte_with_a_tiny_random_network(monkeypatch):
     pytest.importorskip("transformers")
     net = tiny_vitmatte(layers=1)
-    rm = sub("nodes.refine_mask")
     monkeypatch.setattr(sub("nodes.model_cache"), "vitmatte_model", lambda device: net)
     img, mask = edge_scene()
-    refined, out = rm.BEN2RefineMask().refine(img, mask, "vitmatte", 0, 0.0, "band", 4, False, "RGBA", "#FFFFFF")
+    refined, out = refine(img, mask, "vitmatte", 0, 0.0, "band", 4, False, "RGBA", "#FFFFFF")
     tri = importlib.import_module(f"{PACK}.ben_core.trimap").make_trimap(mask, "band", 4)
     assert refined.shape == (1, 64, 64) and torch.isfinite(refined).all()
     assert torch.all(refined[tri == 1.0] == 1.0) and torch.all(refined[tri == 0.0] == 0.0)
+
+
+def test_vitmatte_node_is_experimental_and_matches_refine_mask(monkeypatch):
+    pytest.importorskip("transformers")
+    net = tiny_vitmatte(layers=1)
+    monkeypatch.setattr(sub("nodes.model_cache"), "vitmatte_model", lambda device: net)
+    rm = sub("nodes.refine_mask")
+    info, plain = node_info(rm.BEN2RefineMaskViTMatte), node_info(rm.BEN2RefineMask)
+    assert info["experimental"] is True and plain["experimental"] is False
+    assert info["output"] == plain["output"] and info["output_name"] == plain["output_name"]
+    img, mask = edge_scene()
+    got = outputs(rm.BEN2RefineMaskViTMatte.execute(img, mask, "band", 4, False, "RGBA", "#FFFFFF"))
+    want = refine(img, mask, "vitmatte", 0, 0.0, "band", 4, False, "RGBA", "#FFFFFF")
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
 
 
 def test_vitmatte_is_loaded_once_and_handed_to_comfy_model_management(monkeypatch):
@@ -643,11 +707,12 @@ def test_nodes_never_import_a_top_level_ben_core(monkeypatch):
         mc = importlib.import_module(name + ".nodes.model_cache")
         model = mc.LoadedBEN("standin.pth", Bright().eval(), torch.device("cpu"), torch.float32)
         img = half_white(1, 32, 48)
-        out, mask = pack.NODE_CLASS_MAPPINGS["BEN2_RemoveBackground"]().remove_background(
-            model, img, "RGB", "#000000", True, False, 1, "512")
-        res = pack.NODE_CLASS_MAPPINGS["BEN2_ShowTrimap"]().show(img, mask, 0.1, 0.9, 0.03, 0.97, 0.05)
-        refined, _ = pack.NODE_CLASS_MAPPINGS["BEN2_RefineMask"]().refine(
-            img, mask, "guided", 0, 0.0, "auto", 0, True, "RGBA", "#FFFFFF", trimap=res["result"][0])
+        out, mask = outputs(pack.NODE_CLASS_MAPPINGS["BEN2_RemoveBackground"].execute(
+            model, img, "RGB", "#000000", True, False, 1, "512"))
+        trimap, _ = outputs(pack.NODE_CLASS_MAPPINGS["BEN2_ShowTrimap"].execute(img, mask, 0.1, 0.9, 0.03, 0.97,
+                                                                                 0.05))
+        refined, _ = outputs(pack.NODE_CLASS_MAPPINGS["BEN2_RefineMask"].execute(
+            img, mask, "guided", 0, 0.0, "auto", 0, True, "RGBA", "#FFFFFF", trimap=trimap))
         assert refined.shape == (1, 32, 48)
         assert sys.modules["ben_core"] is None
         assert not [k for k in sys.modules if k.startswith("ben_core.") and sys.modules[k] is not None]
@@ -672,4 +737,212 @@ def test_compile_option_reaches_the_predictor_and_stays_compiled(tmp_path):
     assert compiled.predictor(batch_size=1, working_size=512) is not p
     assert plain.predictor(1, 512).compile is None
     with pytest.raises(ValueError, match="compile"):
-        lb.BEN2LoadModel().load("m.pth", "cpu", "fp32", False, compile="turbo")
+        lb.BEN2LoadModel.execute("m.pth", "cpu", "fp32", False, compile="turbo")
+
+
+# ------------------------------------------------------------------- errors name the node's inputs
+
+def test_errors_name_the_nodes_own_inputs():
+    """A NaN mask / trimap is reported under the input's name (not an internal 'probs'), before any work."""
+    img, mask = edge_scene()
+    bad = mask.clone()
+    bad[0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match=r"^mask: .*NaN"):
+        refine(img, bad, "guided", 0, 0.0, "auto", 0, False, "RGBA", "#FFFFFF")
+    with pytest.raises(ValueError, match=r"^trimap: .*NaN"):
+        refine(img, mask, "guided", 0, 0.0, "auto", 0, False, "RGBA", "#FFFFFF", trimap=bad)
+    with pytest.raises(ValueError, match=r"^mask: .*NaN"):
+        show(img, bad)
+    inf = mask.clone()
+    inf[0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"^mask: .*infinite"):
+        show(img, inf)
+    assert torch.isnan(bad).sum() == 1  # the caller's tensor untouched
+
+
+def test_float_images_far_outside_0_1_are_refused_not_clamped_to_white():
+    img = half_white(1, 16, 16)
+    with pytest.raises(ValueError, match=r"^image: .*0\.\.255.*divide by 255"):
+        remove(img * 255.0)
+    with pytest.raises(ValueError, match=r"^image: .*spans -3"):
+        refine(img - 3.0, torch.ones(1, 16, 16), "guided", 0, 0.0, "auto", 0, False, "RGBA", "#FFFFFF")
+    nan = img.clone()
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^image: .*NaN"):
+        show(nan, torch.ones(1, 16, 16))
+    # resampling overshoot (Lanczos/bicubic upscales) is fine: read clamped, as before
+    over = img.clone()
+    over[0, 0, 0] = torch.tensor([1.04, -0.03, 0.5])
+    _, mask = remove(over)
+    assert torch.isfinite(mask).all() and mask.shape == (1, 16, 16)
+
+
+# --------------------------------------------------------------- core's Remove Background node
+
+class CoreRemoveBackground:
+    """Stand-in for core's ``RemoveBackground`` node (comfy_extras/nodes_bg_removal.py, 2026 cores): its
+    execute, verbatim in behaviour - ``resolution`` 256..4096 step 32, default 1024 - and its socket type."""
+
+    INPUT_TYPE = "BACKGROUND_REMOVAL"
+
+    @classmethod
+    def execute(cls, bg_removal_model, image, resolution=1024):
+        return bg_removal_model.encode_image(image, image_size=resolution)
+
+
+def test_load_ben_feeds_core_remove_background(monkeypatch, caplog):
+    comfy = install_comfy(monkeypatch, intermediate_dtype=torch.float16)
+    model = standin_model()
+    info = node_info(sub("nodes.load_ben").BEN2LoadModel)
+    assert info["output"] == ["BEN_MODEL", CoreRemoveBackground.INPUT_TYPE]
+    assert info["output_name"] == ["ben_model", "bg_removal_model"]
+    img = torch.cat([half_white(1, 37, 53), 1.0 - half_white(1, 37, 53), half_white(1, 37, 53) * 0.0])
+    before = img.clone()
+    mask = CoreRemoveBackground.execute(model, img)  # core's default resolution: BEN2's native 1024
+    assert torch.equal(img, before)
+    assert mask.shape == (3, 37, 53) and mask.dtype == torch.float16 and mask.device.type == "cpu"
+    assert float(mask[0, :, :20].float().mean()) > 0.95 and float(mask[0, :, 33:].float().mean()) < 0.05
+    assert float(mask[1, :, :20].float().mean()) < 0.05 and float(mask[1, :, 33:].float().mean()) > 0.95
+    assert float(mask[2].float().max()) < 0.05  # all dark: all background, and still one mask per image
+    assert model.net.seen[-1][2:] == (1024, 1024) and comfy.progress[-1] == (3, 3)
+    # the same mask as our own node at the same size (up to the fp16 intermediate)
+    _, ours = remove(img, model=model, working_size="1024")
+    assert torch.allclose(mask.float(), ours, atol=1e-3)
+    for resolution, used in ((768, 768), (512, 512), (1000, 1024), (256, 512), (4096, 1024), (640, 768)):
+        caplog.clear()
+        CoreRemoveBackground.execute(model, img[:1], resolution)
+        assert model.net.seen[-1][2:] == (used, used), resolution
+        warned = any("resolution" in r.getMessage() for r in caplog.records)
+        assert warned == (resolution != used), resolution
+
+
+def test_core_remove_background_bad_image_is_named():
+    with pytest.raises(ValueError, match=r"^image: "):
+        CoreRemoveBackground.execute(standin_model(), torch.rand(1, 3, 16, 16))
+
+
+# ------------------------------------------------------------------- model management, 2026 cores
+
+def _synthetic_checkpoint(tmp_path) -> Path:
+    from safetensors.torch import save_file
+
+    from helpers import synth_sd
+
+    path = tmp_path / "synth.safetensors"
+    save_file(synth_sd(0), str(path))
+    return path
+
+
+@pytest.mark.slow
+def test_dynamic_vram_patcher_assigns_weights_and_round_trips(tmp_path, monkeypatch):
+    """A 2026 core with dynamic VRAM: the network is wrapped in CoreModelPatcher (dynamic), its weights are
+    assigned (no meta or init tensor survives), and unloading/reloading by core gives identical masks."""
+    comfy = install_comfy(monkeypatch, dynamic=True)
+    mc = sub("nodes.model_cache")
+    path = _synthetic_checkpoint(tmp_path)
+    ckpt = importlib.import_module(f"{PACK}.ben_core.checkpoint")
+    real_load_weights, assigned = ckpt.load_weights, []
+
+    def spy(model, path, assign=False, **kw):
+        assigned.append(assign)
+        return real_load_weights(model, path, assign=assign, **kw)
+
+    monkeypatch.setattr(ckpt, "load_weights", spy)
+    model = mc.get_model(str(path), "cpu", torch.float32)
+    assert assigned == [True]  # core's rule: assign=patcher.is_dynamic()
+    patcher = model.patcher
+    assert type(patcher).__name__ == "ModelPatcherDynamic" and patcher.is_dynamic()
+    from safetensors.torch import load_file
+
+    sd = load_file(str(path))
+    own = model.net.state_dict()
+    assert not [k for k, v in own.items() if v.device.type == "meta"]
+    assert all(torch.equal(own[k], sd[k]) for k in own)
+    assert all(not p.requires_grad for p in model.net.parameters()) and not model.net.training
+    img = torch.rand(1, 40, 56, 3)
+    first = CoreRemoveBackground.execute(model, img, 512)
+    assert any(c[0] == "partially_load" for c in comfy.calls)
+    loaded = dict(model.net.named_parameters())
+    comfy_mm = sys.modules["comfy.model_management"]
+    comfy_mm.unload_all_models()  # core takes the VRAM back: the backups return
+    assert all(p is not loaded[k] for k, p in model.net.named_parameters())
+    second = CoreRemoveBackground.execute(model, img, 512)  # loaded again by core
+    _, third = remove(img, model=model, working_size="512")
+    assert torch.equal(first, second) and torch.equal(first, third)
+
+
+def test_load_ben_uses_core_model_patcher_where_it_exists(monkeypatch):
+    install_comfy(monkeypatch)  # 0.3.64: ModelPatcher only
+    env = sub("nodes.comfy_env")
+    plain = env.make_patcher(torch.nn.Linear(2, 2), torch.device("cpu"), torch.device("cpu"))
+    assert type(plain).__name__ == "ModelPatcher" and not env.is_dynamic(plain)
+    install_comfy(monkeypatch, dynamic=True)  # 2026: CoreModelPatcher (swapped at start-up)
+    dyn = env.make_patcher(torch.nn.Linear(2, 2), torch.device("cpu"), torch.device("cpu"))
+    assert type(dyn).__name__ == "ModelPatcherDynamic" and env.is_dynamic(dyn)
+    assert not env.is_dynamic(None)
+
+
+def test_no_fp16_on_gpus_core_marks_fp16_broken(monkeypatch, caplog):
+    """GTX 16xx-like: core's should_use_fp16 says no (BEN2 gives blank masks there in fp16). We ask core,
+    so auto never picks fp16 and an explicit fp16 becomes fp32 with a warning."""
+    lb = sub("nodes.load_ben")
+    cuda = torch.device("cuda")
+    install_comfy(monkeypatch, device="cuda", fp16_ok=lambda d: False, bf16_ok=lambda d: False)
+    assert lb.resolve_precision("auto", cuda) == torch.float32
+    assert lb.resolve_precision("fp16", cuda) == torch.float32
+    assert any("fp16" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    assert lb.resolve_precision("bf16", cuda) == torch.bfloat16  # what the user asked for, not fp16
+    install_comfy(monkeypatch, device="cuda", fp16_ok=lambda d: False, bf16_ok=lambda d: True)
+    assert lb.resolve_precision("auto", cuda) == torch.bfloat16
+    install_comfy(monkeypatch, device="cuda")
+    assert lb.resolve_precision("auto", cuda) == torch.float16
+    assert lb.resolve_precision("fp16", cuda) == torch.float16
+
+
+# ------------------------------------------------------------------------- V3 API of both cores
+
+def _load_pack_with(monkeypatch, name: str, newer: bool):
+    from comfy_stub.comfy_api import make_comfy_api
+
+    for key, mod in make_comfy_api(newer=newer).items():
+        monkeypatch.setitem(sys.modules, key, mod)
+    return load_pack(name)
+
+
+@pytest.mark.parametrize("newer", [False, True], ids=["0.3.64", "2026"])
+def test_v3_schema_on_both_cores(monkeypatch, newer):
+    """The same node definitions on a 0.3.64-like comfy_api (no search_aliases, no Input(advanced=)) and
+    a 2026-like one (aliases, advanced, io.BackgroundRemoval): same ids, inputs and outputs."""
+    name = f"ComfyUI-BEN2-api-{'2026' if newer else '0364'}"
+    try:
+        pack = _load_pack_with(monkeypatch, name, newer)
+        assert sorted(pack.NODE_CLASS_MAPPINGS) == sorted(NODE_IDS)
+        io_mod = sys.modules["comfy_api.latest"].io
+        env = importlib.import_module(name + ".nodes.comfy_env")
+        assert (env.BACKGROUND_REMOVAL is getattr(io_mod, "BackgroundRemoval", None)) == newer
+        infos = {k: cls.GET_NODE_INFO_V1() for k, cls in pack.NODE_CLASS_MAPPINGS.items()}
+        load_info = infos["BEN2_LoadModel"]
+        assert load_info["output"] == ["BEN_MODEL", "BACKGROUND_REMOVAL"]
+        assert load_info["input"]["optional"]["compile"][1]["advanced"] is True
+        assert infos["BEN2_RemoveBackground"]["input"]["required"]["batch_size"][1]["advanced"] is True
+        assert "advanced" not in infos["BEN2_RemoveBackground"]["input"]["required"]["output_mode"][1]
+        if newer:
+            aliases = infos["BEN2_RemoveBackground"]["search_aliases"]
+            assert {"rembg", "matting", "cut out", "background"} <= set(aliases)
+        else:
+            assert all("search_aliases" not in i for i in infos.values())
+    finally:
+        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            sys.modules.pop(key, None)
+
+
+def test_without_comfy_api_the_pack_says_which_comfyui_it_needs(monkeypatch):
+    monkeypatch.setitem(sys.modules, "comfy_api", None)
+    monkeypatch.setitem(sys.modules, "comfy_api.latest", None)
+    name = "ComfyUI-BEN2-no-v3"
+    try:
+        pack = load_pack(name)
+        assert pack.NODE_CLASS_MAPPINGS == {}  # logged per node, the import itself does not fail
+    finally:
+        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            sys.modules.pop(key, None)

@@ -2,19 +2,21 @@
 
 Debian's chromium driven by Python playwright (never `playwright install`). The repo is served on
 127.0.0.1 the way ComfyUI serves the pack's WEB_DIRECTORY (read from the pack's __init__.py):
-/extensions/ben2/<path inside WEB_DIRECTORY>, and /scripts/app.js is a stand-in for ComfyUI's app
-(tests/web/fake_app.js), so the widget's own relative `import { app } from ".../scripts/app.js"` is
-exercised unchanged and must agree with WEB_DIRECTORY.
+/extensions/ben2/<path inside WEB_DIRECTORY>; /scripts/app.js and /scripts/api.js are stand-ins for
+ComfyUI's (tests/web/fake_app.js, fake_api.js), so the widget's own relative imports of them are
+exercised unchanged and must agree with WEB_DIRECTORY; /api/view serves the preview files from a temp
+folder as ComfyUI serves its temp folder.
 """
 from __future__ import annotations
 
 import ast
-import base64
 import http.server
 import io
 import json
 import shutil
+import tempfile
 import threading
+import uuid
 import zlib
 from pathlib import Path
 
@@ -67,18 +69,29 @@ def codes_to_probs(codes: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- payload builder
-def image_b64(rgb: np.ndarray, fmt: str = "PNG") -> str:
+#: ComfyUI's temp folder stand-in: what /api/view serves (set by the ``server`` fixture).
+VIEW_DIR = Path(tempfile.gettempdir())
+
+
+def put_file(data: bytes, extension: str) -> dict:
+    """Write a preview file where /api/view finds it; returns its reference as the node sends it."""
+    name = f"test_{uuid.uuid4().hex[:12]}.{extension}"
+    (VIEW_DIR / name).write_bytes(data)
+    return {"filename": name, "subfolder": "", "type": "temp"}
+
+
+def image_file(rgb: np.ndarray, fmt: str = "PNG") -> dict:
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(rgb, "RGB").save(buf, format=fmt, **({"quality": 85} if fmt == "JPEG" else {}))
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return put_file(buf.getvalue(), fmt.lower())
 
 
-def probs_b64(codes: np.ndarray) -> str:
-    """Payload ``probs``: base64 of zlib(uint16le) ("zlib-uint16le")."""
+def probs_file(codes: np.ndarray) -> dict:
+    """Payload ``probs``: a file of zlib(uint16le) ("zlib-uint16le")."""
     raw = codes.astype("<u2").tobytes(order="C")
-    return base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
+    return put_file(zlib.compress(raw, 6), "u16.zlib")
 
 
 def synthetic_codes() -> np.ndarray:
@@ -104,8 +117,8 @@ def make_payload(codes=None, image=None, **params) -> dict:
     image = synthetic_image() if image is None else image
     h, w = codes.shape
     prm = {**DEFAULTS, **params}
-    fields = {"image": image_b64(image, "JPEG"), "image_format": "jpeg",
-              "probs": probs_b64(codes), "probs_encoding": "zlib-uint16le"}
+    fields = {"image": image_file(image, "JPEG"), "image_format": "jpeg",
+              "probs": probs_file(codes), "probs_encoding": "zlib-uint16le"}
     return {
         "width": w,
         "height": h,
@@ -124,9 +137,19 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript"}
 
     def translate_path(self, path):
-        path = path.split("?", 1)[0].split("#", 1)[0]
+        path, _, query = path.split("#", 1)[0].partition("?")
         if path == "/scripts/app.js":
             return str(TEST_WEB / "fake_app.js")
+        if path == "/scripts/api.js":
+            return str(TEST_WEB / "fake_api.js")
+        if path == "/api/view":  # ComfyUI: /view?filename=&subfolder=&type=temp from its temp folder
+            from urllib.parse import parse_qs
+
+            q = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
+            name = q.get("filename", "")
+            if q.get("type") == "temp" and q.get("subfolder", "") == "" and name and "/" not in name:
+                return str(VIEW_DIR / name)
+            return str(TEST_WEB / "__missing__")
         for prefix, base in (("/extensions/ben2/", WEB_DIR), ("/tests/web/", TEST_WEB)):
             if path.startswith(prefix):
                 target = (base / path[len(prefix):]).resolve()
@@ -139,7 +162,9 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
+    global VIEW_DIR
+    VIEW_DIR = tmp_path_factory.mktemp("comfy_temp")
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -415,7 +440,7 @@ def _status_after(page, payload):
 def test_bad_payload_shows_error_and_keeps_chain(page):
     page.evaluate(SETUP_JS, {"withDOMWidget": True, "values": node_values()})
     bad = make_payload()
-    bad["probs"] = base64.b64encode(b"\x00\x01\x02").decode()
+    bad["probs"] = put_file(b"\x00\x01\x02", "u16.zlib")
     status = _status_after(page, bad)
     assert "probs" in status and "width*height*2" in status
     assert page.evaluate("protoLog")[1][0] == "executed"
@@ -432,7 +457,7 @@ def test_bad_payload_shows_error_and_keeps_chain(page):
     }
     for name, data in cases.items():
         bad = make_payload()
-        bad["probs"] = base64.b64encode(data).decode()
+        bad["probs"] = put_file(data, "u16.zlib")
         status = _status_after(page, bad)
         assert "probs (zlib-uint16le)" in status and "width*height*2" in status, (name, status)
     bad = make_payload()
@@ -447,14 +472,25 @@ def test_bad_payload_shows_error_and_keeps_chain(page):
         del bad[key]
         assert key in _status_after(page, bad)
     bad = make_payload()
-    bad["image"] = base64.b64encode(b"this is not an image" * 8).decode()
+    bad["image"] = put_file(b"this is not an image" * 8, "jpg")
     assert "could not decode the preview image (image/jpeg)" in _status_after(page, bad)
+    # a payload of the base64 era (0.1.0) or a file ComfyUI no longer has (its temp folder is emptied at
+    # start-up, the history survives in the browser tab)
+    for key in ("image", "probs"):
+        bad = make_payload()
+        bad[key] = "aGVsbG8="
+        status = _status_after(page, bad)
+        assert f"'{key}' must be a file reference" in status and "reload the page" in status, status
+    bad = make_payload()
+    bad["probs"] = {"filename": "gone.u16.zlib", "subfolder": "", "type": "temp"}
+    status = _status_after(page, bad)
+    assert "gone.u16.zlib" in status and "run the node again" in status and "404" in status, status
     # a good payload afterwards clears the error
     page.evaluate("(m) => node.onExecuted(m)", {"ben2_trimap": [make_payload()]})
     page.wait_for_function("node.ben2TrimapPreview.root.dataset.ready !== '0'", timeout=10000)
     assert page.evaluate("node.ben2TrimapPreview.root.dataset.ready") == "1"
     assert page.evaluate("node.ben2TrimapPreview.status.textContent") == ""
-    assert [e[0] if isinstance(e, list) else e for e in page.evaluate("protoLog")].count("executed") == 12
+    assert [e[0] if isinstance(e, list) else e for e in page.evaluate("protoLog")].count("executed") == 15
 
 
 def test_newer_message_wins_over_a_slower_older_decode(page):
@@ -594,10 +630,13 @@ def test_payload_json_roundtrip_is_what_the_widget_reads(page):
     codes = rng.integers(0, 65536, size=(H, W), dtype=np.uint16)
     codes[:3, :3] = [[0, 1, 255], [256, 65534, 65535], [0x00FF, 0xFF00, 0x8001]]  # byte order matters
     payload = json.loads(json.dumps(make_payload(codes=codes)))
-    got = page.evaluate("""async (p) => { const d = await core.decodePayload(p);
-                                          return { probs: Array.from(d.probs), mime: d.imageMime }; }""", payload)
+    got = page.evaluate("""async (p) => {
+        const fetchBytes = async (path) => (await fetch("/api" + path)).arrayBuffer();
+        const d = await core.decodePayload(p, fetchBytes);
+        return { probs: Array.from(d.probs), mime: d.imageMime, path: d.imagePath }; }""", payload)
     assert np.array_equal(np.array(got["probs"], np.uint16).reshape(H, W), codes)
     assert got["mime"] == "image/jpeg"
+    assert got["path"] == f"/view?filename={payload['image']['filename']}&type=temp&subfolder="
 
 
 # ----------------------------------------------------------------------------- the real node's payload
@@ -611,9 +650,17 @@ def _load_pack():
         return None
 
 
-def test_real_node_payload_drives_the_widget(page):
-    """Show Trimap's own payload (nodes/show_trimap.py) -> onExecuted -> the browser recompute agrees with the node."""
+def test_real_node_payload_drives_the_widget(page, monkeypatch):
+    """Show Trimap's own payload and files (nodes/show_trimap.py, written to the temp folder /api/view serves)
+    -> onExecuted -> the browser recompute agrees with the node."""
     torch = pytest.importorskip("torch")
+    import sys
+
+    from comfy_stub import make_folder_paths
+
+    fp = make_folder_paths(str(VIEW_DIR / "models"))
+    fp.get_temp_directory = lambda: str(VIEW_DIR)
+    monkeypatch.setitem(sys.modules, "folder_paths", fp)
     pack = _load_pack()
     if pack is None or "BEN2_ShowTrimap" not in getattr(pack, "NODE_CLASS_MAPPINGS", {}):
         pytest.skip("the pack's nodes do not import here")
@@ -623,8 +670,8 @@ def test_real_node_payload_drives_the_widget(page):
     # coarse levels (multiples of 1/64) so uint16 quantisation cannot move a pixel across a threshold
     probs = (torch.sigmoid((xx - 40) / 6.0) * 64).round() / 64
     img = torch.stack([probs, 1 - probs, torch.full_like(probs, 0.5)], -1)[None]
-    res = node_cls().show(img, probs[None], 0.2, 0.8, 0.03, 0.97, 0.3)
-    payload = json.loads(json.dumps(res["ui"]["ben2_trimap"]))[0]
+    res = node_cls.execute(img, probs[None], 0.2, 0.8, 0.03, 0.97, 0.3)
+    payload = json.loads(json.dumps(res.ui["ben2_trimap"]))[0]
     assert (payload["width"], payload["height"]) == (w, h)
     assert (payload["probs_encoding"], payload["image_format"]) == ("zlib-uint16le", "jpeg")
 
@@ -632,7 +679,7 @@ def test_real_node_payload_drives_the_widget(page):
     got = page.evaluate(LABELS_JS)
     assert (got["tLow"], got["tHigh"]) == (payload["final_t_low"], payload["final_t_high"])
     assert got["unknown"] == payload["unknown_count"]
-    trimap = res["result"][0][0].double().numpy()
+    trimap = res.args[0][0].double().numpy()
     assert np.array_equal(np.array(got["labels"], np.uint8).reshape(h, w), np.rint(trimap * 2).astype(np.uint8))
     assert page.evaluate("node.ben2TrimapPreview.status.textContent") == ""
 
@@ -647,9 +694,8 @@ def test_slider_defaults_come_from_the_node_definition(page):
     import importlib
 
     paper = importlib.import_module(pack.__name__ + ".ben_core.trimap").PAPER_DEFAULTS
-    spec = pack.NODE_CLASS_MAPPINGS["BEN2_ShowTrimap"].INPUT_TYPES()
-    node_data = json.loads(json.dumps({"name": "BEN2_ShowTrimap", "input": {"required": {
-        k: [v[0] if isinstance(v[0], str) else list(v[0]), v[1]] for k, v in spec["required"].items()}}}))
+    info = pack.NODE_CLASS_MAPPINGS["BEN2_ShowTrimap"].GET_NODE_INFO_V1()  # what /object_info sends
+    node_data = json.loads(json.dumps({"name": "BEN2_ShowTrimap", "input": info["input"]}))
     page.evaluate(SETUP_JS, {"withDOMWidget": True, "values": {}, "nodeData": node_data})
     got = page.evaluate("() => ({...node.ben2TrimapPreview.values})")  # the range inputs round to their step
     assert got == {k: paper[k] for k in ("t_low", "t_high", "min_unknown_fraction")}

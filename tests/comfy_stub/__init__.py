@@ -24,6 +24,7 @@ def make_folder_paths(models_dir: str) -> types.ModuleType:
         "checkpoints": ([os.path.join(models_dir, "checkpoints")], set(PT_EXTENSIONS)),
     }
     fp.filename_list_cache = {}
+    temp_dir = os.path.join(os.path.dirname(str(models_dir)), "temp")
 
     def add_model_folder_path(folder_name, full_folder_path, is_default=False):
         # as ComfyUI does for extra_model_paths.yaml: a new entry gets an EMPTY extension set
@@ -66,6 +67,7 @@ def make_folder_paths(models_dir: str) -> types.ModuleType:
                 return p
         return None
 
+    fp.get_temp_directory = lambda: temp_dir  # ComfyUI/temp: served by /view?type=temp
     fp.add_model_folder_path = add_model_folder_path
     fp.get_folder_paths = get_folder_paths
     fp.get_filename_list = get_filename_list
@@ -77,12 +79,21 @@ class InterruptProcessingException(Exception):
     pass
 
 
-def install_comfy(monkeypatch, device="cpu", interrupt_after=None):
+def install_comfy(monkeypatch, device="cpu", interrupt_after=None, dynamic=False, fp16_ok=None, bf16_ok=None,
+                  intermediate_dtype=None):
     """Install fake ``comfy``, ``comfy.model_management``, ``comfy.model_patcher``, ``comfy.utils``.
 
     Returns a namespace with: ``calls`` (list of (name, args) tuples recorded), ``progress`` (list of
     (value, total) updates), ``patchers`` (created ModelPatcher stand-ins), and ``interrupt`` (set
     ``.interrupt.after = n`` to raise InterruptProcessingException on the n-th check, 1-based).
+
+    ``dynamic=True`` behaves like a 2026 core with dynamic VRAM on: ``comfy.model_patcher.CoreModelPatcher``
+    is a ``ModelPatcherDynamic`` whose ``is_dynamic()`` is True; ``load_models_gpu`` loads it as core does for
+    plain torch layers (every parameter and buffer replaced by a copy, the originals kept as backups) and
+    ``unload_all_models`` puts the backups back. Otherwise the module is 0.3.64-like (``ModelPatcher`` only,
+    no ``is_dynamic``, no ``intermediate_dtype``). ``fp16_ok`` / ``bf16_ok``: ``device -> bool`` for
+    ``should_use_fp16`` / ``should_use_bf16`` (default: any non-CPU device); ``intermediate_dtype``: a dtype
+    for ``intermediate_dtype()`` (2026 cores' ``--fp16-intermediates``).
     """
     ns = types.SimpleNamespace(calls=[], progress=[], patchers=[], checks=0)
     ns.interrupt_after = interrupt_after
@@ -94,12 +105,24 @@ def install_comfy(monkeypatch, device="cpu", interrupt_after=None):
     mm.get_torch_device = lambda: torch.device(device)
     mm.intermediate_device = lambda: torch.device("cpu")
     mm.unet_offload_device = lambda: torch.device("cpu")
-    mm.should_use_fp16 = lambda device=None, **kw: torch.device(device).type != "cpu"
-    mm.should_use_bf16 = lambda device=None, **kw: torch.device(device).type != "cpu"
+    gpu = (lambda d: torch.device(d).type != "cpu")
+    mm.should_use_fp16 = lambda device=None, **kw: (fp16_ok or gpu)(device)
+    mm.should_use_bf16 = lambda device=None, **kw: (bf16_ok or gpu)(device)
+    if intermediate_dtype is not None:
+        mm.intermediate_dtype = lambda: intermediate_dtype
 
     def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
                         force_full_load=False):
         ns.calls.append(("load_models_gpu", list(models), memory_required, force_full_load))
+        for patcher in models:
+            if getattr(patcher, "is_dynamic", lambda: False)():
+                patcher.partially_load(patcher.load_device)
+
+    def unload_all_models():
+        ns.calls.append(("unload_all_models",))
+        for patcher in ns.patchers:
+            if hasattr(patcher, "unload"):
+                patcher.unload()
 
     def throw_exception_if_processing_interrupted():
         ns.checks += 1
@@ -107,6 +130,7 @@ def install_comfy(monkeypatch, device="cpu", interrupt_after=None):
             raise InterruptProcessingException()
 
     mm.load_models_gpu = load_models_gpu
+    mm.unload_all_models = unload_all_models
     mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
 
     mp = types.ModuleType("comfy.model_patcher")
@@ -122,6 +146,41 @@ def install_comfy(monkeypatch, device="cpu", interrupt_after=None):
             return self.model
 
     mp.ModelPatcher = ModelPatcher
+
+    class ModelPatcherDynamic(ModelPatcher):
+        """Core's dynamic-VRAM patcher, for plain torch layers: loading swaps in copies, unloading swaps back."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.backup = {}
+
+        def is_dynamic(self):
+            return True
+
+        def partially_load(self, device_to, extra_memory=0, force_patch_weights=False):
+            self.unload()
+            for name, tensor in list(self.model.named_parameters()) + list(self.model.named_buffers()):
+                if tensor.device.type == "meta":
+                    raise NotImplementedError(f"Cannot copy out of meta tensor {name}; no data!")
+                owner, _, attr = name.rpartition(".")
+                module = self.model.get_submodule(owner)
+                self.backup[name] = (module, attr, tensor)
+                copy = tensor.detach().to(device_to, copy=True)
+                if isinstance(tensor, torch.nn.Parameter):
+                    module._parameters[attr] = torch.nn.Parameter(copy, requires_grad=False)
+                else:
+                    module._buffers[attr] = copy
+            ns.calls.append(("partially_load", self, str(device_to)))
+
+        def unload(self):
+            for module, attr, tensor in self.backup.values():
+                target = module._parameters if attr in module._parameters else module._buffers
+                target[attr] = tensor
+            self.backup.clear()
+
+    if dynamic:
+        mp.ModelPatcherDynamic = ModelPatcherDynamic
+        mp.CoreModelPatcher = ModelPatcherDynamic
 
     ut = types.ModuleType("comfy.utils")
 

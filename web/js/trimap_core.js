@@ -4,10 +4,12 @@
 // of WEB_DIRECTORY as an extension, so this module must be inert on its own).
 //
 // Payload (built by nodes/trimap_preview.py; the widget tests keep the two sides in sync): width, height
-// (ints), image (base64 JPEG, RGB at width x height, image_format "jpeg"), probs (base64 of zlib-compressed
-// little-endian uint16, row-major, value = round(p * 65535), probs_encoding "zlib-uint16le"), t_low, t_high,
-// t_min, t_max, step, min_unknown_fraction (the run's parameters), final_t_low, final_t_high, unknown_count,
-// full_width, full_height. Decoding is async (zlib via DecompressionStream).
+// (ints); image and probs, each a file in ComfyUI's temp folder {filename, subfolder, type} served by /view:
+// a JPEG (image_format "jpeg", RGB at width x height) and zlib-compressed little-endian uint16, row-major,
+// value = round(p * 65535) (probs_encoding "zlib-uint16le"); t_low, t_high, t_min, t_max, step,
+// min_unknown_fraction (the run's parameters); final_t_low, final_t_high, unknown_count, full_width,
+// full_height. Decoding is async (the files are fetched, zlib inflated with DecompressionStream); the caller
+// supplies the fetching (ComfyUI's api in trimap_preview.js, a test server in the tests).
 
 /** Trimap labels used in the Uint8Array returned by {@link classify}. */
 export const BG = 0;
@@ -59,19 +61,6 @@ export function minUnknownCount(fraction, width, height) {
     throw new RangeError(`min_unknown_fraction must be a finite number >= 0, got ${fraction}`);
   }
   return pyRound(fraction * width * height);
-}
-
-/**
- * Decode standard base64 (no "data:" prefix) into bytes.
- * @param {string} b64
- * @returns {Uint8Array}
- */
-export function decodeBase64(b64) {
-  if (typeof b64 !== "string") throw new TypeError(`expected a base64 string, got ${typeof b64}`);
-  const bin = atob(b64);
-  const out = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-  return out;
 }
 
 /**
@@ -142,24 +131,31 @@ export function bytesToCodes(bytes, width, height, what = "probs has") {
 }
 
 /**
- * Decode the payload's `probs` field: base64 of zlib-compressed little-endian uint16, row-major,
- * width*height values.
- * @param {string} b64
- * @param {number} width
- * @param {number} height
- * @param {string} encoding payload.probs_encoding, must be {@link PROBS_ENCODING}
- * @returns {Promise<Uint16Array>} length width*height, values 0..65535 (probability = value / 65535)
+ * Throw unless `encoding` is the one this widget reads ({@link PROBS_ENCODING}).
+ * @param {string} encoding payload.probs_encoding
  */
-export async function decodeProbs(b64, width, height, encoding) {
+function requireProbsEncoding(encoding) {
   if (encoding !== PROBS_ENCODING) {
     throw new TypeError(
       `trimap preview payload: unknown probs_encoding ${JSON.stringify(encoding)}, expected ` +
         `${JSON.stringify(PROBS_ENCODING)}; reload the page after updating the BEN2 pack`,
     );
   }
+}
+
+/**
+ * Decode the probability map: zlib-compressed little-endian uint16, row-major, width*height values.
+ * @param {Uint8Array} compressed the file's bytes
+ * @param {number} width
+ * @param {number} height
+ * @param {string} encoding payload.probs_encoding, must be {@link PROBS_ENCODING}
+ * @returns {Promise<Uint16Array>} length width*height, values 0..65535 (probability = value / 65535)
+ */
+export async function decodeProbs(compressed, width, height, encoding) {
+  requireProbsEncoding(encoding);
   let bytes;
   try {
-    bytes = await inflateZlib(decodeBase64(b64), 2 * width * height);
+    bytes = await inflateZlib(compressed, 2 * width * height);
   } catch (err) {
     throw new RangeError(
       `probs (${PROBS_ENCODING}) could not be decompressed to width*height*2 = ${2 * width * height} bytes ` +
@@ -167,6 +163,21 @@ export async function decodeProbs(b64, width, height, encoding) {
     );
   }
   return bytesToCodes(bytes, width, height, `probs (${PROBS_ENCODING}) inflates to`);
+}
+
+/**
+ * The /view route of a file reference {filename, subfolder, type} (how ComfyUI serves temp/output files).
+ * @param {object} ref
+ * @param {string} what which payload field, for the error message
+ * @returns {string} e.g. "/view?filename=a.jpg&type=temp&subfolder="
+ */
+export function viewPath(ref, what = "image") {
+  if (ref === null || typeof ref !== "object" || typeof ref.filename !== "string" || !ref.filename) {
+    throw new TypeError(`trimap preview payload: '${what}' must be a file reference {filename, subfolder, type}, ` +
+      `got ${JSON.stringify(ref)}; reload the page after updating the BEN2 pack`);
+  }
+  const q = new URLSearchParams({ filename: ref.filename, type: ref.type || "temp", subfolder: ref.subfolder || "" });
+  return `/view?${q.toString()}`;
 }
 
 function requireNumber(p, key, { integer = false, min = -Infinity } = {}) {
@@ -181,21 +192,20 @@ function requireNumber(p, key, { integer = false, min = -Infinity } = {}) {
 }
 
 /**
- * Validate a payload and decode its probability map (the image stays base64; see {@link decodeImage}).
+ * Validate a payload, fetch and decode its probability map (the image is fetched later; see {@link decodeImage}).
  * @param {object} payload one element of message.ben2_trimap
- * @returns {Promise<{width:number,height:number,probs:Uint16Array,params:object,full:object,imageB64:string,
+ * @param {(path: string) => Promise<ArrayBuffer>} fetchBytes fetches a /view path (ComfyUI's api.fetchApi)
+ * @returns {Promise<{width:number,height:number,probs:Uint16Array,params:object,full:object,imagePath:string,
  *   imageMime:string}>}
- * @throws {TypeError|RangeError} (as a rejection) naming the bad field
+ * @throws {TypeError|RangeError|Error} (as a rejection) naming the bad field, or the file that could not be read
  */
-export async function decodePayload(payload) {
+export async function decodePayload(payload, fetchBytes) {
   if (payload === null || typeof payload !== "object") {
     throw new TypeError(`trimap preview payload must be an object, got ${payload === null ? "null" : typeof payload}`);
   }
   const width = requireNumber(payload, "width", { integer: true, min: 1 });
   const height = requireNumber(payload, "height", { integer: true, min: 1 });
-  if (typeof payload.image !== "string" || payload.image.length === 0) {
-    throw new TypeError("trimap preview payload: 'image' must be a base64 image string (no data: prefix)");
-  }
+  const imagePath = viewPath(payload.image, "image");
   const format = payload.image_format;
   if (typeof format !== "string" || !Object.hasOwn(IMAGE_MIME, format)) {
     throw new TypeError(
@@ -203,9 +213,7 @@ export async function decodePayload(payload) {
         `${Object.keys(IMAGE_MIME).join(", ")}; reload the page after updating the BEN2 pack`,
     );
   }
-  if (typeof payload.probs !== "string") {
-    throw new TypeError("trimap preview payload: 'probs' must be a base64 string of uint16 values");
-  }
+  const probsPath = viewPath(payload.probs, "probs");
   const params = {
     t_low: requireNumber(payload, "t_low"),
     t_high: requireNumber(payload, "t_high"),
@@ -214,7 +222,15 @@ export async function decodePayload(payload) {
     step: requireNumber(payload, "step"),
     min_unknown_fraction: requireNumber(payload, "min_unknown_fraction", { min: 0 }),
   };
-  const probs = await decodeProbs(payload.probs, width, height, payload.probs_encoding);
+  requireProbsEncoding(payload.probs_encoding); // before fetching anything
+  let compressed;
+  try {
+    compressed = new Uint8Array(await fetchBytes(probsPath));
+  } catch (err) {
+    throw new Error(`could not read the preview's probability map (${payload.probs.filename}; ComfyUI clears its ` +
+      `temp folder on restart: run the node again): ${err?.message || err}`);
+  }
+  const probs = await decodeProbs(compressed, width, height, payload.probs_encoding);
   const opt = (k) => (typeof payload[k] === "number" && Number.isFinite(payload[k]) ? payload[k] : null);
   const full = {
     final_t_low: opt("final_t_low"),
@@ -223,7 +239,7 @@ export async function decodePayload(payload) {
     full_width: opt("full_width"),
     full_height: opt("full_height"),
   };
-  return { width, height, probs, params, full, imageB64: payload.image, imageMime: IMAGE_MIME[format] };
+  return { width, height, probs, params, full, imagePath, imageMime: IMAGE_MIME[format] };
 }
 
 /**
@@ -410,16 +426,15 @@ export function renderPixels(out, image, probs, labels, mode, opacity) {
 }
 
 /**
- * Decode the payload's base64 image into RGBA pixels at width x height (browser only; async).
- * @param {string} b64 base64 image without data: prefix
+ * Load the payload's image into RGBA pixels at width x height (browser only; async).
+ * @param {string} src its URL (ComfyUI's api.apiURL of the payload's /view path)
  * @param {number} width
  * @param {number} height
- * @param {string} mime its MIME type (see {@link IMAGE_MIME})
  * @returns {Promise<Uint8ClampedArray>} RGBA, length 4*width*height
  */
-export async function decodeImage(b64, width, height, mime) {
+export async function decodeImage(src, width, height) {
   const img = new Image();
-  img.src = `data:${mime};base64,${b64}`;
+  img.src = src;
   await img.decode();
   if (img.naturalWidth !== width || img.naturalHeight !== height) {
     console.warn(

@@ -8,7 +8,15 @@
 // (If WEB_DIRECTORY ever becomes "./web/js", this must become "../../scripts/app.js"; the widget test
 // reads WEB_DIRECTORY and serves the files the same way, so it fails on a mismatch.)
 import { app } from "../../../scripts/app.js";
+import { api } from "../../../scripts/api.js";
 import * as core from "./trimap_core.js";
+
+/** Fetch a /view path of ComfyUI's server as bytes (the preview's probability map). */
+async function fetchBytes(path) {
+  const response = await api.fetchApi(path);
+  if (!response.ok) throw new Error(`HTTP ${response.status} for ${path}`);
+  return response.arrayBuffer();
+}
 
 export const NODE_NAME = "BEN2_ShowTrimap";
 export const WIDGET_NAME = "ben2_trimap_preview";
@@ -84,7 +92,7 @@ export class TrimapPreview {
     this.hooks = [];
     this.payloads = [];
     this.index = 0;
-    this.decoded = null; // {width,height,probs,cum,params,full,imageB64}
+    this.decoded = null; // {width,height,probs,cum,params,full,imagePath,imageMime}
     this.image = null; // RGBA of the current payload image
     this.result = null; // last computeTrimap() result
     this.mode = "overlay";
@@ -269,7 +277,7 @@ export class TrimapPreview {
     this.status.textContent = "";
     let stage = "payload";
     this.ready = core
-      .decodePayload(this.payloads[index])
+      .decodePayload(this.payloads[index], fetchBytes)
       .then((d) => {
         if (stale()) return null;
         d.cum = core.cumulativeHistogram(d.probs);
@@ -280,7 +288,7 @@ export class TrimapPreview {
         this.canvas.height = d.height;
         this.recompute();
         stage = d.imageMime;
-        return core.decodeImage(d.imageB64, d.width, d.height, d.imageMime);
+        return core.decodeImage(api.apiURL(d.imagePath), d.width, d.height);
       })
       .then((rgba) => {
         if (rgba === null || stale()) return;
