@@ -68,23 +68,32 @@ def _node_worker(spec: dict) -> int:
 
     sys.path.insert(0, str(REPO / "tests"))
     from comfy_stub import make_folder_paths
+    from helpers import install_comfy_api_stub
 
     sys.modules["folder_paths"] = make_folder_paths(spec["models"])
+    install_comfy_api_stub()  # V3 packs (0.2.0 on) import comfy_api; V1 packs ignore it
     root = Path(spec["pack"])
     loader = importlib.util.spec_from_file_location("ComfyUI-BEN2", root / "__init__.py",
                                                     submodule_search_locations=[str(root)])
     pack = importlib.util.module_from_spec(loader)
     sys.modules["ComfyUI-BEN2"] = pack
     loader.loader.exec_module(pack)
-    (model,) = pack.NODE_CLASS_MAPPINGS["BEN2_LoadModel"]().load("synth.safetensors", "cpu", "fp32", False)
-    node = pack.NODE_CLASS_MAPPINGS["BEN2_RemoveBackground"]()
+    load_cls, remove_cls = (pack.NODE_CLASS_MAPPINGS[k] for k in ("BEN2_LoadModel", "BEN2_RemoveBackground"))
+    if hasattr(load_cls, "define_schema"):  # V3 node classes (0.2.0 on)
+        model = load_cls.execute("synth.safetensors", "cpu", "fp32", False).args[0]
+
+        def remove(*args):
+            return remove_cls.execute(*args).args
+    else:  # V1 (0.1.0)
+        (model,) = load_cls().load("synth.safetensors", "cpu", "fp32", False)
+        remove = remove_cls().remove_background
     images = make_images(spec["images"])
     _emit({"ready": True})
     out = None
     for line in sys.stdin:
         if line.strip() == "run":
             t = time.perf_counter()
-            out = node.remove_background(model, images, "RGBA", "#FFFFFF", True, False, spec["batch_size"], "1024")
+            out = remove(model, images, "RGBA", "#FFFFFF", True, False, spec["batch_size"], "1024")
             _emit({"t": time.perf_counter() - t})
         elif line.strip() == "done":
             torch.save({"image": out[0][:, ::8, ::8].clone(), "mask": out[1][:, ::8, ::8].clone()}, spec["out"])

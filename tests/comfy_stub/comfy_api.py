@@ -2,6 +2,10 @@
 for these tests after ComfyUI 0.3.64's ``comfy_api/latest/_io.py`` (same constructor signatures, the same
 ``GET_NODE_INFO_V1`` format, the same Schema fields). ``make_comfy_api(newer=True)`` behaves like a 2026
 core instead: ``Schema(search_aliases=...)``, ``Input(advanced=...)`` and an ``io.BackgroundRemoval`` type.
+
+Compared with the real 0.3.64 on the pack's five nodes (2026-12-01): identical input types, options,
+defaults, ``advanced`` flags, input order, outputs, names and tooltips; the real one also sends
+``multiline``/``multiselect: false``, ``api_node``, ``python_module`` and an output node's hidden inputs.
 """
 from __future__ import annotations
 

@@ -9,9 +9,11 @@ It opens the UI in headless Debian chromium, builds LoadImage(example.png) -> Im
 BEN2_ShowTrimap, queues it, waits for the widget to receive the preview over the websocket, checks the
 rendered canvas, moves the t_low slider, checks the node widget / serialised workflow / API prompt, queues
 again and checks the node ran with the slider's value, then removes the node. Exit code 0 = all good.
---vue-nodes switches the frontend's Vue-rendered nodes on (default off). Known: frontend 1.27's hidden
-experimental Vue-node mode renders only its built-in widget types, so NO extension DOM widget (ours
-included) appears there; 1.53's Vue nodes render it.
+--vue-nodes switches the frontend's Vue-rendered nodes on (default off). It also checks that the widget's
+modules (scripts/app.js, scripts/api.js shims, /extensions/ComfyUI-BEN2/js/) load and that both runs'
+preview files came through /view (type=temp). Known: frontend 1.27's hidden experimental Vue-node mode
+renders only its built-in widget types, so NO extension DOM widget (ours included) appears there;
+1.53's and 1.58's Vue nodes render it.
 """
 from __future__ import annotations
 
@@ -77,6 +79,9 @@ def main(url: str, shot: str | None, vue_nodes: bool = False) -> int:
         logs = []
         page.on("console", lambda m: logs.append(f"{m.type}: {m.text} @ {m.location.get('url', '')}:{m.location.get('lineNumber', '')}"))
         page.on("pageerror", lambda e: logs.append(f"pageerror: {e} {getattr(e, 'stack', '')}"))
+        net = []  # (status, url) of every response: the widget's module imports and its /view fetches
+        page.on("response", lambda r: net.append((r.status, r.url)))
+        page.on("requestfailed", lambda r: net.append(("FAILED " + str(r.failure), r.url)))
         page.goto(url)
         page.wait_for_function("window.comfyAPI?.app?.app?.graph && window.comfyAPI.app.app.extensions?.some((e) => e.name === 'BEN2.TrimapPreview')",
                                timeout=90000)
@@ -177,6 +182,17 @@ def main(url: str, shot: str | None, vue_nodes: bool = False) -> int:
             if l not in errs:
                 print("   ", l.splitlines()[0][:200])
         ok &= not errs
+        mods = [(st, u) for st, u in net
+                if "/scripts/app.js" in u or "/scripts/api.js" in u or "/extensions/ComfyUI-BEN2/" in u]
+        print("module / extension responses:", mods)
+        ok &= bool(mods) and all(st == 200 for st, _ in mods)
+        views = [(st, u.split("/", 3)[-1]) for st, u in net if "view?" in u and "ben2_trimap" in u]
+        print("preview files fetched through /view:", views)
+        jpgs = [v for v in views if ".jpg" in v[1]]
+        maps = [v for v in views if ".u16.zlib" in v[1]]
+        ok &= len(jpgs) >= 2 and len(maps) >= 2  # two runs, an image and a map each
+        ok &= all(st == 200 and "type=temp" in u for st, u in views)
+        print("all failed / >= 400 responses:", [(st, u) for st, u in net if not (isinstance(st, int) and st < 400)])
         b.close()
     print("RESULT:", "OK" if ok else "FAILED")
     return 0 if ok else 1
