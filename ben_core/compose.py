@@ -104,8 +104,8 @@ def composite(rgb: Array, alpha: Array, colour: Optional[Tuple[float, float, flo
         if len(vals) != 3 or not all(0.0 <= v <= 1.0 for v in vals):
             raise ValueError(f"colour must be three floats in 0..1 (see parse_colour), got {colour!r}.")
         bg = torch.tensor(vals, dtype=c.dtype, device=c.device)
-        out = c * a + bg * (1.0 - a)
-    out = out.clamp(0.0, 1.0)
+        out = (c * a).add_(bg * (1.0 - a))
+    out.clamp_(0.0, 1.0)  # out is new: clamped in place, no second full-size copy
     return out.numpy() if is_numpy else out
 
 
@@ -113,4 +113,4 @@ def to_uint8(x: Array) -> Array:
     """Float 0..1 (torch or numpy, any shape) -> uint8 0..255: clamp, scale by 255, round half to even."""
     if isinstance(x, np.ndarray):
         return np.rint(np.clip(x, 0, 1) * 255).astype(np.uint8)
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    return x.clamp(0, 1).mul_(255).round_().to(torch.uint8)  # one float temporary, not three

@@ -3,10 +3,14 @@
     image -> alpha (BEN2, or a mask given by the caller) -> optional refinement on the unknown band
           -> foreground colours -> composite (RGBA cut-out or RGB over a colour)
 
-Work is done chunk by chunk on one device: a chunk's images, alpha, foreground and composite stay
-there until its outputs are made, and only the outputs move (to ``out_device``, optionally already
-quantised to uint8). :meth:`CutoutPipeline.run` processes a whole batch, :meth:`CutoutPipeline.stream`
-a stream of chunks (video frames), one chunk in, one :class:`Cutout` out.
+Work is done chunk by chunk on one device (the network sees a chunk at once), then image by image:
+after the alpha, the full-resolution steps (colours as float RGB, foreground colours, composite,
+conversion to the output dtype) run in horizontal strips of about ``foreground.STRIP_PIXELS`` pixels,
+and each strip's result goes straight into the output tensors on ``out_device`` (optionally already
+quantised to uint8). So a large photo never exists as full-size float copies beyond its alpha and the
+output itself; the strips give bit-identical results (``ben_core.foreground.estimate_foreground_strips``).
+:meth:`CutoutPipeline.run` processes a whole batch, :meth:`CutoutPipeline.stream` a stream of chunks
+(video frames), one chunk in, one :class:`Cutout` out.
 
 One policy at every door:
 * colours are float 0..1 (uint8 only when a writer asks for it, at the very end);
@@ -24,7 +28,7 @@ import torch
 
 from .callbacks import Progress, ShouldStop, check_stop, report
 from .compose import composite, to_uint8
-from .foreground import estimate_foreground
+from .foreground import default_strip_rows, estimate_foreground_strips
 from .inputs import Chunk, ImageBatch, to_float_rgb
 from .refine import refine_alpha
 from .trimap import make_trimap
@@ -120,41 +124,65 @@ class CutoutPipeline:
         or a list of ``[H_i, W_i, C]``. ``alpha``: one ``[H, W]`` map 0..1 per image (stacked or a list),
         or None to predict it (one network batch, before the images are converted to float RGB for
         the steps after it). ``trimap``: maps {0, 0.5, 1} for the refinement, or None to make them
-        (``options.refine.trimap_source``). ``should_stop`` is checked before every image. Returns a
-        float32 :class:`Cutout` on the device, stacked when the images share one size.
+        (``options.refine.trimap_source``). ``should_stop`` is checked before every image (and between
+        the strips of a large one). Returns a float32 :class:`Cutout` on the device, stacked when the
+        images share one size.
         """
+        out = _Outputs([tuple(im.shape[:2]) for im in chunk], self.options, self.device, torch.float32)
+        self._cut_chunk(chunk, alpha, trimap, should_stop, out, 0)
+        return out.result()
+
+    def _cut_chunk(self, chunk: Chunk, alpha: Optional[Maps], trimap: Optional[Maps], should_stop: ShouldStop,
+                   out: "_Outputs", start: int) -> None:
+        """Cut out one chunk into ``out``, its images at ``start ..`` (see :meth:`process`)."""
         check = None
         if alpha is None:
             if self.predictor is None:
                 raise ValueError("this pipeline has no predictor: pass the alpha (or build it with a BENPredictor)")
             alpha, check = self.predictor.predict_chunk(chunk, deferred=True)
         n = len(chunk)
-        stacked = len({tuple(im.shape[:2]) for im in chunk}) == 1
-        alphas, images = [], None if stacked else []
-        for i in range(n):  # one image at a time: its float RGB exists only while its steps run
+        for i in range(n):
             check_stop(should_stop, i, n)
-            x = to_float_rgb(chunk[i][None])[0]  # [3, H, W] 0..1
-            a = alpha[i]
-            if self.options.refine is not None:
-                a = self._refine(x, a, None if trimap is None else trimap[i], should_stop)
-            alphas.append(a)
-            if self.options.image:
-                composed = self._compose(x, a, should_stop)
-                if not stacked:
-                    images.append(composed)
-                else:  # written into one tensor: no list of full-size results to stack
-                    images = composed.new_empty((n, *composed.shape)) if images is None else images
-                    images[i] = composed
-            del x
-        # the network's verdict, read once all of the chunk's work is queued (the chunk's one host sync):
-        # a half-precision chunk that came out non-finite is redone with its fp32 alpha
+            self._cut_image(chunk[i], alpha[i], None if trimap is None else trimap[i], should_stop, out, start + i)
+        # the network's verdict, read once all of the chunk's work is queued: a half-precision chunk that
+        # came out non-finite is redone with its fp32 alpha (its outputs are overwritten)
         redo = check() if check is not None else None
         if redo is not None:
-            return self.process(chunk, redo, trimap, should_stop)
-        if not stacked:
-            return Cutout(alphas, images if self.options.image else None)
-        out_alpha = alpha if self.options.refine is None and isinstance(alpha, torch.Tensor) else torch.stack(alphas)
-        return Cutout(out_alpha, images)
+            self._cut_chunk(chunk, redo, trimap, should_stop, out, start)
+
+    def _cut_image(self, raw: torch.Tensor, a: torch.Tensor, trimap: Optional[torch.Tensor], should_stop: ShouldStop,
+                   out: "_Outputs", index: int) -> None:
+        """One image ``raw`` (``[H, W, C]`` as validated) with its alpha ``a`` (``[H, W]`` float 0..1): the
+        (refined) alpha and the composite, written into ``out`` as image ``index``, strip by strip."""
+        x = None
+        if self.options.refine is not None:  # the refinement needs the whole image as float RGB
+            x = to_float_rgb(raw[None])[0]
+            a = self._refine(x, a, trimap, should_stop)
+        out.put_alpha(index, a)
+        if not self.options.image:
+            return
+        for r0, r1, rgb in self._colour_strips(raw, x, a, should_stop):
+            out.put_rows(index, r0, r1, composite(rgb.permute(1, 2, 0), a[r0:r1], self.options.background))
+
+    def _colour_strips(self, raw: torch.Tensor, x: Optional[torch.Tensor], a: torch.Tensor,
+                       should_stop: ShouldStop) -> Iterator[Tuple[int, int, torch.Tensor]]:
+        """The colours to composite, ``(r0, r1, [3, r1 - r0, W] float32 0..1)`` strip by strip: foreground
+        colours (blur fusion) or the image's own. Rows come from ``x`` (float RGB ``[3, H, W]``) when it
+        exists, else are converted from ``raw`` strip by strip."""
+        if x is not None:
+            def rows(lo: int, hi: int) -> torch.Tensor:
+                return x[:, lo:hi]
+        else:
+            def rows(lo: int, hi: int) -> torch.Tensor:
+                return to_float_rgb(raw[None, lo:hi])[0]
+        h, w = a.shape
+        step = default_strip_rows(w)
+        if self.options.foreground:  # inputs are finite and in 0..1 by construction: no host check
+            yield from estimate_foreground_strips(rows, a, strip_rows=step, should_stop=should_stop)
+            return
+        for r0 in range(0, h, step):
+            r1 = min(h, r0 + step)
+            yield r0, r1, rows(r0, r1)
 
     def _refine(self, x: torch.Tensor, a: torch.Tensor, trimap: Optional[torch.Tensor],
                 should_stop: ShouldStop) -> torch.Tensor:
@@ -167,11 +195,6 @@ class CutoutPipeline:
                 self._vitmatte = r.vitmatte if r.vitmatte is not None else load_vitmatte(device=self.device)
             return refine_alpha(x[None], a, t, method="vitmatte", model=self._vitmatte, should_stop=should_stop)[0]
         return refine_alpha(x[None], a, t, method=r.method, radius=r.radius, eps=r.eps, should_stop=should_stop)[0]
-
-    def _compose(self, x: torch.Tensor, a: torch.Tensor, should_stop: ShouldStop) -> torch.Tensor:
-        if self.options.foreground:  # inputs are finite by construction: no per-image host check
-            x = estimate_foreground(x[None], a[None], should_stop=should_stop, check_finite=False)[0]
-        return composite(x.permute(1, 2, 0), a, self.options.background)
 
     # -- batches and streams ---------------------------------------------------------------------
 
@@ -198,13 +221,11 @@ class CutoutPipeline:
             batch_size = getattr(self.predictor, "batch_size", 1)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        out = _Outputs(batch, self.options, torch.device(out_device), out_dtype)
+        out = _Outputs(batch.sizes, self.options, torch.device(out_device), out_dtype)
         for start, end, chunk in batch.chunks(batch_size, self.device):
             check_stop(should_stop, start, total)
-            cut = self.process(chunk, _slice(alpha, start, end, self.device), _slice(trimap, start, end, self.device),
-                               should_stop)
-            out.put(start, cut)
-            del cut  # not held through the next chunk's network pass
+            self._cut_chunk(chunk, _slice(alpha, start, end, self.device), _slice(trimap, start, end, self.device),
+                            should_stop, out, start)
             report(progress, end, total)
         return out.result()
 
@@ -244,13 +265,20 @@ def _slice(maps: Optional[Maps], start: int, end: int, device: torch.device) -> 
 
 
 class _Outputs:
-    """Collects chunk results on the output device: stacks when the images share one size (allocated
-    when the first chunk is done, so not during its network pass; no second copy of a long batch),
-    lists otherwise. A stacked RGBA cut-out holds the alpha as its 4th channel, so the alpha is stored
-    once and split off at the end, when no network runs any more."""
+    """The results, on the output device in the output dtype, written image by image and strip by strip.
 
-    def __init__(self, batch: ImageBatch, options: CutoutOptions, device: torch.device, dtype: torch.dtype):
-        self.n, self.device, self.dtype, self.uniform = len(batch), device, dtype, batch.uniform
+    Stacked when the images share one size (allocated at the first write, so not during the first
+    chunk's network pass; no second copy of a long batch), lists otherwise. A stacked RGBA cut-out holds
+    the alpha as its 4th channel, so the alpha is stored once and split off at the end, when no network
+    runs any more.
+    """
+
+    def __init__(self, sizes: list, options: CutoutOptions, device: torch.device, dtype: torch.dtype):
+        self.sizes = [tuple(s) for s in sizes]
+        self.n = len(self.sizes)
+        self.device, self.dtype = device, dtype
+        self.uniform = len(set(self.sizes)) == 1
+        self.channels = 4 if options.background is None else 3
         self.alpha_in_image = self.uniform and options.image and options.background is None
         self.alpha: Optional[Maps] = None if self.uniform else [None] * self.n
         self.image: Optional[Maps] = None if self.uniform or not options.image else [None] * self.n
@@ -258,24 +286,31 @@ class _Outputs:
     def _convert(self, x: torch.Tensor) -> torch.Tensor:
         return (to_uint8(x) if self.dtype == torch.uint8 else x.to(self.dtype)).to(self.device)
 
-    def put(self, start: int, cut: Cutout) -> None:
-        end = start + len(cut)
-        if not self.uniform:
-            self.alpha[start:end] = [self._convert(a) for a in cut.alpha]
-            if cut.image is not None:
-                self.image[start:end] = [self._convert(x) for x in cut.image]
+    def _slot(self, maps: Optional[Maps], i: int, channels: Tuple[int, ...]) -> Tuple[Maps, torch.Tensor]:
+        """``(maps, image i's tensor in it)``, allocating the stack or image i's own tensor on first use."""
+        if self.uniform:
+            if maps is None:
+                maps = torch.empty((self.n, *self.sizes[0], *channels), dtype=self.dtype, device=self.device)
+            return maps, maps[i]
+        if maps[i] is None:
+            maps[i] = torch.empty((*self.sizes[i], *channels), dtype=self.dtype, device=self.device)
+        return maps, maps[i]
+
+    def put_rows(self, i: int, r0: int, r1: int, rows: torch.Tensor) -> None:
+        """Rows ``[r0, r1)`` of image ``i``'s composite: ``[r1 - r0, W, C]`` float 0..1, on any device."""
+        self.image, dst = self._slot(self.image, i, (self.channels,))
+        dst[r0:r1] = self._convert(rows)
+
+    def put_alpha(self, i: int, a: torch.Tensor) -> None:
+        """Image ``i``'s alpha ``[H, W]`` float 0..1 (converted a strip at a time: no full-size temporaries)."""
+        if self.alpha_in_image:  # composite() stores it, clamped to 0..1 as it is, as channel 3
             return
-        # a stacked chunk: one conversion and one copy each
-        if cut.image is not None:
-            if self.image is None:
-                self.image = torch.empty((self.n, *cut.image.shape[1:]), dtype=self.dtype, device=self.device)
-            self.image[start:end] = self._convert(cut.image)
-        if not self.alpha_in_image:
-            if self.alpha is None:
-                self.alpha = torch.empty((self.n, *cut.alpha.shape[1:]), dtype=self.dtype, device=self.device)
-            self.alpha[start:end] = self._convert(cut.alpha)
+        self.alpha, dst = self._slot(self.alpha, i, ())
+        step = default_strip_rows(a.shape[1])
+        for r0 in range(0, a.shape[0], step):
+            dst[r0:r0 + step] = self._convert(a[r0:r0 + step])
 
     def result(self) -> Cutout:
-        if self.alpha_in_image:  # composite() stored the alpha, clamped to 0..1 as it is, as channel 3
+        if self.alpha_in_image:
             return Cutout(self.image[..., 3].contiguous(), self.image)
         return Cutout(self.alpha, self.image)

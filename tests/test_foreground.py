@@ -203,3 +203,135 @@ def test_column_pass_variants_agree():
         torch.testing.assert_close(fgm._box_along(x, r, 1), want, atol=2e-6, rtol=0)
         if r > 1:
             torch.testing.assert_close(fgm._box_direct(x, r, 1), want, atol=2e-6, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# strips: bit-identical to the whole image at once, whatever the strip height
+# ------------------------------------------------------------------------------------------------
+
+def whole_image(image: torch.Tensor, alpha: torch.Tensor, radii=(90, 6)) -> torch.Tensor:
+    """The estimator as it was before strips: every pass over the whole image ([3,H,W], [H,W] float32)."""
+    img = image.clamp(0.0, 1.0)
+    a = alpha.clamp(0.0, 1.0)[None]
+    fg, bg = img, img
+    for r in radii:
+        blurred = box_blur(torch.cat([fg * a, bg * (1.0 - a), a]), r)
+        bf = blurred[0:3] / (blurred[6:7] + 1e-5)
+        bb = blurred[3:6] / ((1.0 - blurred[6:7]) + 1e-5)
+        fg, bg = (bf + a * (img - a * bf - (1.0 - a) * bb)).clamp(0.0, 1.0), bb
+    return fg
+
+
+def _scene(h, w, seed):
+    """Random colours and an alpha with hard 0/1 areas, soft values and sigmoid tails (tiny values)."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(3, h, w, generator=g)
+    alpha = (torch.rand(h, w, generator=g) * 1.4 - 0.2).clamp(0, 1)
+    alpha[: h // 3] = torch.sigmoid(torch.randn(h // 3, w, generator=g) * 30)
+    return image, alpha
+
+
+def _bits(x):
+    return x.contiguous().view(torch.int32)
+
+
+def test_halo_of_the_default_passes():
+    """Row i's foreground depends on rows i - sum(r // 2) .. i + sum(r - 1 - r // 2)."""
+    from ben_core.foreground import foreground_halo
+
+    assert foreground_halo() == (48, 46)            # (90 // 2 + 6 // 2, 44 + 2)
+    assert foreground_halo((9, 4)) == (6, 5)
+    assert foreground_halo((7,)) == (3, 3)
+
+
+def test_halo_is_exact_on_the_direct_reference():
+    """On the direct float64 reference (each window summed on its own): changing the image or alpha in
+    the row just outside the halo leaves the row unchanged bit for bit, in the halo's last row it does not."""
+    from ben_core.foreground import foreground_halo
+
+    radii, i = (9, 4), 15
+    above, below = foreground_halo(radii)
+    rng = np.random.default_rng(8)
+    image = 0.3 + 0.4 * rng.random((32, 4, 3))      # no clamping anywhere: every input change shows
+    alpha = 0.2 + 0.6 * rng.random((32, 4))
+    base = ref_estimate(image, alpha, radii)[i]
+
+    def changed(row, what):
+        img, a = image.copy(), alpha.copy()
+        if what == "image":
+            img[row] += 0.05
+        else:
+            a[row] += 0.05
+        return not np.array_equal(ref_estimate(img, a, radii)[i], base)
+
+    for what in ("image", "alpha"):
+        assert changed(i - above, what) and changed(i + below, what)
+        assert not changed(i - above - 1, what) and not changed(i + below + 1, what)
+
+
+@pytest.mark.parametrize("h,w", [(517, 300), (300, 517), (61, 7)])
+def test_strips_are_bit_identical_to_the_whole_image(h, w):
+    """Strip heights from 1 row (far below the 48/46-row halo) to the whole image, odd sizes, radii
+    with even and odd boxes and a 1-px pass: every bit of every strip split equals the whole image."""
+    image, alpha = _scene(h, w, seed=h + w)
+    for radii in ((90, 6), (8, 3), (1, 5)):
+        want = whole_image(image, alpha, radii)
+        heights = (1, 2, 7, 47, 48, 49, 95, h - 1, h, h + 5) if radii == (90, 6) and h == 300 else (5, 48, h // 2 + 1)
+        for rows in heights:
+            got = estimate_foreground(image, alpha, radii=radii, strip_rows=rows)
+            assert torch.equal(_bits(got), _bits(want)), (radii, rows, float((got - want).abs().max()))
+
+
+def test_strips_are_bit_identical_with_cumulative_sums(monkeypatch):
+    """The column pass used off the CPU (cumulative sums over 512-row blocks; strips end on block
+    boundaries there) is also strip-invariant; forced here on the CPU."""
+    from ben_core import foreground as fgm
+
+    image, alpha = _scene(1100, 9, seed=3)
+    monkeypatch.setattr(fgm, "_running_sums", lambda device: False)
+    for radii in ((90, 6), (20, 17)):
+        whole = estimate_foreground(image, alpha, radii=radii, strip_rows=2000)
+        for rows in (1, 300, 512, 513, 1099):
+            got = estimate_foreground(image, alpha, radii=radii, strip_rows=rows)
+            assert torch.equal(_bits(got), _bits(whole)), (radii, rows)
+
+
+def test_strips_read_a_bounded_window_and_never_write():
+    """Each strip reads only its rows and the halo around them (memory stays a strip's), never writes into
+    what ``rows`` returns, and the strips tile the image in order."""
+    from ben_core.foreground import estimate_foreground_strips
+
+    image, alpha = _scene(517, 30, seed=5)
+    before, alpha_before = image.clone(), alpha.clone()
+    calls = []
+
+    def rows(lo, hi):
+        calls.append((lo, hi))
+        return image[:, lo:hi]           # a view of the caller's tensor: must stay untouched
+
+    strips = list(estimate_foreground_strips(rows, alpha, strip_rows=40))
+    assert [(r0, r1) for r0, r1, _ in strips] == [(r, min(517, r + 40)) for r in range(0, 517, 40)]
+    assert torch.equal(image, before) and torch.equal(alpha, alpha_before)
+    assert max(hi - lo for lo, hi in calls) <= 40 + 96
+    assert torch.equal(torch.cat([fg for _, _, fg in strips], dim=1), whole_image(image, alpha))
+
+
+def test_strips_stop_between_strips_and_check_arguments():
+    from ben_core.callbacks import Cancelled
+    from ben_core.foreground import estimate_foreground_strips
+
+    image, alpha = _scene(100, 8, seed=6)
+    asked = []
+    gen = estimate_foreground_strips(lambda lo, hi: image[:, lo:hi], alpha, strip_rows=10,
+                                     should_stop=lambda: asked.append(1) or len(asked) >= 2)
+    next(gen)
+    next(gen)
+    with pytest.raises(Cancelled):
+        next(gen)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="strip_rows"):
+            estimate_foreground_strips(lambda lo, hi: image[:, lo:hi], alpha, strip_rows=bad)
+    with pytest.raises(ValueError, match="alpha"):
+        estimate_foreground_strips(lambda lo, hi: image[:, lo:hi], alpha[None])
+    with pytest.raises(ValueError, match="radii"):
+        estimate_foreground_strips(lambda lo, hi: image[:, lo:hi], alpha, radii=(0,))

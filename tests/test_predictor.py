@@ -452,16 +452,16 @@ def test_one_host_read_per_chunk_in_the_pipeline(monkeypatch):
             return _original(self, *a, **k)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
-    process = pipeline.process
+    cut_chunk = pipeline._cut_chunk  # what run() and process() call for each chunk
 
     def traced(*a, **k):
         inside[0] = True
         try:
-            return process(*a, **k)
+            return cut_chunk(*a, **k)
         finally:
             inside[0] = False
 
-    monkeypatch.setattr(pipeline, "process", traced)
+    monkeypatch.setattr(pipeline, "_cut_chunk", traced)
     cut = pipeline.run(imgs)
     assert cut.image.shape == (5, 30, 40, 3)
     assert reads == ["__bool__"] * 3, reads  # 3 chunks of at most 2 images
