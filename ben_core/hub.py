@@ -94,6 +94,31 @@ def missing_weights_message(searched: Iterable[PathLike] = (), *, reason: Option
     return "\n".join(lines)
 
 
+def _unreachable_reason(timeout: float = 5.0) -> Optional[str]:
+    """Why the Hub endpoint (``HF_ENDPOINT``, default huggingface.co) cannot be reached - the name does
+    not resolve, the connection is refused or times out - or None when a TCP connection opens. Behind a
+    proxy (``HTTPS_PROXY`` / ``ALL_PROXY``) the check is left to the Hub client (None)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    try:
+        from huggingface_hub import constants
+
+        endpoint = constants.ENDPOINT
+    except (ImportError, AttributeError):
+        endpoint = "https://huggingface.co"
+    url = urlparse(endpoint)
+    host = url.hostname or "huggingface.co"
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{host}:{port} is not reachable ({e.strerror or type(e).__name__}); check the network or proxy"
+    return None
+
+
 def _check_filename(filename: str) -> None:
     if filename not in OFFICIAL_FILENAMES:
         raise ValueError(f"filename must be one of the official files {OFFICIAL_FILENAMES} of {OFFICIAL_REPO}, "
@@ -181,6 +206,9 @@ def download_official_weights(local_dir: Optional[PathLike] = None, filename: st
         kwargs["local_dir"] = str(Path(local_dir).expanduser())
     if cache_dir is not None:
         kwargs["cache_dir"] = str(Path(cache_dir).expanduser())
+    unreachable = None if offline_mode() else _unreachable_reason()
+    if unreachable is not None:  # answer at once instead of the Hub client's retries (~25 s of warnings)
+        raise fail(f"could not download: {unreachable}")
     try:
         path = hf_hub_download(OFFICIAL_REPO, filename, revision=revision, **kwargs)
     except Exception as e:  # offline / DNS / HTTP / disk errors all end in the same advice

@@ -1,6 +1,7 @@
 """Images in every form users have, as validated tensors: the one input policy of ben_core.
 
-* :func:`load_image_file` reads an image file (EXIF orientation applied, first frame) for the CLI.
+* :func:`read_image_file` reads an image file (EXIF orientation applied, first frame, its colour
+  profile) for the CLI and the distributed stage; :func:`load_image_file` returns just its pixels.
 * :func:`image_tensor` turns one PIL image / numpy array / torch tensor into ``[H, W, C]``.
 * :class:`ImageBatch` holds a batch (``[B, H, W, C]`` or a list of single images of any sizes) and
   hands out chunks on a device, as they are (:data:`Chunk`); :func:`to_float_rgb` turns images into
@@ -17,6 +18,7 @@ modifies its argument.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple, Union
 
@@ -24,7 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ImageBatch", "Chunk", "image_tensor", "load_image_file", "frame_count", "to_float_rgb", "resize"]
+__all__ = ["ImageBatch", "Chunk", "ImageFile", "image_tensor", "read_image_file", "load_image_file", "frame_count",
+           "to_float_rgb", "resize"]
 
 #: A chunk of validated images on one device, channels last, in their own dtype (uint8, bool or float):
 #: ``[n, H, W, C]``, or a list of ``[H_i, W_i, C]``.
@@ -67,17 +70,50 @@ def pil_to_tensor(im) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
-def load_image_file(path: Union[str, Path]) -> torch.Tensor:
-    """Read an image file fully (truncated files raise), apply its EXIF orientation, return the first
-    frame as :func:`pil_to_tensor` does: ``[H, W, 3]`` uint8, or float32 0..1 for 16-bit / float files.
+@dataclass(frozen=True)
+class ImageFile:
+    """An image file as read by :func:`read_image_file`: ``pixels`` (``[H, W, 3]`` uint8, or float32 0..1
+    for 16-bit / float files), ``icc_profile`` (the embedded colour profile's bytes, or None; an output
+    in the same colour space should carry it) and ``frames`` (> 1 for animations / multi-page files, of
+    which only the first frame is in ``pixels``)."""
 
-    Raises OSError / PIL.UnidentifiedImageError / ValueError for unreadable files.
+    pixels: torch.Tensor
+    icc_profile: Optional[bytes]
+    frames: int
+
+
+def read_image_file(source: Union[str, Path, bytes]) -> ImageFile:
+    """Read an image file (a path, or the file's bytes) fully: truncated files raise, the EXIF orientation
+    is applied, the first frame is returned as :func:`pil_to_tensor` does, with the colour profile and
+    frame count (one open, one decode).
+
+    Raises ValueError for an empty (0-byte) file, OSError / PIL.UnidentifiedImageError for unreadable ones.
     """
-    from PIL import Image, ImageOps
+    import io
 
-    with Image.open(path) as im:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ValueError("empty file (0 bytes)")
+        try:
+            opened = Image.open(io.BytesIO(bytes(source)))
+        except UnidentifiedImageError:
+            raise UnidentifiedImageError("not an image file Pillow can read (unknown format or corrupt)") from None
+    else:
+        if Path(source).stat().st_size == 0:
+            raise ValueError("empty file (0 bytes)")
+        opened = Image.open(source)
+    with opened as im:
+        frames = max(1, int(getattr(im, "n_frames", 1)))
         im.load()
-        return pil_to_tensor(ImageOps.exif_transpose(im))
+        icc = im.info.get("icc_profile") or None
+        return ImageFile(pil_to_tensor(ImageOps.exif_transpose(im)), icc, frames)
+
+
+def load_image_file(path: Union[str, Path]) -> torch.Tensor:
+    """:func:`read_image_file`'s pixels: ``[H, W, 3]`` uint8, or float32 0..1 for 16-bit / float files."""
+    return read_image_file(path).pixels
 
 
 def frame_count(path: Union[str, Path]) -> int:
@@ -156,20 +192,19 @@ def image_tensor(img, what: str = "image") -> torch.Tensor:
 def to_float_rgb(raw: torch.Tensor) -> torch.Tensor:
     """``[n, H, W, C]`` of any accepted dtype -> new float32 ``[n, 3, H, W]`` in 0..1 (never aliases ``raw``).
 
-    uint8 is divided by 255, floats are clamped to 0..1, grey is repeated, alpha is dropped.
+    uint8 is divided by 255, floats are clamped to 0..1, grey is repeated, alpha is dropped. The result
+    is the only full-size tensor made: converted and laid out channels-first in one copy.
     """
+    n, h, w, c = raw.shape
+    src = raw.permute(0, 3, 1, 2)
+    src = src[:, :1].expand(n, 3, h, w) if c in (1, 2) else src[:, :3]
+    x = torch.empty((n, 3, h, w), dtype=torch.float32, device=raw.device)
+    x.copy_(src)
     if raw.dtype == torch.uint8:
-        x = raw.to(torch.float32).div_(255.0)
-    elif raw.dtype == torch.bool:
-        x = raw.to(torch.float32)
-    else:
-        x = raw.to(torch.float32).clamp(0.0, 1.0)  # clamp is out of place: a new tensor
-    c = x.shape[-1]
-    if c in (1, 2):
-        x = x[..., :1].expand(*x.shape[:-1], 3)
-    elif c == 4:
-        x = x[..., :3]
-    return x.permute(0, 3, 1, 2).contiguous()
+        x.div_(255.0)
+    elif raw.dtype != torch.bool:
+        x.clamp_(0.0, 1.0)
+    return x
 
 
 def resize(x: torch.Tensor, size: Tuple[int, int], mode: str = "bilinear") -> torch.Tensor:

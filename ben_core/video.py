@@ -13,6 +13,7 @@ only when a video is processed, with a clear error when missing.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+
+from .files import temporary_path
 
 # audio codecs each output container takes as-is (others are transcoded)
 _REMUX_AUDIO = {
@@ -186,6 +189,20 @@ class _Output:
         self.container.close()
 
 
+def is_complete_video(path: str | Path) -> bool:
+    """Whether ``path`` is a video file PyAV opens with at least one video stream (what a resumed job
+    accepts as done; our own files only appear when complete)."""
+    p = Path(path)
+    try:
+        if not p.is_file() or p.stat().st_size == 0:
+            return False
+        av = _import_av()
+        with av.open(str(p)) as container:
+            return len(container.streams.video) > 0
+    except Exception:  # unreadable / truncated / no PyAV: not done
+        return False
+
+
 def remove_background_video(
     predictor,
     src: str | Path,
@@ -234,9 +251,10 @@ def remove_background_video(
         total = vin.frames or None
         width, height = vin.codec_context.width, vin.codec_context.height
         dst.parent.mkdir(parents=True, exist_ok=True)
+        partial = temporary_path(dst)  # renamed to dst only when complete
         out, frames_done, ok = None, 0, False
         try:
-            out = _Output(av, dst, kind, vin, ain, rate, alpha=fmt == "rgba")
+            out = _Output(av, partial, kind, vin, ain, rate, alpha=fmt == "rgba")
             for frames in _frame_batches(inp, vin, ain, rate, batch_size, out.mux_audio):
                 rgb = np.stack([f.to_ndarray(format="rgb24") for f in frames])
                 if rgb.shape[1:3] != (height, width):
@@ -255,8 +273,10 @@ def remove_background_video(
         finally:
             if out is not None:
                 out.close()
-            if not ok:  # never a half-written file under the final name
-                dst.unlink(missing_ok=True)
+            if ok:
+                os.replace(partial, dst)
+            elif os.path.lexists(partial):  # never a half-written file, under any name
+                os.unlink(partial)
     finally:
         inp.close()
     return VideoInfo(frames=frames_done, fps=Fraction(rate), width=width, height=height, audio=out.audio_desc,

@@ -148,17 +148,22 @@ def test_predictor_failure_is_isolated_to_the_bad_image(tmp_path, capsys):
     assert "1.png" in capsys.readouterr().err
 
 
-def test_output_names_never_collide(tmp_path):
+def test_output_names_mirror_the_inputs_and_clashes_are_refused_before_any_work(tmp_path, capsys):
     for sub in ("a", "b", "a/deep"):
         (tmp_path / sub).mkdir(parents=True, exist_ok=True)
     rand_image(tmp_path / "a" / "x.png", 8, 8, 1)
-    rand_image(tmp_path / "a" / "x.jpg", 8, 8, 2)
     rand_image(tmp_path / "b" / "x.png", 8, 8, 3)
     rand_image(tmp_path / "a" / "deep" / "y.png", 8, 8, 4)
     out = tmp_path / "out"
     assert run([tmp_path / "a", tmp_path / "b", "-o", out, "-r", "-q"]) == 0
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
-    assert written == sorted(["a/x_png.png", "a/x_jpg.png", "b/x.png", "a/deep/y.png"])
+    assert written == sorted(["a/x.png", "b/x.png", "a/deep/y.png"])  # same names, kept apart by folder
+    rand_image(tmp_path / "a" / "x.jpg", 8, 8, 2)  # x.jpg and x.png would both write x.png
+    predictor = RedPredictor()
+    assert run([tmp_path / "a", "-o", tmp_path / "out2", "-q", "-r"], predictor) == cli.EXIT_USAGE
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "x.jpg" in errors[0] and "x.png" in errors[0] and "would both be written" in errors[0]
+    assert predictor.calls == [] and not (tmp_path / "out2").exists()  # refused before any work
 
 
 def test_files_from_different_folders_stay_flat_without_collisions(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 
 huggingface_hub = pytest.importorskip("huggingface_hub")
 
+from ben_core import hub  # noqa: E402
 from ben_core.hub import (OFFICIAL_FILENAME, OFFICIAL_REPO, WeightsNotFoundError,  # noqa: E402
                           download_official_weights, find_cached_weights)
 
@@ -114,6 +115,7 @@ def test_network_error_becomes_weights_not_found(tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    monkeypatch.setattr(hub, "_unreachable_reason", lambda: None)  # the endpoint counts as reachable here
     with pytest.raises(WeightsNotFoundError) as info:
         download_official_weights(local_dir=tmp_path / "dl", cache_dir=tmp_path / "hub")
     assert calls and calls[0][0] == "PramaLLC/BEN2" and calls[0][1] == "model.safetensors"
@@ -135,6 +137,7 @@ def test_download_uses_official_repo_only(tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(hub, "_unreachable_reason", lambda: None)  # the endpoint counts as reachable here
     got = download_official_weights(local_dir=tmp_path / "new", filename="BEN2_Base.pth")
     assert got == tmp_path / "new" / "BEN2_Base.pth" and got.read_bytes() == b"downloaded"
     assert seen["repo_id"] == "PramaLLC/BEN2" and seen["filename"] == "BEN2_Base.pth"
@@ -170,3 +173,23 @@ def test_env_vars_end_to_end_in_fresh_process(tmp_path):
     r = _run_offline(code, cache, tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [str(snap), str(snap)]
+
+
+def test_unreachable_endpoint_is_answered_at_once(monkeypatch):
+    """A closed port (or an unresolvable name) is found by one TCP connect, before the Hub client and its
+    retries run; behind a proxy the check is left to the client."""
+    import time
+
+    called = []
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: called.append(1))
+    for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    assert "127.0.0.1:9 is not reachable" in hub._unreachable_reason()
+    t = time.perf_counter()
+    with pytest.raises(WeightsNotFoundError, match="127.0.0.1:9 is not reachable"):
+        download_official_weights(local_dir="/nonexistent/never-created")
+    assert time.perf_counter() - t < 5 and not called
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert hub._unreachable_reason() is None

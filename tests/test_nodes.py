@@ -293,7 +293,8 @@ def test_precision_choices(monkeypatch):
     assert lb.resolve_precision("auto", cpu) == torch.float32
     with pytest.warns(UserWarning, match="fp16 on the CPU"):
         assert lb.resolve_precision("fp16", cpu) == torch.float32
-    assert lb.resolve_precision("bf16", cpu) == torch.bfloat16
+    with pytest.warns(UserWarning, match="bf16 on the CPU is usually several times slower"):
+        assert lb.resolve_precision("bf16", cpu) == torch.bfloat16  # kept as asked, with the warning
     assert lb.resolve_device("cpu") == cpu
     install_comfy(monkeypatch, device="cuda")
     assert lb.resolve_device("auto") == torch.device("cuda")
