@@ -43,7 +43,14 @@ def test_pyproject_registry_fields_and_dependencies():
     comfy = data["tool"]["comfy"]
     assert {"PublisherId", "DisplayName", "Icon", "includes"} <= set(comfy)
     assert "web" not in comfy  # WEB_DIRECTORY registers web/ already
-    assert "build-system" not in data  # not a pip-installable wheel
+    # pip installs only ben_core (with the ben2 command); the custom-node folder is not a wheel
+    assert data["build-system"]["build-backend"] == "setuptools.build_meta"
+    assert data["tool"]["setuptools"]["packages"]["find"]["include"] == ["ben_core*"]
+    assert project["scripts"]["ben2"] == "ben_core.__main__:main"
+    extras = project["optional-dependencies"]
+    assert {"video", "ray", "eval"} <= set(extras)
+    assert not any(d.lower().startswith(("torch", "torchvision", "timm")) for deps in extras.values() for d in deps)
+    assert not any(d.lower().startswith("ray") for d in project["dependencies"])
 
 
 def _info(cls) -> dict:
