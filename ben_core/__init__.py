@@ -36,6 +36,9 @@ _EXPORTS = {
     "band_trimap": ".trimap",
     "make_trimap": ".trimap",
     "refine_alpha": ".refine",
+    "stabilize_alpha": ".temporal",
+    "AlphaStabilizer": ".temporal",
+    "StabilizerOptions": ".temporal",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-format", default="auto", choices=["auto", "webm", "mp4"],
                    help="auto: WebM with alpha when transparent, MP4 when a colour is given "
                         "(MP4 without --background uses green #00FF00)")
+    p.add_argument("--temporal", action="store_true",
+                   help="videos: steady the matte from frame to frame where the picture does not move "
+                        "(ben_core.temporal; damps flicker, no lag where things move)")
     p.add_argument("--skip-existing", action="store_true",
                    help="resume: skip inputs whose output file already exists and is complete")
     p.add_argument("--report", metavar="FILE",
@@ -604,7 +607,7 @@ def _process_video(job: Job, dst: Path, bg, predictor, args, progress: Progress,
         info = video.remove_background_video(
             predictor, job.source, dst, background=bg, batch_size=max(args.batch_size, 1),
             refine_foreground=args.refine_foreground, mask_only=args.mask_only, progress=on_progress,
-            should_stop=stop)
+            should_stop=stop, temporal=args.temporal)
         report.add(job.source, dst, "ok", seconds=time.perf_counter() - t0)
         if not args.quiet:
             progress.write(f"  {job.source.name} -> {dst} ({info.frames} frames, {float(info.fps):.3f} fps"

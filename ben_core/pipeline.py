@@ -133,13 +133,20 @@ class CutoutPipeline:
         return out.result()
 
     def _cut_chunk(self, chunk: Chunk, alpha: Optional[Maps], trimap: Optional[Maps], should_stop: ShouldStop,
-                   out: "_Outputs", start: int) -> None:
-        """Cut out one chunk into ``out``, its images at ``start ..`` (see :meth:`process`)."""
+                   out: "_Outputs", start: int, stabilizer=None) -> None:
+        """Cut out one chunk into ``out``, its images at ``start ..`` (see :meth:`process`); with a
+        ``stabilizer`` (:class:`ben_core.temporal.AlphaStabilizer`) the chunk's alpha is steadied first."""
         check = None
         if alpha is None:
             if self.predictor is None:
                 raise ValueError("this pipeline has no predictor: pass the alpha (or build it with a BENPredictor)")
             alpha, check = self.predictor.predict_chunk(chunk, deferred=True)
+        if stabilizer is not None:
+            # the stabiliser carries state from frame to frame, so it must only ever see the final alpha:
+            # the network's verdict is read now rather than after the chunk's work is queued
+            redo = check() if check is not None else None
+            check = None
+            alpha = stabilizer.update(_stacked_frames(chunk), _stacked_maps(redo if redo is not None else alpha))
         n = len(chunk)
         for i in range(n):
             check_stop(should_stop, i, n)
@@ -200,7 +207,7 @@ class CutoutPipeline:
 
     def run(self, images, alpha: Optional[Maps] = None, trimap: Optional[Maps] = None, *,
             batch_size: Optional[int] = None, progress: Progress = None, should_stop: ShouldStop = None,
-            out_device="cpu", out_dtype: torch.dtype = torch.float32) -> Cutout:
+            out_device="cpu", out_dtype: torch.dtype = torch.float32, stabilizer=None) -> Cutout:
         """Cut out a batch of images, ``batch_size`` at a time.
 
         ``images``: anything :class:`ben_core.inputs.ImageBatch` accepts (``[B, H, W, C]`` uint8/float,
@@ -208,7 +215,10 @@ class CutoutPipeline:
         the images, or None (see :meth:`process`). ``batch_size``: images per chunk (default: the
         predictor's, else 1). ``progress(done, total)`` after every chunk, ``should_stop()`` before every
         chunk and image (see :mod:`ben_core.callbacks`). Outputs go to ``out_device`` as ``out_dtype``
-        (float32 0..1, or uint8 quantised on the device). The inputs are not modified.
+        (float32 0..1, or uint8 quantised on the device). ``stabilizer``: an
+        :class:`ben_core.temporal.AlphaStabilizer` for video frames in order (all of one size): each chunk's
+        alpha is steadied before the refinement and colours, and its state carries to the next call.
+        The inputs are not modified.
         """
         if out_dtype not in (torch.float32, torch.uint8):
             raise ValueError(f"out_dtype must be torch.float32 or torch.uint8, got {out_dtype!r}")
@@ -225,19 +235,32 @@ class CutoutPipeline:
         for start, end, chunk in batch.chunks(batch_size, self.device):
             check_stop(should_stop, start, total)
             self._cut_chunk(chunk, _slice(alpha, start, end, self.device), _slice(trimap, start, end, self.device),
-                            should_stop, out, start)
+                            should_stop, out, start, stabilizer)
             report(progress, end, total)
         return out.result()
 
     def stream(self, chunks: Iterable, *, batch_size: Optional[int] = None, should_stop: ShouldStop = None,
-               out_device="cpu", out_dtype: torch.dtype = torch.float32) -> Iterator[Cutout]:
+               out_device="cpu", out_dtype: torch.dtype = torch.float32, stabilizer=None) -> Iterator[Cutout]:
         """Chunks in, cut-outs out: each chunk (anything :meth:`run` takes, e.g. ``[n, H, W, 3]`` uint8
         video frames) is cut out (``batch_size`` images per network batch, default the predictor's) and
         its :class:`Cutout` yielded before the next chunk is read, so memory holds one chunk whatever
-        the length of the stream."""
+        the length of the stream. ``stabilizer`` as in :meth:`run`, carried across the chunks."""
         for chunk in chunks:
             yield self.run(chunk, batch_size=batch_size, should_stop=should_stop, out_device=out_device,
-                           out_dtype=out_dtype)
+                           out_dtype=out_dtype, stabilizer=stabilizer)
+
+
+def _stacked_frames(chunk: Chunk) -> torch.Tensor:
+    """A chunk of frames as float RGB ``[n, 3, H, W]`` for the stabiliser (they must share one size)."""
+    if not isinstance(chunk, torch.Tensor):
+        if len({tuple(im.shape[:2]) for im in chunk}) > 1:
+            raise ValueError("temporal stabilisation needs video frames of one size; these images differ in size")
+        chunk = torch.stack(list(chunk))
+    return to_float_rgb(chunk)
+
+
+def _stacked_maps(maps: Maps) -> torch.Tensor:
+    return maps if isinstance(maps, torch.Tensor) else torch.stack(list(maps))
 
 
 def _check_maps(name: str, maps: Maps, sizes: list) -> None:

@@ -214,6 +214,7 @@ def remove_background_video(
     mask_only: bool = False,
     progress: Callable[[int, int | None], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    temporal=False,
 ) -> VideoInfo:
     """Remove the background of every frame of ``src`` and write ``dst``.
 
@@ -223,6 +224,8 @@ def remove_background_video(
     batch_size: frames per network batch (memory holds at most this many decoded frames).
     refine_foreground: blur-fusion foreground colours (ben_core.foreground.estimate_foreground).
     mask_only: write the alpha matte as a greyscale video instead.
+    temporal: False (per-frame mattes), True (steadied with ben_core.temporal's defaults) or a
+      ``ben_core.temporal.StabilizerOptions``; the stabiliser's state runs through the whole clip.
     progress(done_frames, total_frames_or_None) after each batch; should_stop() before each batch
       (see ben_core.callbacks; the partial output file is removed).
     Returns a VideoInfo. Raises VideoDependencyError without PyAV, ValueError for unusable inputs.
@@ -239,6 +242,11 @@ def remove_background_video(
     pipeline = CutoutPipeline(predictor, CutoutOptions(foreground=refine_foreground and not mask_only,
                                                        background=background, image=not mask_only))
     fmt = "rgb24" if mask_only or background is not None else "rgba"
+    stabilizer = None
+    if temporal:
+        from .temporal import AlphaStabilizer, StabilizerOptions
+
+        stabilizer = AlphaStabilizer(temporal if isinstance(temporal, StabilizerOptions) else None)
 
     inp = av.open(str(src))
     try:
@@ -259,7 +267,8 @@ def remove_background_video(
                 rgb = np.stack([f.to_ndarray(format="rgb24") for f in frames])
                 if rgb.shape[1:3] != (height, width):
                     raise ValueError(f"{src}: frame size changed mid-stream ({rgb.shape[2]}x{rgb.shape[1]})")
-                cut = pipeline.run(rgb, batch_size=batch_size, should_stop=should_stop, out_dtype=torch.uint8)
+                cut = pipeline.run(rgb, batch_size=batch_size, should_stop=should_stop, out_dtype=torch.uint8,
+                                   stabilizer=stabilizer)
                 # the matte as grey RGB frames, or the cut-out
                 out.write(frames, np.repeat(cut.alpha.numpy()[..., None], 3, axis=-1) if mask_only
                           else cut.image.numpy(), fmt)

@@ -40,6 +40,11 @@ class BEN2RemoveBackground(io.ComfyNode):
                     "working_size", options=WORKING_SIZES, default=str(BENBase.native_size), optional=True,
                     tooltip="Square size the network sees. 1024 is BEN2's native size (best quality); 768/512 are "
                             "faster with coarser edges. The mask is always returned at the image size.")),
+                comfy_env.advanced(io.Boolean.Input(
+                    "temporal_stabilize", default=False, optional=True,
+                    tooltip="For a batch that is a video clip (frames in order, one size): steady the mask from frame "
+                            "to frame where the picture does not move, which damps flicker at hair and soft edges "
+                            "without lag where things move. Leave off for unrelated images.")),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip=(
@@ -55,7 +60,7 @@ class BEN2RemoveBackground(io.ComfyNode):
 
     @classmethod
     def execute(cls, ben_model, image, output_mode="RGBA", background_colour="#FFFFFF", refine_foreground=True,
-                invert_mask=False, batch_size=1, working_size="1024"):
+                invert_mask=False, batch_size=1, working_size="1024", temporal_stabilize=False):
         bg = widgets.background(output_mode, background_colour)  # fails before the slow part
         if str(working_size) not in WORKING_SIZES:
             raise ValueError(f"working_size must be one of {WORKING_SIZES}, got {working_size!r}")
@@ -66,7 +71,13 @@ class BEN2RemoveBackground(io.ComfyNode):
         image = image_mask.check_image(image)
         pipeline = CutoutPipeline(ben_model.predictor(batch_size=int(batch_size), working_size=int(working_size)),
                                   CutoutOptions(foreground=bool(refine_foreground), background=bg))
+        stabilizer = None
+        if temporal_stabilize:
+            from ..ben_core.temporal import AlphaStabilizer
+
+            stabilizer = AlphaStabilizer()
         cut = pipeline.run(image, progress=comfy_env.progress_callback(image.shape[0]),
-                           should_stop=comfy_env.should_stop, out_device=comfy_env.intermediate_device())
+                           should_stop=comfy_env.should_stop, out_device=comfy_env.intermediate_device(),
+                           stabilizer=stabilizer)
         mask = 1.0 - cut.alpha if invert_mask else cut.alpha
         return io.NodeOutput(cut.image, mask)

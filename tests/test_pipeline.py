@@ -188,3 +188,28 @@ def test_bad_input_is_named():
         pipe.run(images(1, 8, 8), out_dtype=torch.float16)
     with pytest.raises(ValueError, match="batch_size"):
         pipe.run(images(1, 8, 8), batch_size=0)
+
+
+def test_temporal_stabiliser_runs_before_the_colours_and_carries_across_chunks_and_streams():
+    """pipeline.run / stream with an AlphaStabilizer = the per-frame alpha steadied over the whole clip,
+    then the same foreground + composite; any batch size or chunking of the stream gives the same."""
+    from ben_core.temporal import AlphaStabilizer, stabilize_alpha
+
+    pred = predictor(batch_size=2)
+    frames = images(b=6, seed=3)
+    frames[2:5] = frames[1]  # a still stretch: the stabiliser carries weight there
+    frames[2:5, :, :, 0] += torch.linspace(-0.02, 0.02, 3).view(3, 1, 1)  # the model's answer wobbles a little
+    frames = frames.clamp(0, 1)
+    alpha = stabilize_alpha(frames.permute(0, 3, 1, 2), pred.predict_alpha(frames))
+    rgb = frames.permute(0, 3, 1, 2)
+    want = composite(estimate_foreground(rgb, alpha).permute(0, 2, 3, 1), alpha, None)
+    pipeline = CutoutPipeline(pred, CutoutOptions(foreground=True))
+    for bs in (1, 2, 4):
+        cut = pipeline.run(frames, batch_size=bs, stabilizer=AlphaStabilizer())
+        assert torch.equal(cut.alpha, alpha), bs
+        torch.testing.assert_close(cut.image, want, atol=1e-6, rtol=0)
+    parts = list(pipeline.stream([frames[:1], frames[1:4], frames[4:]], stabilizer=AlphaStabilizer()))
+    assert torch.equal(torch.cat([p.alpha for p in parts]), alpha)
+    assert not torch.equal(alpha, pred.predict_alpha(frames))  # the stabiliser did change something
+    with pytest.raises(ValueError, match="one size"):
+        pipeline.run([frames[0], frames[1, :20]], stabilizer=AlphaStabilizer())

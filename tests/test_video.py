@@ -156,3 +156,40 @@ def test_missing_pyav_gives_clear_message(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(video.VideoDependencyError, match="pip install av"):
         video.remove_background_video(DiskPredictor(), "x.mp4", "y.webm")
+
+
+class FlickerPredictor(DiskPredictor):
+    """The disc, with an unsure ring whose value alternates from frame to frame (0.3 / 0.7): flicker."""
+
+    def __init__(self):
+        super().__init__()
+        self.frame = 0
+
+    def predict_chunk(self, chunk, deferred=False):
+        alpha, _ = super().predict_chunk(chunk, deferred=True)
+        b, h, w = alpha.shape
+        yy, xx = np.mgrid[0:h, 0:w]
+        d = np.sqrt((yy - h / 2) ** 2 + (xx - w / 2) ** 2)
+        ring = torch.from_numpy((np.abs(d - min(h, w) / 3) < 4).astype(np.float32))
+        for i in range(b):
+            alpha[i] = torch.where(ring > 0, torch.tensor(0.3 if (self.frame + i) % 2 else 0.7), alpha[i])
+        self.frame += b
+        return (alpha, lambda: None) if deferred else alpha
+
+
+def test_temporal_stabiliser_runs_through_the_whole_clip(tmp_path):
+    """--temporal / temporal=True: the ring's frame-to-frame flicker is damped across batch boundaries (the
+    clip's frames do not move), sure pixels are untouched, every frame is written."""
+    src = make_clip(tmp_path / "clip.mp4", audio=False)
+    swings = {}
+    for temporal in (False, True):
+        dst = tmp_path / f"mask_{temporal}.mp4"
+        info = video.remove_background_video(FlickerPredictor(), src, dst, mask_only=True, batch_size=3,
+                                             temporal=temporal)
+        assert info.frames == N_FRAMES
+        frames, _, _, _ = decode_video(dst)
+        f = np.stack(frames).astype(np.float32)[..., 0]
+        ring = f[:, H // 2, W // 2 + min(H, W) // 3]
+        swings[temporal] = np.abs(np.diff(ring[4:])).mean()
+        assert f[:, H // 2, W // 2].min() > 230 and f[:, 2, 2].max() < 25
+    assert swings[True] < 0.5 * swings[False], swings
