@@ -64,7 +64,7 @@ def resolve_precision(name: str, device, *, fp16_ok: Optional[Callable[[torch.de
     ``"fp32"`` / ``"fp16"`` / ``"bf16"``: that dtype, except fp16 on the CPU, which becomes float32
     with a warning (CPU half-precision convolutions are several times slower than fp32, or missing), and
     bf16 on the CPU, which is kept as asked but warns: on CPUs without native bf16 matrix units it is
-    several times slower than fp32 (3.5x at working size 512 on this project's 2-core test machine).
+    several times slower than fp32 (7.1x at working size 512 on this project's 2-core test machine).
     Raises ValueError for another name.
     """
     device = torch.device(device)
@@ -82,7 +82,7 @@ def resolve_precision(name: str, device, *, fp16_ok: Optional[Callable[[torch.de
         warnings.warn("fp16 on the CPU is slower than fp32 (or unsupported); using fp32", stacklevel=2)
         return torch.float32
     if name == "bf16" and device.type == "cpu":
-        warnings.warn("bf16 on the CPU is usually several times slower than fp32 (3.5x measured at working "
+        warnings.warn("bf16 on the CPU is usually several times slower than fp32 (7.1x measured at working "
                       "size 512) and less exact; choose fp32 or auto unless this CPU has native bf16 support",
                       stacklevel=2)
     return PRECISIONS[name]
