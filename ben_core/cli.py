@@ -327,13 +327,17 @@ def build_predictor(args, log: Callable[[str], None]):
         dtype = resolve_precision(args.dtype, device)
     except ValueError as e:
         raise UsageError(f"--device {args.device} / --dtype {args.dtype}: {e}") from None
-    ckpt = resolve_checkpoint(args.checkpoint, log)
+    return load_predictor(args.checkpoint, device, dtype, args.working_size, args.batch_size, log)
+
+
+def load_predictor(checkpoint, device, dtype, working_size: int, batch_size: int, log: Callable[[str], None]):
+    """BEN2 from ``checkpoint`` (a file, a folder or None: see :func:`resolve_checkpoint`) on a resolved
+    ``device`` / ``dtype``, wrapped in a BENPredictor (the CLI, eval and the distributed stage build it here)."""
     from .checkpoint import load_ben
     from .predictor import BENPredictor
 
-    model = load_ben(ckpt, device=device)
-    return BENPredictor(model, device=device, dtype=dtype, working_size=args.working_size,
-                        batch_size=args.batch_size)
+    model = load_ben(resolve_checkpoint(checkpoint, log), device=device)
+    return BENPredictor(model, device=device, dtype=dtype, working_size=working_size, batch_size=batch_size)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -173,18 +173,15 @@ class BEN2Stage:
                  dtype: str = "auto", working_size: int = 1024, batch_size: int = 1, refine_foreground: bool = False,
                  background: Optional[Tuple[float, float, float]] = None, image_format: str = "png",
                  mask_only: bool = False):
-        from .checkpoint import load_ben
-        from .cli import resolve_checkpoint
+        from .cli import load_predictor
         from .devices import resolve_device, resolve_precision
         from .pipeline import CutoutOptions, CutoutPipeline
-        from .predictor import BENPredictor
         from .writers import OutputFormat
 
         self.fmt = OutputFormat(background=background, image_format=image_format, mask_only=mask_only).check()
         dev = resolve_device(device)
-        model = load_ben(resolve_checkpoint(checkpoint, lambda msg: None), device=dev)
-        predictor = BENPredictor(model, device=dev, dtype=resolve_precision(dtype, dev), working_size=working_size,
-                                 batch_size=batch_size)
+        predictor = load_predictor(checkpoint, dev, resolve_precision(dtype, dev), working_size, batch_size,
+                                   lambda msg: None)
         self.pipeline = CutoutPipeline(predictor, CutoutOptions(foreground=refine_foreground and not mask_only,
                                                                 background=background, image=not mask_only))
         self.out_fs, self.out_base = _filesystem(out_uri)

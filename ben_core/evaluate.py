@@ -641,7 +641,7 @@ def main(argv: Optional[Sequence[str]] = None, predictor=None) -> int:
     ``predictor``: a loaded ``BENPredictor`` to use in ``--images`` mode instead of loading BEN2 from
     ``--checkpoint`` (embedding, tests).
     """
-    from .cli import EXIT_MODEL, EXIT_USAGE
+    from .cli import EXIT_INTERRUPTED, EXIT_MODEL, EXIT_USAGE
 
     parser = build_parser()
     try:
@@ -672,7 +672,7 @@ def main(argv: Optional[Sequence[str]] = None, predictor=None) -> int:
     except KeyboardInterrupt:
         run.progress.close()
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     run.progress.close()
     return _finish(args, pairing, run, problems)
 
