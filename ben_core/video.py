@@ -1,11 +1,12 @@
 """Video background removal, streamed through PyAV and :class:`ben_core.pipeline.CutoutPipeline`.
 
-Frames are decoded, cut out and encoded in batches of ``batch_size``; the whole video is never held in
-memory. Output is VP9 WebM with an alpha channel (``yuva420p``) when no background colour is given, or
-H.264 MP4 (MPEG-4 Part 2 if libx264 is unavailable) / VP9 WebM composited over a colour. The first audio
-stream is kept: copied when the output container accepts its codec, else transcoded (Opus for WebM,
-AAC for MP4). Frame timestamps (hence the frame rate) are passed through unchanged. Other streams
-(subtitles, data, further audio tracks) and rotation metadata are not carried over.
+Frames are decoded, cut out and encoded in batches of ``batch_size``; the clip is never held in memory
+(peak memory does not grow with its length). Outputs (see :mod:`ben_core.video_writers`): ProRes 4444
+``.mov`` and VP9 ``.webm``/``.mkv`` with alpha, H.264 ``.mp4`` over a colour, numbered PNG sequences, or
+the grey matte alone in any of them. Audio (the first track), frame timestamps (variable frame rates
+included) are kept. A rotation tag (phone videos) is applied before the network sees the frames, and the
+output holds the upright frames, so it displays as the input did. Other streams (subtitles, data, further
+audio tracks) are not carried over.
 
 PyAV (``pip install av``; ComfyUI installs it) is an optional dependency of ben_core: it is imported
 only when a video is processed, with a clear error when missing.
@@ -13,7 +14,6 @@ only when a video is processed, with a clear error when missing.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -22,17 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .files import temporary_path
-
-# audio codecs each output container takes as-is (others are transcoded)
-_REMUX_AUDIO = {
-    "webm": {"opus", "vorbis"},
-    "mp4": {"aac", "mp3", "opus", "ac3", "eac3", "alac", "flac"},
-    "mov": {"aac", "mp3", "alac", "ac3", "pcm_s16le", "pcm_s24le"},
-    "mkv": None,  # matroska takes nearly everything
-}
-_TRANSCODE_AUDIO = {"webm": ("libopus", 48000), "mp4": ("aac", None), "mov": ("aac", None), "mkv": ("libopus", 48000)}
-
+from . import video_writers
 
 log = logging.getLogger("ben_core")
 
@@ -43,7 +33,8 @@ class VideoDependencyError(ImportError):
 
 @dataclass
 class VideoInfo:
-    """What was written: frame count, frame rate, size and how audio was handled (None: no audio)."""
+    """What was written: frame count, frame rate (average), output size, how audio was handled (None: no
+    audio), the path (a folder for a PNG sequence), the format and the rotation applied."""
 
     frames: int
     fps: Fraction
@@ -51,6 +42,8 @@ class VideoInfo:
     height: int
     audio: str | None
     path: Path
+    format: str = "webm"
+    rotation: int = 0  # degrees counter-clockwise applied to the decoded frames (a rotation tag)
 
 
 def _import_av():
@@ -60,64 +53,6 @@ def _import_av():
         raise VideoDependencyError(
             "video support needs PyAV: install it with `pip install av` (ComfyUI ships it)") from e
     return av
-
-
-def _container_kind(path: Path) -> str:
-    ext = path.suffix.lower()
-    kinds = {".webm": "webm", ".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "mkv"}
-    if ext not in kinds:
-        raise ValueError(f"output {path}: unsupported video container {ext!r}; use .webm, .mp4, .mov or .mkv")
-    return kinds[ext]
-
-
-def _codec_available(av, name: str) -> bool:
-    try:
-        av.codec.Codec(name, "w")
-        return True
-    except Exception:
-        return False
-
-
-def _add_video_stream(av, out, kind: str, rate: Fraction, width: int, height: int, time_base, alpha: bool):
-    if kind in ("webm", "mkv") or alpha:
-        if alpha and kind not in ("webm", "mkv"):
-            raise ValueError("a transparent video needs a .webm (or .mkv) output; give --background #RRGGBB for MP4")
-        stream = out.add_stream("libvpx-vp9", rate=rate)
-        stream.pix_fmt = "yuva420p" if alpha else "yuv420p"
-        # alt-ref frames drop the alpha plane in libvpx; constant quality keeps the file small but clean
-        stream.options = {"auto-alt-ref": "0", "crf": "24", "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}
-    elif _codec_available(av, "libx264"):
-        stream = out.add_stream("libx264", rate=rate)
-        odd = width % 2 or height % 2
-        stream.pix_fmt = "yuv444p" if odd else "yuv420p"  # 4:2:0 needs even sizes
-        stream.options = {"crf": "18", "preset": "medium"}
-    else:
-        stream = out.add_stream("mpeg4", rate=rate)
-        stream.pix_fmt = "yuv420p"
-        stream.bit_rate = 8_000_000
-    stream.width, stream.height = width, height
-    if time_base is not None and (stream.codec_context.name != "mpeg4" or time_base.denominator < 65536):
-        stream.codec_context.time_base = time_base
-    return stream
-
-
-def _add_audio_stream(av, out, kind: str, astream):
-    name = astream.codec_context.name
-    ok = _REMUX_AUDIO.get(kind)
-    if ok is None or name in ok:
-        try:
-            return out.add_stream_from_template(astream), f"copied ({name})", False
-        except Exception as e:  # the container refuses this codec as-is: transcode below
-            log.info("ben_core: audio (%s) cannot be copied into %s, transcoding: %s", name, kind, e)
-    codec, rate = _TRANSCODE_AUDIO[kind]
-    if not _codec_available(av, codec):
-        codec = "opus" if codec == "libopus" else codec
-    s = out.add_stream(codec, rate=rate or astream.codec_context.sample_rate or 48000)
-    try:
-        s.layout = astream.codec_context.layout.name
-    except Exception as e:  # an unnamed layout: the encoder's default (stereo) is used
-        log.info("ben_core: audio layout not carried over: %s", e)
-    return s, f"transcoded ({name} -> {codec})", True
 
 
 def _frame_batches(inp, vin, ain, rate: Fraction, batch_size: int, on_audio: Callable) -> Iterator[list]:
@@ -143,71 +78,32 @@ def _frame_batches(inp, vin, ain, rate: Fraction, batch_size: int, on_audio: Cal
         yield pending
 
 
-class _Output:
-    """The output container: a video stream encoded from numpy frames and, if the input has audio, its
-    first audio stream (packets copied, or decoded and re-encoded where the container needs it)."""
-
-    def __init__(self, av, path: Path, kind: str, vin, ain, rate: Fraction, alpha: bool):
-        self.av = av
-        self.container = av.open(str(path), "w")
-        try:
-            self.video = _add_video_stream(av, self.container, kind, rate, vin.codec_context.width,
-                                           vin.codec_context.height, vin.time_base, alpha)
-            self.audio, self.audio_desc, self.transcode = None, None, False
-            if ain is not None:
-                self.audio, self.audio_desc, self.transcode = _add_audio_stream(av, self.container, kind, ain)
-        except BaseException:
-            self.container.close()
-            raise
-
-    def mux_audio(self, packet) -> None:
-        if self.audio is None:
-            return
-        if not self.transcode:
-            if packet.dts is not None:
-                packet.stream = self.audio
-                self.container.mux(packet)
-            return
-        for af in packet.decode():
-            self.container.mux(self.audio.encode(af))
-
-    def write(self, sources: list, data: np.ndarray, fmt: str) -> None:
-        """Encode ``data`` (uint8 ``[n, H, W, C]`` frames of pixel format ``fmt``) with the timestamps of
-        the decoded ``sources``."""
-        for src_frame, arr in zip(sources, data):
-            vf = self.av.VideoFrame.from_ndarray(arr, format=fmt)
-            vf.pts, vf.time_base = src_frame.pts, src_frame.time_base
-            self.container.mux(self.video.encode(vf))
-
-    def finish(self) -> None:
-        """Flush the encoders (the container is closed by :meth:`close`)."""
-        self.container.mux(self.video.encode(None))
-        if self.audio is not None and self.transcode:
-            self.container.mux(self.audio.encode(None))
-
-    def close(self) -> None:
-        self.container.close()
+def _rotation_turns(frame) -> int:
+    """Quarter turns counter-clockwise that make ``frame`` upright (its display matrix, as PyAV reads it;
+    0 when this PyAV cannot read it). Angles that are not a multiple of 90 degrees are ignored."""
+    degrees = getattr(frame, "rotation", 0) or 0
+    if degrees % 90:
+        log.warning("ben_core: rotation tag of %s degrees is not a multiple of 90: ignored", degrees)
+        return 0
+    return int(degrees // 90) % 4
 
 
-def is_complete_video(path: str | Path) -> bool:
-    """Whether ``path`` is a video file PyAV opens with at least one video stream (what a resumed job
-    accepts as done; our own files only appear when complete)."""
-    p = Path(path)
-    try:
-        if not p.is_file() or p.stat().st_size == 0:
-            return False
-        av = _import_av()
-        with av.open(str(p)) as container:
-            return len(container.streams.video) > 0
-    except Exception:  # unreadable / truncated / no PyAV: not done
-        return False
+def expected_frames(vin) -> int | None:
+    """The stream's frame count from its header, or from its duration and frame rate; None if unknown."""
+    if vin.frames:
+        return int(vin.frames)
+    rate = vin.average_rate or vin.guessed_rate
+    if vin.duration and vin.time_base and rate:
+        return max(int(round(float(vin.duration * vin.time_base * rate))), 1)
+    return None
 
 
 def remove_background_video(
     predictor,
-    src: str | Path,
+    src,
     dst: str | Path,
     *,
+    video_format: str | None = None,
     background: tuple[float, float, float] | None = None,
     batch_size: int = 4,
     refine_foreground: bool = False,
@@ -219,74 +115,101 @@ def remove_background_video(
     """Remove the background of every frame of ``src`` and write ``dst``.
 
     predictor: a ``BENPredictor`` (the pipeline runs on its device).
-    background: None -> transparent output (``dst`` must be .webm/.mkv: VP9, yuva420p); (r, g, b)
-      floats 0..1 -> composited over that colour (.mp4 H.264, or .webm/.mkv VP9 without alpha).
+    src: a video file path, or a binary file object (``io.BytesIO``) holding one.
+    dst: the output file, or the folder of a PNG sequence. Its format is ``video_format`` ("webm",
+      "mov", "mp4", "mkv", "png"; see :mod:`ben_core.video_writers`), by default the one its extension
+      names.
+    background: None -> transparent output (webm/mkv VP9 with alpha, mov ProRes 4444, RGBA PNGs; MP4 is
+      refused); (r, g, b) floats 0..1 -> composited over that colour.
     batch_size: frames per network batch (memory holds at most this many decoded frames).
     refine_foreground: blur-fusion foreground colours (ben_core.foreground.estimate_foreground).
-    mask_only: write the alpha matte as a greyscale video instead.
+    mask_only: write the alpha matte as grey frames instead.
     temporal: False (per-frame mattes), True (steadied with ben_core.temporal's defaults) or a
       ``ben_core.temporal.StabilizerOptions``; the stabiliser's state runs through the whole clip.
-    progress(done_frames, total_frames_or_None) after each batch; should_stop() before each batch
-      (see ben_core.callbacks; the partial output file is removed).
-    Returns a VideoInfo. Raises VideoDependencyError without PyAV, ValueError for unusable inputs.
+    progress(done_frames, expected_frames_or_None) after each batch; should_stop() before each batch
+      (see ben_core.callbacks; nothing is left under ``dst`` or a temporary name when it stops).
+    Returns a VideoInfo. Raises VideoDependencyError without PyAV, ValueError for unusable inputs and
+    options (checked before any frame is decoded).
     """
     from .pipeline import CutoutOptions, CutoutPipeline
 
     av = _import_av()
-    src, dst = Path(src), Path(dst)
+    dst = Path(dst)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    kind = _container_kind(dst)
     if mask_only and background is not None:
         raise ValueError("mask_only writes the alpha matte; do not give a background colour too")
+    fmt = video_writers.format_for_path(dst, video_format)
+    mode = "matte" if mask_only else ("rgb" if background is not None else "rgba")
+    video_writers.check_format(fmt, mode)
     pipeline = CutoutPipeline(predictor, CutoutOptions(foreground=refine_foreground and not mask_only,
                                                        background=background, image=not mask_only))
-    fmt = "rgb24" if mask_only or background is not None else "rgba"
     stabilizer = None
     if temporal:
         from .temporal import AlphaStabilizer, StabilizerOptions
 
         stabilizer = AlphaStabilizer(temporal if isinstance(temporal, StabilizerOptions) else None)
 
-    inp = av.open(str(src))
+    name = getattr(src, "name", None) or ("<video in memory>" if hasattr(src, "read") else str(src))
+    try:
+        inp = av.open(src if hasattr(src, "read") else str(src))
+    except Exception as e:
+        raise ValueError(f"{name}: cannot be opened as a video ({type(e).__name__}: {e})") from e
+    writer = None
     try:
         if not inp.streams.video:
-            raise ValueError(f"{src}: no video stream")
+            raise ValueError(f"{name}: no video stream")
         vin = inp.streams.video[0]
         ain = inp.streams.audio[0] if inp.streams.audio else None
         vin.thread_type = "AUTO"
         rate = vin.average_rate or vin.guessed_rate or vin.base_rate or Fraction(30)
-        total = vin.frames or None
-        width, height = vin.codec_context.width, vin.codec_context.height
+        total = expected_frames(vin)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        partial = temporary_path(dst)  # renamed to dst only when complete
-        out, frames_done, ok = None, 0, False
-        try:
-            out = _Output(av, partial, kind, vin, ain, rate, alpha=fmt == "rgba")
-            for frames in _frame_batches(inp, vin, ain, rate, batch_size, out.mux_audio):
-                rgb = np.stack([f.to_ndarray(format="rgb24") for f in frames])
-                if rgb.shape[1:3] != (height, width):
-                    raise ValueError(f"{src}: frame size changed mid-stream ({rgb.shape[2]}x{rgb.shape[1]})")
-                cut = pipeline.run(rgb, batch_size=batch_size, should_stop=should_stop, out_dtype=torch.uint8,
-                                   stabilizer=stabilizer)
-                # the matte as grey RGB frames, or the cut-out
-                out.write(frames, np.repeat(cut.alpha.numpy()[..., None], 3, axis=-1) if mask_only
-                          else cut.image.numpy(), fmt)
-                frames_done += len(frames)
-                if progress is not None:
-                    progress(frames_done, total)
-            out.finish()
-            if frames_done == 0:
-                raise ValueError(f"{src}: no decodable video frames")
-            ok = True
-        finally:
-            if out is not None:
-                out.close()
-            if ok:
-                os.replace(partial, dst)
-            elif os.path.lexists(partial):  # never a half-written file, under any name
-                os.unlink(partial)
+        early_audio: list = []  # audio packets demuxed before the first video frame decides the output's size
+
+        def on_audio(packet) -> None:
+            if writer is None:
+                early_audio.append(packet)
+            else:
+                writer.mux_audio(packet)
+
+        frames_done, turns, size = 0, 0, None
+        for frames in _frame_batches(inp, vin, ain, rate, batch_size, on_audio):
+            rgb = np.stack([f.to_ndarray(format="rgb24") for f in frames])
+            if writer is None:
+                turns = _rotation_turns(frames[0])
+                size = rgb.shape[1:3]
+                h, w = size[::-1] if turns % 2 else size
+                writer = video_writers.open_writer(av, dst, fmt, mode, w, h, rate, vin.time_base, ain)
+                for packet in early_audio:
+                    writer.mux_audio(packet)
+                early_audio.clear()
+            if rgb.shape[1:3] != size:
+                raise ValueError(f"{name}: frame size changed mid-stream ({size[1]}x{size[0]} -> "
+                                 f"{rgb.shape[2]}x{rgb.shape[1]}); split the clip where it changes")
+            if turns:
+                rgb = np.ascontiguousarray(np.rot90(rgb, turns, axes=(1, 2)))
+            cut = pipeline.run(rgb, batch_size=batch_size, should_stop=should_stop, out_dtype=torch.uint8,
+                               stabilizer=stabilizer)
+            writer.write(cut.alpha.numpy() if mask_only else cut.image.numpy(), [f.pts for f in frames],
+                         frames[0].time_base)
+            frames_done += len(frames)
+            if progress is not None:
+                progress(frames_done, total)
+        if writer is None:
+            raise ValueError(f"{name}: no decodable video frames")
+        audio, (out_w, out_h) = writer.audio_description, writer.size
+        writer.commit()
+        writer = None
     finally:
+        if writer is not None:
+            writer.abort()
         inp.close()
-    return VideoInfo(frames=frames_done, fps=Fraction(rate), width=width, height=height, audio=out.audio_desc,
-                     path=dst)
+    return VideoInfo(frames=frames_done, fps=Fraction(rate), width=out_w, height=out_h, audio=audio, path=dst,
+                     format=fmt, rotation=turns * 90)
+
+
+def is_complete_video(path: str | Path) -> bool:
+    """Whether ``path`` is a finished output (a video file with a video stream, or a PNG sequence folder);
+    what a resumed job accepts as done: our outputs only appear under their final name when complete."""
+    return video_writers.is_complete_output(Path(path))
