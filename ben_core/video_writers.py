@@ -225,8 +225,8 @@ class VideoFileWriter:
         """Close and delete the temporary file (a no-op after :meth:`commit`)."""
         try:
             self.container.close()
-        except Exception:  # already closed, or closing a broken file: it is deleted below anyway
-            pass
+        except Exception as e:  # closing a broken file: it is deleted below anyway
+            log.debug("ben_core: closing %s failed: %s", self.partial, e)
         if os.path.lexists(self.partial):
             os.unlink(self.partial)
 
@@ -302,8 +302,8 @@ class PngSequenceWriter:
         if self.audio_container is not None:
             try:
                 self.audio_container.close()
-            except Exception:  # a broken file: deleted below anyway
-                pass
+            except Exception as e:  # a broken file: deleted below anyway
+                log.debug("ben_core: closing the audio of %s failed: %s", self.partial, e)
             self.audio_container = None
         if os.path.lexists(self.partial):
             shutil.rmtree(self.partial, ignore_errors=True)
