@@ -4,7 +4,9 @@ Inputs are image files, video files or folders (images and videos inside, sorted
 Images are written as RGBA PNGs (``--background transparent``, the default; ``--format webp`` for RGBA
 WebP), as images composited over a colour (``--background '#RRGGBB'``, PNG/JPEG/WebP) or as greyscale
 alpha mattes (``--mask-only``); the input's ICC colour profile is kept (:mod:`ben_core.writers`). Videos
-are written as VP9 WebM with alpha (transparent) or as MP4 over the colour (see :mod:`ben_core.video`).
+are streamed (memory does not grow with their length) into VP9 WebM with alpha (transparent, the default),
+MP4 over the colour, ProRes 4444 ``.mov`` with alpha or a folder of numbered PNGs (``--video-format``; see
+:mod:`ben_core.video_writers`), steadied from frame to frame with ``--temporal``.
 Output names mirror the inputs' (relative to the folder given); two inputs that would write the same
 file (``a.jpg`` and ``a.png``) or an output that would replace an input are refused before any work.
 
@@ -108,9 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image file format: png (default), webp (transparent or over a colour) or jpg "
                         "(needs --background or --mask-only: JPEG has no transparency)")
     p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
-    p.add_argument("--video-format", default="auto", choices=["auto", "webm", "mp4"],
-                   help="auto: WebM with alpha when transparent, MP4 when a colour is given "
-                        "(MP4 without --background uses green #00FF00)")
+    p.add_argument("--video-format", default="auto", choices=["auto", "webm", "mov", "mp4", "mkv", "png"],
+                   help="auto: WebM (VP9) with alpha when transparent, MP4 when a colour is given; mov: ProRes "
+                        "4444 with alpha (what Resolve, Premiere and After Effects import); png: a folder of "
+                        "numbered PNGs (+ the audio as .wav); MP4 without --background uses green #00FF00")
     p.add_argument("--temporal", action="store_true",
                    help="videos: steady the matte from frame to frame where the picture does not move "
                         "(ben_core.temporal; damps flicker, no lag where things move)")
@@ -371,7 +374,12 @@ def _video_out_path(outdir: Path, job: Job, args) -> tuple[Path, tuple[float, fl
     bg = args.background
     if fmt == "mp4" and bg is None and not args.mask_only:
         bg = DEFAULT_VIDEO_BACKGROUND  # MP4 has no alpha: composite over green like upstream
-    return outdir / job.rel.parent / (job.rel.name + "." + fmt), bg
+    suffix = "" if fmt == "png" else "." + fmt  # a PNG sequence is a folder named after the input
+    return outdir / job.rel.parent / (job.rel.name + suffix), bg
+
+
+def _video_format(dst: Path, args) -> str:
+    return "png" if args.video_format == "png" else dst.suffix[1:]
 
 
 def _is_done(path: Path, kind: str) -> bool:
@@ -609,7 +617,8 @@ def _process_video(job: Job, dst: Path, bg, predictor, args, progress: Progress,
 
     try:
         info = video.remove_background_video(
-            predictor, job.source, dst, background=bg, batch_size=max(args.batch_size, 1),
+            predictor, job.source, dst, video_format=_video_format(dst, args), background=bg,
+            batch_size=max(args.batch_size, 1),
             refine_foreground=args.refine_foreground, mask_only=args.mask_only, progress=on_progress,
             should_stop=stop, temporal=args.temporal)
         report.add(job.source, dst, "ok", seconds=time.perf_counter() - t0)

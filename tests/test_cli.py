@@ -262,6 +262,36 @@ def test_video_input_through_cli(tmp_path):
     assert (out / "clip.mp4").is_file()
 
 
+def test_video_formats_through_cli_and_resume(tmp_path):
+    """--video-format mov (ProRes 4444 with alpha), png (a folder of numbered PNGs + audio as .wav),
+    --mask-only into MP4, --temporal; --skip-existing takes finished outputs of every kind as done."""
+    av = pytest.importorskip("av")
+    from test_video import DiskPredictor, make_clip
+
+    make_clip(tmp_path / "clip.mp4", n=4)
+    out = tmp_path / "o"
+    assert cli.main([str(tmp_path / "clip.mp4"), "-o", str(out), "-q", "--video-format", "mov", "--temporal"],
+                    predictor=DiskPredictor()) == 0
+    with av.open(str(out / "clip.mov")) as c:
+        assert c.streams.video[0].codec_context.name == "prores" and c.streams.audio
+        assert {f.format.name for f in c.decode(video=0)} == {"yuva444p12le"}
+    assert cli.main([str(tmp_path / "clip.mp4"), "-o", str(out / "seq"), "-q", "--video-format", "png"],
+                    predictor=DiskPredictor()) == 0
+    assert sorted(p.name for p in (out / "seq" / "clip").iterdir()) == [
+        "clip.wav", "clip_000001.png", "clip_000002.png", "clip_000003.png", "clip_000004.png"]
+    assert cli.main([str(tmp_path / "clip.mp4"), "-o", str(out / "matte"), "-q", "--video-format", "mp4",
+                     "--mask-only"], predictor=DiskPredictor()) == 0
+    with av.open(str(out / "matte" / "clip.mp4")) as c:
+        grey = next(c.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+    assert np.abs(grey[..., 0] - grey[..., 2]).max() < 8 and grey[32, 48, 0] > 230 and grey[2, 2, 0] < 25
+
+    pred = DiskPredictor()
+    for fmt, folder in (("mov", out), ("png", out / "seq")):
+        assert cli.main([str(tmp_path / "clip.mp4"), "-o", str(folder), "-q", "--video-format", fmt,
+                         "--skip-existing"], predictor=pred) == 0
+    assert pred.calls == []  # both were found complete
+
+
 def test_help_runs_as_module():
     r = subprocess.run([sys.executable, "-m", "ben_core", "--help"], capture_output=True, text=True,
                        timeout=60, cwd=REPO)
