@@ -18,6 +18,8 @@ _NODES = [
     ("show_trimap", "BEN2ShowTrimap", "BEN2_ShowTrimap", "Show Trimap (BEN2)"),
     ("refine_mask", "BEN2RefineMask", "BEN2_RefineMask", "Refine Mask (BEN2)"),
     ("refine_mask", "BEN2RefineMaskViTMatte", "BEN2_RefineMaskViTMatte", "Refine Mask with ViTMatte (BEN2)"),
+    ("remove_video_background", "BEN2RemoveVideoBackground", "BEN2_RemoveVideoBackground",
+     "Remove Video Background (BEN2)"),
 ]
 
 NODE_CLASS_MAPPINGS: dict = {}

@@ -204,6 +204,36 @@ def temp_directory() -> Optional[str]:
     return fp.get_temp_directory()
 
 
+def output_directory() -> Optional[str]:
+    """ComfyUI's output folder; None outside ComfyUI."""
+    fp = folder_paths_module()
+    if fp is None or not hasattr(fp, "get_output_directory"):
+        return None
+    return fp.get_output_directory()
+
+
+def new_output_file(filename_prefix: str, extension: str, temp: bool, width: int = 0, height: int = 0) -> dict:
+    """A fresh file name for a saved result, numbered like core's Save nodes: ``<prefix>_00001_.<ext>`` in
+    the output folder (``filename_prefix`` may hold a sub-folder and %date%-style variables) or, with
+    ``temp``, in the temp folder. Returns ``{"path", "filename", "subfolder", "type"}`` (the last three are
+    what the browser's ``/view`` takes). Raises RuntimeError outside ComfyUI."""
+    fp = folder_paths_module()
+    folder = temp_directory() if temp else output_directory()
+    if fp is None or folder is None or not hasattr(fp, "get_save_image_path"):
+        raise RuntimeError("ComfyUI's output and temp folders (folder_paths) are not available here")
+    full_folder, filename, counter, subfolder, _ = fp.get_save_image_path(filename_prefix, folder, width, height)
+    os.makedirs(full_folder, exist_ok=True)
+    name = f"{filename}_{counter:05}_.{extension}"
+    return {"path": os.path.join(full_folder, name), "filename": name, "subfolder": subfolder,
+            "type": "temp" if temp else "output"}
+
+
+def video_from_file(path: str):
+    """Core's VIDEO object for a video file (``comfy_api.latest.InputImpl.VideoFromFile``)."""
+    latest = importlib.import_module("comfy_api.latest")
+    return latest.InputImpl.VideoFromFile(path)
+
+
 def save_temp_file(data: bytes, prefix: str, extension: str) -> dict:
     """Write ``data`` into ComfyUI's temp folder under a new unique name ``<prefix>_<hex>.<extension>``, the way
     core's previews travel; returns ``{"filename", "subfolder", "type": "temp"}`` for the browser's ``/view``.
@@ -303,15 +333,16 @@ def should_stop() -> bool:
     return False
 
 
-def progress_callback(total: int) -> Optional[Callable[[int, int], None]]:
+def progress_callback(total: Optional[int]) -> Optional[Callable[[int, Optional[int]], None]]:
     """ben_core's ``progress(done, total)`` callback driving ``comfy.utils.ProgressBar(total)``;
-    None outside ComfyUI (ben_core's callbacks are optional)."""
+    None outside ComfyUI (ben_core's callbacks are optional). A total that is not known in advance
+    (None: a video whose header has no frame count) follows the work done."""
     utils = _optional_module("comfy.utils")
     if utils is None or not hasattr(utils, "ProgressBar"):
         return None
-    bar = utils.ProgressBar(total)
+    bar = utils.ProgressBar(total or 1)
 
-    def progress(done: int, total_: int) -> None:
-        bar.update_absolute(int(done), int(total_))
+    def progress(done: int, total_: Optional[int]) -> None:
+        bar.update_absolute(int(done), int(max(total_ or 0, done, 1)))
 
     return progress

@@ -26,7 +26,8 @@ from helpers import PACK_NAME, load_pack, tiny_vitmatte
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = PACK_NAME
-NODE_IDS = ["BEN2_LoadModel", "BEN2_RemoveBackground", "BEN2_ShowTrimap", "BEN2_RefineMask", "BEN2_RefineMaskViTMatte"]
+NODE_IDS = ["BEN2_LoadModel", "BEN2_RemoveBackground", "BEN2_ShowTrimap", "BEN2_RefineMask", "BEN2_RefineMaskViTMatte",
+            "BEN2_RemoveVideoBackground"]
 
 
 def sub(name: str):

@@ -19,6 +19,7 @@ CORE_NODES = {
     "InvertMask": (["mask"], ["MASK"], 0),
     "JoinImageWithAlpha": (["image", "alpha"], ["IMAGE"], 0),
     "MarkdownNote": ([], [], 1),
+    "LoadVideo": ([], ["VIDEO"], 2),          # file + the upload button's value
 }
 
 
@@ -130,8 +131,11 @@ def test_example_workflow_matches_the_nodes(path):
 def test_main_example_covers_the_whole_chain():
     wf = json.loads((ROOT / "example_workflows" / "ben2_remove_background.json").read_text(encoding="utf-8"))
     types_ = {n["type"] for n in wf["nodes"]}
-    experimental = {"BEN2_RefineMaskViTMatte"}  # needs transformers and a download: not in the example
-    assert (set(NODE_IDS) - experimental) | {"LoadImage", "SaveImage"} <= types_
+    # ViTMatte needs transformers and a download: not in the example; video has its own example
+    elsewhere = {"BEN2_RefineMaskViTMatte", "BEN2_RemoveVideoBackground"}
+    assert (set(NODE_IDS) - elsewhere) | {"LoadImage", "SaveImage"} <= types_
+    video = json.loads((ROOT / "example_workflows" / "ben2_remove_video_background.json").read_text(encoding="utf-8"))
+    assert {"LoadVideo", "BEN2_LoadModel", "BEN2_RemoveVideoBackground"} <= {n["type"] for n in video["nodes"]}
 
 
 #: The widgets of each node as 0.1.0 saved them in workflows (ComfyUI stores widgets_values by position).

@@ -67,7 +67,27 @@ def make_folder_paths(models_dir: str) -> types.ModuleType:
                 return p
         return None
 
+    output_dir = os.path.join(os.path.dirname(str(models_dir)), "output")
+
+    def get_save_image_path(filename_prefix, output_dir_, image_width=0, image_height=0):
+        # ComfyUI's numbering: the next counter after the highest "<filename>_<counter>_" in the folder
+        filename_prefix = filename_prefix.replace("%width%", str(image_width)).replace("%height%", str(image_height))
+        subfolder = os.path.dirname(os.path.normpath(filename_prefix))
+        filename = os.path.basename(os.path.normpath(filename_prefix))
+        full = os.path.join(output_dir_, subfolder)
+        if os.path.commonpath((output_dir_, os.path.abspath(full))) != output_dir_:
+            raise Exception("Saving image outside the output folder is not allowed.")
+        counters = []
+        for name in os.listdir(full) if os.path.isdir(full) else []:
+            head, _, rest = name.partition(filename + "_")
+            if head == "" and rest.split("_")[0].isdigit():
+                counters.append(int(rest.split("_")[0]))
+        os.makedirs(full, exist_ok=True)
+        return full, filename, max(counters, default=0) + 1, subfolder, filename_prefix
+
     fp.get_temp_directory = lambda: temp_dir  # ComfyUI/temp: served by /view?type=temp
+    fp.get_output_directory = lambda: output_dir
+    fp.get_save_image_path = get_save_image_path
     fp.add_model_folder_path = add_model_folder_path
     fp.get_folder_paths = get_folder_paths
     fp.get_filename_list = get_filename_list

@@ -84,6 +84,7 @@ def make_comfy_api(newer: bool = False) -> dict[str, types.ModuleType]:
     io.Float = comfytype("FLOAT", WidgetInput, ("min", "max", "step", "round", "display_mode"))
     io.String = comfytype("STRING", WidgetInput, ("multiline", "placeholder", "dynamic_prompts"))
     io.Combo = comfytype("COMBO", WidgetInput, ("options", "control_after_generate"))
+    io.Video = comfytype("VIDEO")
     io.Custom = lambda io_type: comfytype(io_type)
     if newer:
         io.BackgroundRemoval = comfytype("BACKGROUND_REMOVAL")
@@ -145,6 +146,26 @@ def make_comfy_api(newer: bool = False) -> dict[str, types.ModuleType]:
     latest = types.ModuleType("comfy_api.latest")
     latest.io, latest.ui = io, ui
     latest.ComfyExtension = type("ComfyExtension", (), {})
+
+    class VideoFromFile:
+        """0.3.64's ``InputImpl.VideoFromFile``: the parts the nodes use (a path or BytesIO as the stream source)."""
+
+        def __init__(self, file):
+            self._file = file
+
+        def get_stream_source(self):
+            if hasattr(self._file, "seek"):
+                self._file.seek(0)
+            return self._file
+
+        def get_dimensions(self):
+            import av
+
+            with av.open(self.get_stream_source()) as c:
+                s = c.streams.video[0]
+                return s.width, s.height
+
+    latest.InputImpl = types.SimpleNamespace(VideoFromFile=VideoFromFile)
     root = types.ModuleType("comfy_api")
     root.__path__ = []
     root.latest = latest
