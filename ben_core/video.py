@@ -164,6 +164,8 @@ def remove_background_video(
         vin.thread_type = "AUTO"
         rate = vin.average_rate or vin.guessed_rate or vin.base_rate or Fraction(30)
         total = expected_frames(vin)
+        if total is None and inp.duration:  # Matroska/WebM headers often give only the container's duration
+            total = max(int(round(inp.duration / 1_000_000 * float(rate))), 1)
         dst.parent.mkdir(parents=True, exist_ok=True)
         early_audio: list = []  # audio packets demuxed before the first video frame decides the output's size
 
