@@ -289,3 +289,15 @@ def test_network_gets_uint8_channels_last_chunks(tmp_path):
     pred = RecordingPredictor()
     video.remove_background_video(pred, src, tmp_path / "o.webm", batch_size=3)
     assert all(c.dtype == torch.uint8 and c.shape[1:] == (64, 96, 3) for c in pred.seen)
+
+
+def test_progress_total_from_a_webm_without_frame_count(tmp_path):
+    """WebM headers carry no frame count: the total comes from the container's duration."""
+    src = make_clip(tmp_path / "clip.mp4", audio=False, n=9)
+    video.remove_background_video(DiskPredictor(), src, tmp_path / "a.webm")
+    with av.open(str(tmp_path / "a.webm")) as c:
+        assert not c.streams.video[0].frames  # the case this covers
+    seen = []
+    video.remove_background_video(DiskPredictor(), tmp_path / "a.webm", tmp_path / "b.webm", batch_size=4,
+                                  progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(4, 9), (8, 9), (9, 9)]
