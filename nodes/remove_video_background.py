@@ -11,7 +11,13 @@ so a transparent VIDEO saved with it loses its alpha; this node's file keeps it.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import tempfile
+
 from ..ben_core import video as ben_video
+from ..ben_core.files import temporary_path
 from ..ben_core.model.ben2 import BENBase
 from ..ben_core.video_writers import check_format
 from . import comfy_env, widgets
@@ -22,6 +28,38 @@ WORKING_SIZES = [str(s) for s in BENBase.working_sizes]
 NODE_FORMATS = ["webm", "mov", "mp4"]
 #: Formats the browser plays, so the node shows a preview of them.
 _PREVIEWABLE = {"webm", "mp4"}
+
+log = logging.getLogger("ComfyUI-BEN2")
+
+
+@contextlib.contextmanager
+def _stream_source(video):
+    """A file path or file object PyAV can open for ``video``. A VIDEO backed by a file (Load Video) gives its
+    file. One made of frames (Create Video) cannot give a stream in 0.3.64 (core's default writes an
+    in-memory file without naming its format and fails), so it is saved with its own ``save_to`` as an
+    MP4 in the temp folder for the time of the run."""
+    try:
+        source = video.get_stream_source()
+    except Exception as e:  # core's VideoInput.get_stream_source on a VIDEO that is not a file
+        log.info("BEN2: the VIDEO has no stream (%s: %s); saving it to a temporary MP4 first", type(e).__name__, e)
+        source = None
+    if source is not None:
+        yield source
+        return
+    folder = comfy_env.temp_directory() or tempfile.gettempdir()
+    os.makedirs(folder, exist_ok=True)
+    path = temporary_path(os.path.join(folder, "ben2_video_input.mp4"))
+    try:
+        try:
+            video.save_to(str(path))
+        except Exception as e:
+            raise ValueError(f"the VIDEO input could not be read as a stream nor saved as a file "
+                             f"({type(e).__name__}: {e}); save it with Save Video and load that file with "
+                             "Load Video") from e
+        yield str(path)
+    finally:
+        if os.path.lexists(path):
+            os.unlink(path)
 
 
 class BEN2RemoveVideoBackground(io.ComfyNode):
@@ -106,11 +144,12 @@ class BEN2RemoveVideoBackground(io.ComfyNode):
         target = comfy_env.new_output_file(str(filename_prefix), video_format, temp=not save_output,
                                            width=width, height=height)
         predictor = ben_model.predictor(batch_size=int(batch_size), working_size=int(working_size))
-        ben_video.remove_background_video(
-            predictor, video.get_stream_source(), target["path"], video_format=video_format, background=bg,
-            batch_size=int(batch_size), refine_foreground=bool(refine_foreground), mask_only=bool(matte_only),
-            progress=comfy_env.progress_callback(None), should_stop=comfy_env.should_stop,
-            temporal=bool(temporal_stabilize))
+        with _stream_source(video) as source:
+            ben_video.remove_background_video(
+                predictor, source, target["path"], video_format=video_format, background=bg,
+                batch_size=int(batch_size), refine_foreground=bool(refine_foreground), mask_only=bool(matte_only),
+                progress=comfy_env.progress_callback(None), should_stop=comfy_env.should_stop,
+                temporal=bool(temporal_stabilize))
         ref = {k: target[k] for k in ("filename", "subfolder", "type")}
         ui = {"images": [ref], "animated": (True,)} if video_format in _PREVIEWABLE else None
         return io.NodeOutput(comfy_env.video_from_file(target["path"]), ui=ui)

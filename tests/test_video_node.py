@@ -138,3 +138,49 @@ def test_schema_is_an_output_node_with_a_video_output():
     assert info["output"] == ["VIDEO"] and info["output_node"] is True
     assert info["input"]["required"]["video"][0] == "VIDEO"
     assert info["name"] == "BEN2_RemoveVideoBackground"
+
+
+class FramesVideo:
+    """Like core's VideoFromComponents (Create Video): no file behind it; 0.3.64's get_stream_source fails
+    ("Could not determine output format"), save_to(path) writes an MP4."""
+
+    def __init__(self, clip: Path):
+        self.clip = clip
+        self.saved = []
+
+    def get_stream_source(self):
+        raise ValueError("Could not determine output format")
+
+    def get_dimensions(self):
+        return 96, 64
+
+    def save_to(self, path, format="auto", codec="auto", metadata=None):
+        self.saved.append(path)
+        Path(path).write_bytes(self.clip.read_bytes())
+
+
+def test_a_video_made_of_frames_is_saved_to_temp_for_the_run_and_removed(tmp_path, comfy_dirs, monkeypatch):
+    out_dir, temp_dir = comfy_dirs
+    install_comfy(monkeypatch)
+    frames_video = FramesVideo(make_clip(tmp_path / "clip.mp4", n=3))
+    args = dict(video_format="webm", output_mode="RGBA", background_colour="#FFFFFF", refine_foreground=False,
+                matte_only=False, temporal_stabilize=False, save_output=True, filename_prefix="video/BEN2",
+                batch_size=2, working_size="512")
+    node().execute(standin_model(), frames_video, **args)
+    assert len(frames_video.saved) == 1 and Path(frames_video.saved[0]).parent == temp_dir
+    assert not Path(frames_video.saved[0]).exists()  # removed after the run
+    frames, _ = decode(out_dir / "video" / "BEN2_00001_.webm")
+    assert len(frames) == 3
+
+
+def test_a_video_that_cannot_be_read_gets_a_clear_error(tmp_path, comfy_dirs, monkeypatch):
+    install_comfy(monkeypatch)
+
+    class Broken(FramesVideo):
+        def save_to(self, path, **kw):
+            raise RuntimeError("disk on fire")
+
+    with pytest.raises(ValueError, match="Save Video and load that file"):
+        node().execute(standin_model(), Broken(tmp_path / "none.mp4"), video_format="webm")
+    _, temp_dir = comfy_dirs
+    assert not temp_dir.exists() or all_files(temp_dir) == []
