@@ -12,7 +12,7 @@ import torch
 
 from .devices import accumulator_dtype
 
-__all__ = ["box_sum", "window_count", "box_mean", "guided_filter"]
+__all__ = ["box_sum", "window_count", "box_mean", "guided_filter", "fast_guided_filter"]
 
 
 def box_sum(x: torch.Tensor, r: int, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -60,6 +60,14 @@ def box_mean(x: torch.Tensor, r: int, weight: torch.Tensor | None = None) -> tor
 
 def _guided_strip(I: torch.Tensor, p: torch.Tensor, r: int, eps: float, w: torch.Tensor | None) -> torch.Tensor:
     """One colour guided filter pass on a strip. I [3,h,W], p [h,W], w [h,W] or None (compute dtype)."""
+    ma, mb = _mean_coefficients(I, p, r, eps, w)
+    return (ma * I).sum(0) + mb
+
+
+def _mean_coefficients(I: torch.Tensor, p: torch.Tensor, r: int, eps: float,
+                       w: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The box-mean coefficients ``(mean a [3,h,W], mean b [h,W])`` of the local linear models
+    ``p ~ a . I + b`` (weighted by ``w``); the filter's output is ``(mean a * I).sum(0) + mean b``."""
     mI = box_mean(I, r, w)                                   # [3,h,W]
     mp = box_mean(p, r, w)                                   # [h,W]
     cov = box_mean(I * p, r, w) - mI * mp                    # [3,h,W]
@@ -86,9 +94,7 @@ def _guided_strip(I: torch.Tensor, p: torch.Tensor, r: int, eps: float, w: torch
                      irg * c0 + igg * c1 + igb * c2,
                      irb * c0 + igb * c1 + ibb * c2]) / det
     b = mp - (a * mI).sum(0)
-    ma = box_mean(a, r)
-    mb = box_mean(b, r)
-    return (ma * I).sum(0) + mb
+    return box_mean(a, r), box_mean(b, r)
 
 
 def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float,
@@ -136,3 +142,48 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
         q = _guided_strip(I, p, radius, float(eps), w)
         out[y0:y1] = q[y0 - a0:y1 - a0].to(src.dtype)
     return out
+
+
+def fast_guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float, scale: float,
+                       weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Guided filter with the local linear models fitted at ``1/scale`` of the resolution ("fast guided
+    filter", He & Sun 2015) and applied to the full-resolution guide.
+
+    Args:
+        guide: ``[3, H, W]`` float RGB in 0..1. src: ``[H, W]`` float map. weight: optional ``[H, W]``
+            non-negative weights of the local fits (as :func:`guided_filter`).
+        radius: window radius in full-resolution pixels (``max(1, round(radius / scale))`` at the low
+            resolution). eps: regularisation > 0. scale: >= 1; 1 is :func:`guided_filter` itself.
+
+    Guide, weight and weighted source are area-downsampled (the source as ``area(w p) / area(w)``), the
+    coefficients are fitted there in float64 (float32 on MPS), box-averaged, upsampled bilinearly and
+    applied to the guide (centred at 0.5) at full resolution. Returns ``[H, W]`` in ``src``'s dtype, not
+    clamped; inputs are not modified. Cost and memory are those of the low resolution plus one pass over
+    the full image.
+    """
+    import torch.nn.functional as F
+
+    if not float(scale) >= 1:
+        raise ValueError(f"scale must be >= 1, got {scale!r}")
+    if float(scale) == 1:
+        return guided_filter(guide, src, radius, eps, weight=weight)
+    if guide.dim() != 3 or guide.shape[0] != 3 or src.shape != guide.shape[1:]:
+        raise ValueError(f"guide must be [3, H, W] and src [H, W] of the same size, got {tuple(guide.shape)} and "
+                         f"{tuple(src.shape)}")
+    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
+        raise ValueError(f"radius must be an int >= 1, got {radius!r}")
+    if not (float(eps) > 0):
+        raise ValueError(f"eps must be > 0, got {eps!r}")
+    cd = accumulator_dtype(src.device)
+    H, W = src.shape
+    size = (max(1, round(H / scale)), max(1, round(W / scale)))
+    r = max(1, int(round(radius / scale)))
+    w = torch.ones_like(src) if weight is None else weight
+    I_low = F.interpolate(guide[None].float(), size=size, mode="area")[0].to(cd) - 0.5
+    w_low = F.interpolate(w[None, None].float(), size=size, mode="area")[0, 0].to(cd)
+    wp_low = F.interpolate((src * w)[None, None].float(), size=size, mode="area")[0, 0].to(cd)
+    p_low = wp_low / w_low.clamp_min(torch.finfo(cd).tiny)
+    ma, mb = _mean_coefficients(I_low, p_low, r, float(eps), w_low)
+    coeffs = F.interpolate(torch.cat([ma, mb[None]]).float()[None], size=(H, W), mode="bilinear",
+                           align_corners=False)[0]
+    return ((coeffs[:3] * (guide.float() - 0.5)).sum(0) + coeffs[3]).to(src.dtype)

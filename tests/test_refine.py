@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ben_core.guided_filter import box_mean, box_sum, guided_filter, window_count
+from ben_core.guided_filter import box_mean, box_sum, fast_guided_filter, guided_filter, window_count
 from ben_core.refine import default_radius, refine_alpha
 from benchmarks.synthetic_matting import band_mse, band_sad, coarsen_alpha, make_synthetic_matte
 from ben_core.trimap import auto_trimap, confidence_trimap
@@ -91,6 +91,36 @@ def test_guided_filter_reproduces_linear_alpha():
     I = torch.rand(3, 30, 30, generator=g, dtype=torch.float64)
     p = 0.2 * I[0] + 0.5 * I[1] - 0.1 * I[2] + 0.1
     assert torch.allclose(guided_filter(I, p, 4, 1e-9), p, atol=1e-5)
+
+
+def test_fast_guided_filter_scale_one_is_the_filter_and_linear_alpha_is_kept():
+    g = torch.Generator().manual_seed(4)
+    I = torch.rand(3, 60, 90, generator=g, dtype=torch.float64)
+    p = torch.rand(60, 90, generator=g, dtype=torch.float64)
+    w = torch.rand(60, 90, generator=g, dtype=torch.float64) + 0.1
+    assert torch.equal(fast_guided_filter(I, p, 5, 1e-4, 1, weight=w), guided_filter(I, p, 5, 1e-4, weight=w))
+    # an alpha that is one linear function of the colour everywhere: fitted at low resolution (area
+    # averages keep the relation), applied at full resolution, it comes back unchanged
+    lin = 0.2 * I[0] + 0.5 * I[1] - 0.1 * I[2] + 0.1
+    copies = (I.clone(), lin.clone())
+    out = fast_guided_filter(I, lin, 8, 1e-9, 3.0)
+    assert torch.allclose(out, lin, atol=1e-4)
+    assert torch.equal(I, copies[0]) and torch.equal(lin, copies[1])
+    with pytest.raises(ValueError, match="scale"):
+        fast_guided_filter(I, lin, 8, 1e-4, 0.5)
+
+
+def test_refine_scale_choices():
+    s = _sample(0)
+    tri = confidence_trimap(s["coarse"])[0]
+    full = refine_alpha(s["image"], s["coarse"], tri, scale=1)
+    fast = refine_alpha(s["image"], s["coarse"], tri)
+    assert not torch.equal(full, fast)  # the default fits at 1/3.75
+    known = tri != 0.5
+    assert torch.equal(fast[known], tri[known]) and torch.equal(full[known], tri[known])
+    for bad in (0.5, "2", True):
+        with pytest.raises(ValueError, match="scale"):
+            refine_alpha(s["image"], s["coarse"], tri, scale=bad)
 
 
 def _sample(seed=0):
