@@ -233,6 +233,14 @@ def check_outputs(jobs: Sequence[Job], outputs: Sequence[Path]) -> None:
             raise UsageError(f"{other.source} and {job.source} would both be written to {out}: rename one of "
                              "them or process them in separate runs")
         by_name[key] = job
+    # a PNG sequence's output is a folder, replaced as a whole: nothing else may lie inside it
+    folders = sorted(str(Path(out).resolve()).lower() + os.sep for out in outputs)
+    for job, out in zip(jobs, outputs):
+        for path in (str(Path(out).resolve()).lower(), str(job.source.resolve()).lower()):
+            inside = [f for f in folders if path.startswith(f)]
+            if inside:
+                raise UsageError(f"{path} lies inside {inside[0].rstrip(os.sep)}, which a PNG sequence would "
+                                 "replace: choose another output folder (-o) or another --video-format")
     inputs = set()
     for job in jobs:
         st = job.source.stat()

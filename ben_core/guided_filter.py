@@ -97,6 +97,27 @@ def _mean_coefficients(I: torch.Tensor, p: torch.Tensor, r: int, eps: float,
     return box_mean(a, r), box_mean(b, r)
 
 
+def _check_filter_args(guide, src, radius, eps, weight) -> None:
+    """ValueError/TypeError naming the problem for the guided filters' arguments."""
+    for name, t in (("guide", guide), ("src", src), ("weight", weight)):
+        if t is not None and not (isinstance(t, torch.Tensor) and t.is_floating_point()):
+            raise TypeError(f"{name} must be a float torch.Tensor, got {getattr(t, 'dtype', type(t).__name__)}; "
+                            "convert uint8 with x.float() / 255")
+    if guide.dim() != 3 or guide.shape[0] != 3:
+        raise ValueError(f"guide must be [3, H, W] (one RGB image, channels first), got shape {tuple(guide.shape)}")
+    if src.shape != guide.shape[1:]:
+        raise ValueError(f"src must be [H, W] = {tuple(guide.shape[1:])}, got {tuple(src.shape)}")
+    if weight is not None and weight.shape != src.shape:
+        raise ValueError(f"weight must be [H, W] = {tuple(src.shape)}, got {tuple(weight.shape)}")
+    for name, t in (("src", src), ("weight", weight)):
+        if t is not None and t.device != guide.device:
+            raise ValueError(f"guide is on {guide.device} but {name} is on {t.device}; move them to one device")
+    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
+        raise ValueError(f"radius must be an int >= 1, got {radius!r}")
+    if not (float(eps) > 0):
+        raise ValueError(f"eps must be > 0, got {eps!r}")
+
+
 def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float,
                   weight: torch.Tensor | None = None, strip_rows: int = 512) -> torch.Tensor:
     """Colour guided filter of ``src`` guided by the RGB image ``guide``.
@@ -113,20 +134,7 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
     Returns: ``[H, W]`` filtered map in ``src``'s dtype (computed in float64, float32 on MPS); not clamped.
     Inputs are not modified.
     """
-    for name, t in (("guide", guide), ("src", src), ("weight", weight)):
-        if t is not None and not (isinstance(t, torch.Tensor) and t.is_floating_point()):
-            raise TypeError(f"{name} must be a float torch.Tensor, got {getattr(t, 'dtype', type(t).__name__)}; "
-                            "convert uint8 with x.float() / 255")
-    if guide.dim() != 3 or guide.shape[0] != 3:
-        raise ValueError(f"guide must be [3, H, W] (one RGB image, channels first), got shape {tuple(guide.shape)}")
-    if src.shape != guide.shape[1:]:
-        raise ValueError(f"src must be [H, W] = {tuple(guide.shape[1:])}, got {tuple(src.shape)}")
-    if weight is not None and weight.shape != src.shape:
-        raise ValueError(f"weight must be [H, W] = {tuple(src.shape)}, got {tuple(weight.shape)}")
-    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
-        raise ValueError(f"radius must be an int >= 1, got {radius!r}")
-    if not (float(eps) > 0):
-        raise ValueError(f"eps must be > 0, got {eps!r}")
+    _check_filter_args(guide, src, radius, eps, weight)
     if strip_rows < 1:
         raise ValueError(f"strip_rows must be >= 1, got {strip_rows}")
     cd = accumulator_dtype(src.device)  # E[I^2] - E[I]^2 cancels badly in float32 with eps ~ 1e-5
@@ -167,21 +175,21 @@ def fast_guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps:
         raise ValueError(f"scale must be >= 1, got {scale!r}")
     if float(scale) == 1:
         return guided_filter(guide, src, radius, eps, weight=weight)
-    if guide.dim() != 3 or guide.shape[0] != 3 or src.shape != guide.shape[1:]:
-        raise ValueError(f"guide must be [3, H, W] and src [H, W] of the same size, got {tuple(guide.shape)} and "
-                         f"{tuple(src.shape)}")
-    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
-        raise ValueError(f"radius must be an int >= 1, got {radius!r}")
-    if not (float(eps) > 0):
-        raise ValueError(f"eps must be > 0, got {eps!r}")
+    _check_filter_args(guide, src, radius, eps, weight)
     cd = accumulator_dtype(src.device)
     H, W = src.shape
     size = (max(1, round(H / scale)), max(1, round(W / scale)))
     r = max(1, int(round(radius / scale)))
     w = torch.ones_like(src) if weight is None else weight
-    I_low = F.interpolate(guide[None].float(), size=size, mode="area")[0].to(cd) - 0.5
-    w_low = F.interpolate(w[None, None].float(), size=size, mode="area")[0, 0].to(cd)
-    wp_low = F.interpolate((src * w)[None, None].float(), size=size, mode="area")[0, 0].to(cd)
+    # MPS's area resize (adaptive pooling) needs sizes that divide evenly: resize on the CPU there
+    area_dev = torch.device("cpu") if src.device.type == "mps" else src.device
+
+    def area(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x.to(area_dev).float(), size=size, mode="area").to(src.device)
+
+    I_low = area(guide[None])[0].to(cd) - 0.5
+    w_low = area(w[None, None])[0, 0].to(cd)
+    wp_low = area((src * w)[None, None])[0, 0].to(cd)
     p_low = wp_low / w_low.clamp_min(torch.finfo(cd).tiny)
     ma, mb = _mean_coefficients(I_low, p_low, r, float(eps), w_low)
     coeffs = F.interpolate(torch.cat([ma, mb[None]]).float()[None], size=(H, W), mode="bilinear",

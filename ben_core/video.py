@@ -57,9 +57,11 @@ def _import_av():
 
 def _frame_batches(inp, vin, ain, rate: Fraction, batch_size: int, on_audio: Callable) -> Iterator[list]:
     """Demux ``inp``: audio packets of ``ain`` go to ``on_audio(packet)`` as they come, decoded video
-    frames of ``vin`` are yielded in lists of ``batch_size`` (the last one shorter). Frames without a
-    timestamp get one from the frame rate."""
+    frames of ``vin`` are yielded in lists of ``batch_size`` (the last one shorter). A frame without a
+    timestamp gets the previous one plus one frame duration, in the stream's time base."""
     pending: list = []
+    time_base = vin.time_base or 1 / rate
+    step = max(1, int(round(1 / (rate * time_base))))  # one frame in time_base ticks
     next_pts = 0
     for packet in inp.demux([vin] + ([ain] if ain is not None else [])):
         if packet.stream.type != "video":
@@ -67,9 +69,8 @@ def _frame_batches(inp, vin, ain, rate: Fraction, batch_size: int, on_audio: Cal
             continue
         for frame in packet.decode():
             if frame.pts is None:
-                frame.pts = next_pts
-                frame.time_base = 1 / rate
-            next_pts = frame.pts + 1
+                frame.pts, frame.time_base = next_pts, time_base
+            next_pts = frame.pts + step
             pending.append(frame)
             if len(pending) >= batch_size:
                 yield pending
@@ -142,6 +143,8 @@ def remove_background_video(
     fmt = video_writers.format_for_path(dst, video_format)
     mode = "matte" if mask_only else ("rgb" if background is not None else "rgba")
     video_writers.check_format(fmt, mode)
+    if fmt == "png":
+        video_writers.check_replaceable_sequence(dst)
     pipeline = CutoutPipeline(predictor, CutoutOptions(foreground=refine_foreground and not mask_only,
                                                        background=background, image=not mask_only))
     stabilizer = None
@@ -177,6 +180,11 @@ def remove_background_video(
 
         frames_done, turns, size = 0, 0, None
         for frames in _frame_batches(inp, vin, ain, rate, batch_size, on_audio):
+            sizes = {(f.height, f.width) for f in frames} | ({size} if size is not None else set())
+            if len(sizes) > 1:
+                (h0, w0), (h1, w1) = sorted(sizes)[:2]
+                raise ValueError(f"{name}: frame size changed mid-stream ({w0}x{h0} and {w1}x{h1}); split the clip "
+                                 "where it changes")
             rgb = np.stack([f.to_ndarray(format="rgb24") for f in frames])
             if writer is None:
                 turns = _rotation_turns(frames[0])
@@ -186,9 +194,6 @@ def remove_background_video(
                 for packet in early_audio:
                     writer.mux_audio(packet)
                 early_audio.clear()
-            if rgb.shape[1:3] != size:
-                raise ValueError(f"{name}: frame size changed mid-stream ({size[1]}x{size[0]} -> "
-                                 f"{rgb.shape[2]}x{rgb.shape[1]}); split the clip where it changes")
             if turns:
                 rgb = np.ascontiguousarray(np.rot90(rgb, turns, axes=(1, 2)))
             cut = pipeline.run(rgb, batch_size=batch_size, should_stop=should_stop, out_dtype=torch.uint8,
@@ -200,13 +205,17 @@ def remove_background_video(
                 progress(frames_done, total)
         if writer is None:
             raise ValueError(f"{name}: no decodable video frames")
+        if progress is not None and total != frames_done:  # the header's estimate was off: end at 100 %
+            progress(frames_done, frames_done)
         audio, (out_w, out_h) = writer.audio_description, writer.size
         writer.commit()
         writer = None
     finally:
-        if writer is not None:
-            writer.abort()
-        inp.close()
+        try:
+            if writer is not None:
+                writer.abort()
+        finally:
+            inp.close()
     return VideoInfo(frames=frames_done, fps=Fraction(rate), width=out_w, height=out_h, audio=audio, path=dst,
                      format=fmt, rotation=turns * 90)
 

@@ -42,6 +42,8 @@ log = logging.getLogger("ben_core")
 
 #: Output formats and their file extension ("" for the PNG sequence's folder).
 VIDEO_FORMATS = {"webm": ".webm", "mov": ".mov", "mp4": ".mp4", "mkv": ".mkv", "png": ""}
+#: FFmpeg muxer per format (named, not guessed from the extension: .m4v would pick the iPod muxer).
+_MUXERS = {"webm": "webm", "mov": "mov", "mp4": "mp4", "mkv": "matroska"}
 _SUFFIX_FORMAT = {".webm": "webm", ".mov": "mov", ".mp4": "mp4", ".m4v": "mp4", ".mkv": "mkv"}
 _FILE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".gif", ".avi"}
 #: What a frame holds: the RGBA cut-out, RGB over a colour, or the grey matte.
@@ -51,9 +53,10 @@ FRAME_MODES = ("rgba", "rgb", "matte")
 _REMUX_AUDIO = {
     "webm": {"opus", "vorbis"},
     "mp4": {"aac", "mp3", "opus", "ac3", "eac3", "alac", "flac"},
-    "mov": {"aac", "mp3", "alac", "ac3", "pcm_s16le", "pcm_s24le"},
+    "mov": {"aac", "mp3", "alac", "ac3", "pcm_s16le", "pcm_s24le", "pcm_s16be", "pcm_s24be", "pcm_s32le",
+            "pcm_s32be", "pcm_f32le", "pcm_f32be"},
     "mkv": None,
-    "wav": {"pcm_s16le", "pcm_s24le", "pcm_f32le"},
+    "wav": {"pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le"},
 }
 _TRANSCODE_AUDIO = {"webm": ("libopus", 48000), "mp4": ("aac", None), "mov": ("aac", None),
                     "mkv": ("libopus", 48000), "wav": ("pcm_s16le", None)}
@@ -181,7 +184,7 @@ class VideoFileWriter:
         self.pad = (height % 2, width % 2) if fmt == "mp4" else (0, 0)
         self.size = (width + self.pad[1], height + self.pad[0])  # (width, height) of the written frames
         self.partial = temporary_path(self.dst)
-        self.container = av.open(str(self.partial), "w")
+        self.container = av.open(str(self.partial), "w", format=_MUXERS[fmt])
         self.audio = None
         try:
             self.video, self.pix = _video_stream(av, self.container, fmt, mode, rate, *self.size, time_base)
@@ -227,8 +230,27 @@ class VideoFileWriter:
             self.container.close()
         except Exception as e:  # closing a broken file: it is deleted below anyway
             log.debug("ben_core: closing %s failed: %s", self.partial, e)
-        if os.path.lexists(self.partial):
-            os.unlink(self.partial)
+        try:
+            if os.path.lexists(self.partial):
+                os.unlink(self.partial)
+        except OSError as e:  # never hide the error that led here
+            log.warning("ben_core: could not remove the temporary file %s: %s", self.partial, e)
+
+
+def check_replaceable_sequence(dst: Path) -> None:
+    """ValueError unless ``dst`` is absent, an empty folder, or a PNG sequence this module wrote (only
+    ``<name>_NNNNNN.png`` frames and ``<name>.wav``): a PNG sequence never replaces anything else."""
+    if not os.path.lexists(dst):
+        return
+    if not dst.is_dir() or dst.is_symlink():
+        raise ValueError(f"{dst} exists and is not a folder: a PNG sequence is written into a folder of that name; "
+                         "move it away or choose another output")
+    name = dst.name
+    for entry in os.listdir(dst):
+        frame = entry.startswith(name + "_") and entry.endswith(".png") and entry[len(name) + 1:-4].isdigit()
+        if not (frame or entry == name + ".wav"):
+            raise ValueError(f"{dst} already holds other files ({entry!r}): a PNG sequence would replace the whole "
+                             "folder; choose another output folder or name")
 
 
 class PngSequenceWriter:
@@ -239,6 +261,7 @@ class PngSequenceWriter:
     def __init__(self, av, dst: Path, mode: str, width: int, height: int, audio_stream=None,
                  compress_level: int = 1):
         check_format("png", mode)
+        check_replaceable_sequence(Path(dst))
         self.av, self.dst, self.mode = av, Path(dst), mode
         self.size = (width, height)
         self.compress_level = int(compress_level)
@@ -284,17 +307,21 @@ class PngSequenceWriter:
                 self.audio.flush()
                 self.audio_container.close()
                 self.audio_container = None
+            check_replaceable_sequence(self.dst)  # still only our frames (checked at the start too)
             old = None
             if os.path.lexists(self.dst):  # replace an earlier run's folder only now that this one is complete
                 old = temporary_path(self.dst)
                 os.replace(self.dst, old)
-            os.replace(self.partial, self.dst)
-            if old is not None and old.is_dir():
-                shutil.rmtree(old)
-            elif old is not None:
-                os.unlink(old)
+            try:
+                os.replace(self.partial, self.dst)
+            except BaseException:
+                if old is not None:  # put the earlier sequence back
+                    os.replace(old, self.dst)
+                raise
         finally:
             self.abort()
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         return self.dst
 
     def abort(self) -> None:

@@ -32,17 +32,34 @@ _PREVIEWABLE = {"webm", "mp4"}
 log = logging.getLogger("ComfyUI-BEN2")
 
 
+def _has_edits(video) -> bool:
+    """Whether a VIDEO carries edits its stream source does not contain (2026 cores: a trim window, or
+    ``has_pending_frame_edits()``); 0.3.64's VIDEOs have neither method."""
+    try:
+        if getattr(video, "has_pending_frame_edits", None) is not None and video.has_pending_frame_edits():
+            return True
+        window = video.get_active_trim_window() if hasattr(video, "get_active_trim_window") else (0, 0)
+        return tuple(float(x) for x in window) != (0.0, 0.0)
+    except Exception as e:  # an unknown VIDEO type: read its stream as it is
+        log.info("BEN2: could not ask the VIDEO for edits (%s: %s)", type(e).__name__, e)
+        return False
+
+
 @contextlib.contextmanager
 def _stream_source(video):
     """A file path or file object PyAV can open for ``video``. A VIDEO backed by a file (Load Video) gives its
     file. One made of frames (Create Video) cannot give a stream in 0.3.64 (core's default writes an
     in-memory file without naming its format and fails), so it is saved with its own ``save_to`` as an
     MP4 in the temp folder for the time of the run."""
-    try:
-        source = video.get_stream_source()
-    except Exception as e:  # core's VideoInput.get_stream_source on a VIDEO that is not a file
-        log.info("BEN2: the VIDEO has no stream (%s: %s); saving it to a temporary MP4 first", type(e).__name__, e)
-        source = None
+    source = None
+    if _has_edits(video):  # 2026 cores: a trimmed/cropped VIDEO's stream source is the unedited file
+        log.info("BEN2: the VIDEO is trimmed or edited; saving the edited clip to a temporary MP4 first")
+    else:
+        try:
+            source = video.get_stream_source()
+        except Exception as e:  # core's VideoInput.get_stream_source on a VIDEO that is not a file
+            log.info("BEN2: the VIDEO has no stream (%s: %s); saving it to a temporary MP4 first",
+                     type(e).__name__, e)
     if source is not None:
         yield source
         return
@@ -126,6 +143,9 @@ class BEN2RemoveVideoBackground(io.ComfyNode):
         if video_format not in NODE_FORMATS:
             raise ValueError(f"video_format must be one of {NODE_FORMATS}, got {video_format!r}")
         bg = None if matte_only else widgets.background(output_mode, background_colour)
+        if video_format == "mp4" and bg is None and not matte_only:
+            raise ValueError("video_format mp4 cannot store transparency: set output_mode to RGB (over "
+                             "background_colour), or video_format to webm or mov (both keep the alpha)")
         check_format(video_format, "matte" if matte_only else ("rgb" if bg is not None else "rgba"))
         if str(working_size) not in WORKING_SIZES:
             raise ValueError(f"working_size must be one of {WORKING_SIZES}, got {working_size!r}")

@@ -323,3 +323,18 @@ def test_end_to_end_real_network_synthetic_checkpoint(tmp_path):
     assert np.abs(conf[..., 3].astype(np.float64) - expect).max() <= 1.0
     wide = Image.open(out / "wide.png")
     assert wide.mode == "RGBA" and wide.size == (150, 60)
+
+
+def test_png_sequence_folder_may_not_swallow_other_outputs(tmp_path, capsys):
+    pytest.importorskip("av")
+    from test_video import DiskPredictor, make_clip
+
+    d = tmp_path / "in"
+    (d / "shots").mkdir(parents=True)
+    make_clip(d / "shots.mp4", n=2)
+    rand_image(d / "shots" / "a.png", 8, 8, 0)
+    code = cli.main([str(d), "-r", "-o", str(tmp_path / "o"), "--video-format", "png", "-q"],
+                    predictor=DiskPredictor())
+    assert code == cli.EXIT_USAGE
+    assert "PNG sequence would replace" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "shots").exists()

@@ -301,3 +301,17 @@ def test_progress_total_from_a_webm_without_frame_count(tmp_path):
     video.remove_background_video(DiskPredictor(), tmp_path / "a.webm", tmp_path / "b.webm", batch_size=4,
                                   progress=lambda done, total: seen.append((done, total)))
     assert seen == [(4, 9), (8, 9), (9, 9)]
+
+
+def test_a_png_sequence_never_replaces_a_folder_of_other_files(tmp_path):
+    src = make_clip(tmp_path / "clip.mp4", audio=False, n=2)
+    mine = tmp_path / "shots"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    pred = RecordingPredictor()
+    with pytest.raises(ValueError, match="already holds other files"):
+        video.remove_background_video(pred, src, mine, video_format="png")
+    assert pred.seen == [] and os.listdir(mine) == ["notes.txt"]
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="not a folder"):
+        video.remove_background_video(pred, src, tmp_path / "afile", video_format="png")

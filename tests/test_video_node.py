@@ -111,7 +111,7 @@ def test_cancel_leaves_no_file(tmp_path, comfy_dirs, monkeypatch):
 
 
 @pytest.mark.parametrize("kw,match", [
-    ({"video_format": "mp4"}, "MP4 cannot store transparency"),
+    ({"video_format": "mp4"}, "set output_mode to RGB"),
     ({"video_format": "gif"}, "video_format must be one of"),
     ({"output_mode": "RGB", "background_colour": "nope"}, "background_colour"),
     ({"working_size": "300"}, "working_size"),
@@ -184,3 +184,16 @@ def test_a_video_that_cannot_be_read_gets_a_clear_error(tmp_path, comfy_dirs, mo
         node().execute(standin_model(), Broken(tmp_path / "none.mp4"), video_format="webm")
     _, temp_dir = comfy_dirs
     assert not temp_dir.exists() or all_files(temp_dir) == []
+
+
+def test_a_trimmed_video_of_a_newer_core_is_read_through_save_to(tmp_path, comfy_dirs, monkeypatch):
+    """2026 cores: a trimmed VIDEO's get_stream_source() is the whole file; save_to writes the trimmed clip."""
+    out_dir, _ = comfy_dirs
+    install_comfy(monkeypatch)
+    whole = make_clip(tmp_path / "whole.mp4", n=8)
+    trimmed = FramesVideo(make_clip(tmp_path / "trim.mp4", n=3))
+    trimmed.get_stream_source = lambda: str(whole)
+    trimmed.get_active_trim_window = lambda: (0.5, 0.25)
+    node().execute(standin_model(), trimmed, video_format="webm", working_size="512")
+    frames, _ = decode(out_dir / "video" / "BEN2_00001_.webm")
+    assert len(frames) == 3 and len(trimmed.saved) == 1
