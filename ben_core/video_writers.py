@@ -91,6 +91,28 @@ def check_format(fmt: str, mode: str) -> None:
                          "to composite over")
 
 
+#: (matrix, primaries, transfer) tags (FFmpeg's AVCOL_* numbers) and the swscale matrix for each family.
+_COLOUR = {"bt709": ((1, 1, 1), 1), "bt601": ((6, 6, 6), 5), "bt2020": ((9, 9, 14), 9)}
+
+
+def colour_family(frame) -> str:
+    """The YUV matrix family of a decoded frame: its tag (BT.709, BT.601, BT.2020) or, untagged, what
+    players assume: BT.709 from 720 lines up, BT.601 below."""
+    spc = getattr(frame, "colorspace", 2)
+    if spc == 1:
+        return "bt709"
+    if spc in (5, 6):
+        return "bt601"
+    if spc in (9, 10):
+        return "bt2020"
+    return "bt709" if min(frame.width, frame.height) >= 720 else "bt601"
+
+
+def swscale_matrix(family: str) -> int:
+    """The swscale colorspace constant (``src_colorspace``/``dst_colorspace`` of PyAV's reformat)."""
+    return _COLOUR[family][1]
+
+
 def codec_available(av, name: str) -> bool:
     """Whether this FFmpeg build has the encoder ``name``."""
     try:
@@ -178,9 +200,10 @@ class VideoFileWriter:
     or ``[n, H, W]`` (matte), at the size given here."""
 
     def __init__(self, av, dst: Path, fmt: str, mode: str, width: int, height: int, rate: Fraction, time_base,
-                 audio_stream=None):
+                 audio_stream=None, colour: str = "bt709"):
         check_format(fmt, mode)
         self.av, self.dst, self.fmt, self.mode = av, Path(dst), fmt, mode
+        self.colour = colour
         self.pad = (height % 2, width % 2) if fmt == "mp4" else (0, 0)
         self.size = (width + self.pad[1], height + self.pad[0])  # (width, height) of the written frames
         self.partial = temporary_path(self.dst)
@@ -188,6 +211,10 @@ class VideoFileWriter:
         self.audio = None
         try:
             self.video, self.pix = _video_stream(av, self.container, fmt, mode, rate, *self.size, time_base)
+            # tag what the RGB -> YUV conversion below uses, so players and editors decode it the same way
+            (spc, pri, trc), _ = _COLOUR[colour]
+            ctx = self.video.codec_context
+            ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = spc, pri, trc, 1
             if audio_stream is not None:
                 self.audio = _AudioTrack(av, self.container, fmt, audio_stream)
         except BaseException:
@@ -209,6 +236,7 @@ class VideoFileWriter:
             frames = np.pad(frames, widths, mode="edge")
         for arr, t in zip(frames, pts):
             vf = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format=self.pix)
+            vf = vf.reformat(format=self.video.codec_context.pix_fmt, dst_colorspace=swscale_matrix(self.colour))
             vf.pts, vf.time_base = t, time_base
             self.container.mux(self.video.encode(vf))
 
@@ -337,11 +365,11 @@ class PngSequenceWriter:
 
 
 def open_writer(av, dst: Path, fmt: str, mode: str, width: int, height: int, rate: Fraction, time_base,
-                audio_stream=None):
-    """A :class:`VideoFileWriter` or :class:`PngSequenceWriter` for ``fmt``."""
+                audio_stream=None, colour: str = "bt709"):
+    """A :class:`VideoFileWriter` (YUV matrix family ``colour``, tagged) or :class:`PngSequenceWriter` for ``fmt``."""
     if fmt == "png":
         return PngSequenceWriter(av, dst, mode, width, height, audio_stream)
-    return VideoFileWriter(av, dst, fmt, mode, width, height, rate, time_base, audio_stream)
+    return VideoFileWriter(av, dst, fmt, mode, width, height, rate, time_base, audio_stream, colour)
 
 
 def is_complete_output(path: Path) -> bool:

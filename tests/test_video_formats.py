@@ -315,3 +315,37 @@ def test_a_png_sequence_never_replaces_a_folder_of_other_files(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ValueError, match="not a folder"):
         video.remove_background_video(pred, src, tmp_path / "afile", video_format="png")
+
+
+class Opaque(DiskPredictor):
+    """Alpha 1 everywhere: the output's colours are the input's."""
+
+    def predict_chunk(self, chunk, deferred=False):
+        alpha = torch.ones(chunk.shape[:3])
+        return (alpha, lambda: None) if deferred else alpha
+
+
+@pytest.mark.parametrize("tag,expected", [(1, 1), (None, 6)])
+def test_colour_matrix_is_kept_and_tagged(tmp_path, tag, expected):
+    """A BT.709-tagged clip comes out BT.709-tagged; an untagged small one as BT.601 (what players assume
+    below 720 lines); either way the colours survive the YUV round trip (the encoder's matrix is tagged)."""
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[:, :32] = (200, 40, 40)
+    img[:, 32:] = (40, 180, 60)
+    src = tmp_path / "clip.mp4"
+    with av.open(str(src), "w") as c:
+        vs = c.add_stream("libx264", rate=FPS)
+        vs.width, vs.height, vs.pix_fmt, vs.options = 64, 48, "yuv420p", {"crf": "1"}
+        if tag:
+            vs.codec_context.colorspace, vs.codec_context.color_range = tag, 1
+        for _ in range(3):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            c.mux(vs.encode(f.reformat(format="yuv420p", dst_colorspace=5 if tag is None else tag)))
+        c.mux(vs.encode(None))
+    for name, bg in (("o.mov", None), ("o.webm", None), ("o.mp4", (0.0, 0.0, 0.0))):
+        video.remove_background_video(Opaque(), src, tmp_path / name, background=bg)
+        with av.open(str(tmp_path / name)) as c:
+            f = next(c.decode(video=0))
+            assert f.colorspace == expected, name
+            out = f.to_ndarray(format="rgb24").astype(int)
+        assert np.abs(out[10, 10] - [200, 40, 40]).max() <= 6 and np.abs(out[10, 50] - [40, 180, 60]).max() <= 6
