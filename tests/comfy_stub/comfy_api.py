@@ -3,7 +3,8 @@ for these tests after ComfyUI 0.3.64's ``comfy_api/latest/_io.py`` (same constru
 ``GET_NODE_INFO_V1`` format, the same Schema fields). ``make_comfy_api(newer=True)`` behaves like a 2026
 core instead: ``Schema(search_aliases=...)``, ``Input(advanced=...)`` and an ``io.BackgroundRemoval`` type.
 
-Compared with the real 0.3.64 on the pack's five nodes (2026-12-01): identical input types, options,
+Compared with the real 0.3.64 on the pack's first five nodes (2026-12-01; Remove Video Background's
+/object_info was read from a real 0.3.64 the same day: the widget order the tests assume): identical input types, options,
 defaults, ``advanced`` flags, input order, outputs, names and tooltips; the real one also sends
 ``multiline``/``multiselect: false``, ``api_node``, ``python_module`` and an output node's hidden inputs.
 """
