@@ -6,8 +6,6 @@ from ..ben_core.pipeline import CutoutOptions, CutoutPipeline
 from . import comfy_env, image_mask, widgets
 from .comfy_env import io
 
-WORKING_SIZES = [str(s) for s in BENBase.working_sizes]
-
 
 class BEN2RemoveBackground(io.ComfyNode):
     @classmethod
@@ -37,7 +35,7 @@ class BEN2RemoveBackground(io.ComfyNode):
                             "more VRAM (about 1-2 GB per image at 1024 in fp16). All images are processed either "
                             "way.")),
                 comfy_env.advanced(io.Combo.Input(
-                    "working_size", options=WORKING_SIZES, default=str(BENBase.native_size), optional=True,
+                    "working_size", options=widgets.WORKING_SIZES, default=str(BENBase.native_size), optional=True,
                     tooltip="Square size the network sees. 1024 is BEN2's native size (best quality); 768/512 are "
                             "faster with coarser edges. The mask is always returned at the image size.")),
                 comfy_env.advanced(io.Boolean.Input(
@@ -62,12 +60,7 @@ class BEN2RemoveBackground(io.ComfyNode):
     def execute(cls, ben_model, image, output_mode="RGBA", background_colour="#FFFFFF", refine_foreground=True,
                 invert_mask=False, batch_size=1, working_size="1024", temporal_stabilize=False):
         bg = widgets.background(output_mode, background_colour)  # fails before the slow part
-        if str(working_size) not in WORKING_SIZES:
-            raise ValueError(f"working_size must be one of {WORKING_SIZES}, got {working_size!r}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not hasattr(ben_model, "predictor"):
-            raise TypeError(f"ben_model must come from Load BEN (BEN2), got {type(ben_model).__name__}")
+        widgets.check_network_settings(ben_model, batch_size, working_size)
         image = image_mask.check_image(image)
         pipeline = CutoutPipeline(ben_model.predictor(batch_size=int(batch_size), working_size=int(working_size)),
                                   CutoutOptions(foreground=bool(refine_foreground), background=bg))

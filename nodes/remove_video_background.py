@@ -23,7 +23,6 @@ from ..ben_core.video_writers import check_format
 from . import comfy_env, widgets
 from .comfy_env import io
 
-WORKING_SIZES = [str(s) for s in BENBase.working_sizes]
 #: Formats the node writes (a PNG sequence is not a VIDEO: use the CLI, or Remove Background + Save Image).
 NODE_FORMATS = ["webm", "mov", "mp4"]
 #: Formats the browser plays, so the node shows a preview of them.
@@ -123,7 +122,7 @@ class BEN2RemoveVideoBackground(io.ComfyNode):
                     tooltip="Frames per network call, and the most frames held in memory at once. Larger is "
                             "faster on a big GPU and needs more VRAM (about 1-2 GB per frame at 1024 in fp16).")),
                 comfy_env.advanced(io.Combo.Input(
-                    "working_size", options=WORKING_SIZES, default=str(BENBase.native_size),
+                    "working_size", options=widgets.WORKING_SIZES, default=str(BENBase.native_size),
                     tooltip="Square size the network sees. 1024 is BEN2's native size (best quality); 768/512 are "
                             "faster with coarser edges. The output is always at the video's size.")),
             ],
@@ -147,12 +146,7 @@ class BEN2RemoveVideoBackground(io.ComfyNode):
             raise ValueError("video_format mp4 cannot store transparency: set output_mode to RGB (over "
                              "background_colour), or video_format to webm or mov (both keep the alpha)")
         check_format(video_format, "matte" if matte_only else ("rgb" if bg is not None else "rgba"))
-        if str(working_size) not in WORKING_SIZES:
-            raise ValueError(f"working_size must be one of {WORKING_SIZES}, got {working_size!r}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not hasattr(ben_model, "predictor"):
-            raise TypeError(f"ben_model must come from Load BEN (BEN2), got {type(ben_model).__name__}")
+        widgets.check_network_settings(ben_model, batch_size, working_size)
         if not hasattr(video, "get_stream_source"):
             raise TypeError(f"video must be a VIDEO (e.g. from Load Video), got {type(video).__name__}")
         if not str(filename_prefix).strip():

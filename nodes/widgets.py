@@ -6,12 +6,16 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 from ..ben_core.compose import parse_colour
+from ..ben_core.model.ben2 import BENBase
 from .comfy_env import io
 
 CATEGORY = "image/BEN2"
 OUTPUT_MODES = ["RGBA", "RGB"]
 #: What users type in the node search (2026 cores; older ones ignore it).
 SEARCH_ALIASES = ["rembg", "matting", "cut out", "background", "remove background", "bg removal"]
+
+#: The working_size combo's options: the square sizes BEN2 runs at.
+WORKING_SIZES = [str(s) for s in BENBase.working_sizes]
 
 #: The loaded network passed from Load BEN to the other nodes.
 BEN_MODEL = io.Custom("BEN_MODEL")
@@ -52,3 +56,15 @@ def background(output_mode: str, colour_text: str) -> Optional[Tuple[float, floa
         return parse_colour(colour_text)
     except ValueError as e:
         raise ValueError(f"background_colour: {e}") from None
+
+
+def check_network_settings(ben_model, batch_size, working_size) -> None:
+    """The checks every node that runs BEN2 makes before any slow work: ``working_size`` one of
+    :data:`WORKING_SIZES`, ``batch_size`` >= 1, ``ben_model`` from Load BEN. Raises ValueError/TypeError
+    naming the widget or socket."""
+    if str(working_size) not in WORKING_SIZES:
+        raise ValueError(f"working_size must be one of {WORKING_SIZES}, got {working_size!r}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not hasattr(ben_model, "predictor"):
+        raise TypeError(f"ben_model must come from Load BEN (BEN2), got {type(ben_model).__name__}")
