@@ -185,18 +185,17 @@ def remove_background_video(
                 (h0, w0), (h1, w1) = sorted(sizes)[:2]
                 raise ValueError(f"{name}: frame size changed mid-stream ({w0}x{h0} and {w1}x{h1}); split the clip "
                                  "where it changes")
-            if writer is None:
+            if writer is None:  # the first frame decides the output: size, orientation, colour matrix
                 colour = video_writers.colour_family(frames[0])
-            matrix = video_writers.swscale_matrix(colour)
-            rgb = np.stack([f.to_ndarray(format="rgb24", src_colorspace=matrix) for f in frames])
-            if writer is None:
+                matrix = video_writers.swscale_matrix(colour)
                 turns = _rotation_turns(frames[0])
-                size = rgb.shape[1:3]
+                size = (frames[0].height, frames[0].width)
                 h, w = size[::-1] if turns % 2 else size
                 writer = video_writers.open_writer(av, dst, fmt, mode, w, h, rate, vin.time_base, ain, colour)
                 for packet in early_audio:
                     writer.mux_audio(packet)
                 early_audio.clear()
+            rgb = np.stack([f.to_ndarray(format="rgb24", src_colorspace=matrix) for f in frames])
             if turns:
                 rgb = np.ascontiguousarray(np.rot90(rgb, turns, axes=(1, 2)))
             cut = pipeline.run(rgb, batch_size=batch_size, should_stop=should_stop, out_dtype=torch.uint8,

@@ -194,7 +194,23 @@ def _video_stream(av, out, fmt: str, mode: str, rate: Fraction, width: int, heig
     return stream, {"rgba": "rgba", "rgb": "rgb24", "matte": "gray"}[mode]
 
 
-class VideoFileWriter:
+class _AudioCarrier:
+    """What both writers do with the input's audio (``self.audio``: an :class:`_AudioTrack` or None)."""
+
+    audio: Optional[_AudioTrack] = None
+
+    @property
+    def audio_description(self) -> Optional[str]:
+        """How the audio was written ("copied (aac)", "transcoded (...)"), None without audio."""
+        return None if self.audio is None else self.audio.description
+
+    def mux_audio(self, packet) -> None:
+        """Write one demuxed input audio packet (dropped when the input has no audio track here)."""
+        if self.audio is not None:
+            self.audio.mux(packet)
+
+
+class VideoFileWriter(_AudioCarrier):
     """A video file (webm/mov/mp4/mkv) written under a temporary name and renamed to ``dst`` by
     :meth:`commit`; :meth:`abort` removes it. Frames are uint8 numpy ``[n, H, W, C]`` (C = 4 rgba, 3 rgb)
     or ``[n, H, W]`` (matte), at the size given here."""
@@ -220,14 +236,6 @@ class VideoFileWriter:
         except BaseException:
             self.abort()
             raise
-
-    @property
-    def audio_description(self) -> Optional[str]:
-        return None if self.audio is None else self.audio.description
-
-    def mux_audio(self, packet) -> None:
-        if self.audio is not None:
-            self.audio.mux(packet)
 
     def write(self, frames: np.ndarray, pts: list, time_base) -> None:
         """Encode ``frames`` with the timestamps ``pts`` (in ``time_base``)."""
@@ -281,7 +289,7 @@ def check_replaceable_sequence(dst: Path) -> None:
                              "folder; choose another output folder or name")
 
 
-class PngSequenceWriter:
+class PngSequenceWriter(_AudioCarrier):
     """A folder ``dst`` of numbered PNGs ``<name>_000001.png`` ... (RGBA, RGB or greyscale) and, if the
     input has audio, ``<name>.wav``. Written into a hidden temporary folder beside ``dst`` and renamed
     into place by :meth:`commit` (an older folder of that name is replaced only then)."""
@@ -305,14 +313,6 @@ class PngSequenceWriter:
         except BaseException:
             self.abort()
             raise
-
-    @property
-    def audio_description(self) -> Optional[str]:
-        return None if self.audio is None else self.audio.description
-
-    def mux_audio(self, packet) -> None:
-        if self.audio is not None:
-            self.audio.mux(packet)
 
     def frame_name(self, index: int) -> str:
         """File name of frame ``index`` (1-based)."""
