@@ -91,18 +91,16 @@ def _guided_refine_one(image: torch.Tensor, alpha: torch.Tensor, trimap: torch.T
     out = trimap.to(alpha.dtype).clone()
     if not bool(unk.any()):
         return out
+    # source: coarse alpha in the unknown band, the trimap's exact 0/1 elsewhere
+    src = torch.where(unk, alpha, trimap.to(alpha.dtype))
+    wgt = torch.where(unk, torch.full_like(alpha, float(unknown_weight)), torch.ones_like(alpha))
     if scale > 1:
-        src = torch.where(unk, alpha, trimap.to(alpha.dtype))
-        wgt = torch.where(unk, torch.full_like(alpha, float(unknown_weight)), torch.ones_like(alpha))
         q = fast_guided_filter(image, src, radius, eps, scale, weight=wgt)
         return torch.where(unk, q.clamp(0, 1), out)
     H, W = alpha.shape
     rows = unk.any(1).nonzero()[:, 0]
     y0, y1 = int(rows[0]), int(rows[-1]) + 1
     halo = 2 * radius  # a 2r halo makes every strip's result equal to the whole-image filter
-    # source: coarse alpha in the unknown band, the trimap's exact 0/1 elsewhere
-    src = torch.where(unk, alpha, trimap.to(alpha.dtype))
-    wgt = torch.where(unk, torch.full_like(alpha, float(unknown_weight)), torch.ones_like(alpha))
     for s0 in range(y0, y1, strip_rows):
         s1 = min(y1, s0 + strip_rows)
         scols = unk[s0:s1].any(0).nonzero()[:, 0]
