@@ -224,7 +224,10 @@ def plan_jobs(found: Sequence[tuple[Path, Path, str]]) -> list[Job]:
 
 def check_outputs(jobs: Sequence[Job], outputs: Sequence[Path]) -> None:
     """Refuse (UsageError) a plan in which two inputs write the same file (names compared without case,
-    as on Windows/macOS disks) or an output would replace one of the inputs."""
+    as on Windows/macOS disks), an output would replace one of the inputs, or an input or output lies inside
+    a PNG sequence's output folder (replaced as a whole)."""
+    from .video_writers import VIDEO_FORMATS
+
     by_name: dict[str, Job] = {}
     for job, out in zip(jobs, outputs):
         key = str(out).lower()
@@ -234,13 +237,16 @@ def check_outputs(jobs: Sequence[Job], outputs: Sequence[Path]) -> None:
                              "them or process them in separate runs")
         by_name[key] = job
     # a PNG sequence's output is a folder, replaced as a whole: nothing else may lie inside it
-    folders = sorted(str(Path(out).resolve()).lower() + os.sep for out in outputs)
-    for job, out in zip(jobs, outputs):
-        for path in (str(Path(out).resolve()).lower(), str(job.source.resolve()).lower()):
-            inside = [f for f in folders if path.startswith(f)]
-            if inside:
-                raise UsageError(f"{path} lies inside {inside[0].rstrip(os.sep)}, which a PNG sequence would "
-                                 "replace: choose another output folder (-o) or another --video-format")
+    video_suffixes = {s for s in VIDEO_FORMATS.values() if s}
+    folders = {str(out.resolve()).lower() for job, out in zip(jobs, outputs)
+               if job.kind == "video" and out.suffix.lower() not in video_suffixes}
+    if folders:
+        for job, out in zip(jobs, outputs):
+            for path in (out.resolve(), job.source.resolve()):
+                inside = next((str(p) for p in path.parents if str(p).lower() in folders), None)
+                if inside is not None:
+                    raise UsageError(f"{path} lies inside {inside}, which a PNG sequence would replace: choose "
+                                     "another output folder (-o) or another --video-format")
     inputs = set()
     for job in jobs:
         st = job.source.stat()
