@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "downloaded from the Hugging Face repo PramaLLC/BEN2 on first use")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                   help="auto: fp16 on CUDA, fp32 elsewhere")
+                   help="auto: fp16 on CUDA; on the CPU bf16 where it has native bf16 (AVX512-BF16/AMX), else "
+                        "fp32; fp32 elsewhere")
     p.add_argument("--batch-size", type=positive_int, default=1, metavar="N",
                    help="images (or video frames) per network call (default 1)")
     p.add_argument("--working-size", type=int, default=BENBase.native_size, choices=sorted(BENBase.working_sizes),

@@ -4,11 +4,13 @@ benchmarks, and the accumulator dtype of numerically delicate sums.
 from __future__ import annotations
 
 import warnings
+from functools import lru_cache
 from typing import Callable, Optional
 
 import torch
 
-__all__ = ["PRECISIONS", "accumulator_dtype", "mps_available", "resolve_device", "resolve_precision"]
+__all__ = ["PRECISIONS", "accumulator_dtype", "cpu_native_bf16", "mps_available", "resolve_device",
+           "resolve_precision"]
 
 #: Precision names users pick from, and the torch dtype each means.
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -46,6 +48,43 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+#: /proc/cpuinfo flags of x86 bf16 matrix instructions (AVX512-BF16: Cooper Lake, Sapphire Rapids and later,
+#: AMD Zen 4 and later; AMX-BF16: Sapphire Rapids and later).
+_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def _cpuinfo_flags() -> frozenset:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@lru_cache(maxsize=1)
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matrix products natively (x86 AVX512-BF16 or AMX-BF16), where bf16
+    autocast runs BEN2 faster than fp32; elsewhere PyTorch emulates bf16 and it is several times slower.
+
+    Asks PyTorch's own CPU checks (``torch.cpu._is_avx512_bf16_supported`` / ``_is_amx_tile_supported``,
+    what inductor asks) and, in builds without them, the flags of /proc/cpuinfo. Arm CPUs report False:
+    their bf16 speed with BEN2 has not been measured. Cached: the CPU does not change while running.
+    """
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(c is None for c in checks):
+        return bool(_cpuinfo_flags() & _BF16_CPU_FLAGS)
+    for check in checks:
+        try:
+            if check is not None and check():
+                return True
+        except RuntimeError:  # a build whose check cannot run here: treat as absent
+            continue
+    return False
+
+
 def _default_fp16_ok(device: torch.device) -> bool:
     return device.type == "cuda"
 
@@ -58,19 +97,21 @@ def resolve_precision(name: str, device, *, fp16_ok: Optional[Callable[[torch.de
                       bf16_ok: Optional[Callable[[torch.device], bool]] = None) -> torch.dtype:
     """The compute dtype for a precision name on ``device``.
 
-    ``"auto"``: float32 on the CPU; elsewhere float16 where ``fp16_ok(device)`` (default: CUDA), else
+    ``"auto"``: on the CPU, bfloat16 where the CPU has native bf16 (:func:`cpu_native_bf16`), else float32
+    (``benchmarks/bench_precision.py``, docs/performance.md: bf16 masks agree with fp32's within mean |Δ|
+    0.01 and >= 98 % of pixels on the same side of 0.5; with native bf16 it is faster, without it several
+    times slower); elsewhere float16 where ``fp16_ok(device)`` (default: CUDA), else
     bfloat16 where ``bf16_ok(device)`` (default: never), else float32. ComfyUI passes its own
     ``should_use_fp16`` / ``should_use_bf16`` here, so GPUs it marks fp16-broken never get fp16.
     ``"fp32"`` / ``"fp16"`` / ``"bf16"``: that dtype, except fp16 on the CPU, which becomes float32
-    with a warning (CPU half-precision convolutions are several times slower than fp32, or missing), and
-    bf16 on the CPU, which is kept as asked but warns: on CPUs without native bf16 matrix units it is
-    several times slower than fp32 (7.1x at working size 512 on this project's 2-core test machine).
+    with a warning (CPU half-precision convolutions are several times slower than fp32, or missing). bf16
+    on a CPU without native bf16 is kept as asked but warns that it is slow there; nothing else warns.
     Raises ValueError for another name.
     """
     device = torch.device(device)
     if name == "auto":
         if device.type == "cpu":
-            return torch.float32
+            return torch.bfloat16 if cpu_native_bf16() else torch.float32
         if (fp16_ok or _default_fp16_ok)(device):
             return torch.float16
         if (bf16_ok or _default_bf16_ok)(device):
@@ -81,8 +122,7 @@ def resolve_precision(name: str, device, *, fp16_ok: Optional[Callable[[torch.de
     if name == "fp16" and device.type == "cpu":
         warnings.warn("fp16 on the CPU is slower than fp32 (or unsupported); using fp32", stacklevel=2)
         return torch.float32
-    if name == "bf16" and device.type == "cpu":
-        warnings.warn("bf16 on the CPU is usually several times slower than fp32 (7.1x measured at working "
-                      "size 512) and less exact; choose fp32 or auto unless this CPU has native bf16 support",
-                      stacklevel=2)
+    if name == "bf16" and device.type == "cpu" and not cpu_native_bf16():
+        warnings.warn("bf16 on this CPU (no native bf16: AVX512-BF16 / AMX) is several times slower than fp32 "
+                      "(measured: docs/performance.md); choose fp32 or auto", stacklevel=2)
     return PRECISIONS[name]

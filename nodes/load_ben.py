@@ -31,9 +31,10 @@ def resolve_device(choice: str) -> torch.device:
 
 def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
     """Inference dtype for a precision choice on ``device``: ``ben_core.devices.resolve_precision`` asking
-    ComfyUI whether fp16 / bf16 is advisable on that GPU ("auto": fp16, else bf16, else fp32; always fp32
-    on the CPU). An explicit fp16 becomes fp32 on the CPU and on GPUs ComfyUI advises against fp16 for
-    (GTX 16xx...). The predictor recomputes any chunk with a non-finite half-precision result in fp32."""
+    ComfyUI whether fp16 / bf16 is advisable on that GPU ("auto": fp16, else bf16, else fp32; on the CPU
+    bf16 where it has native bf16, else fp32). An explicit fp16 becomes fp32 on the CPU and on GPUs ComfyUI
+    advises against fp16 for (GTX 16xx...). The predictor recomputes any chunk with a non-finite
+    half-precision result in fp32."""
     fp16_ok, bf16_ok = comfy_env.half_precision_checks()
     if choice == "fp16" and device.type != "cpu" and fp16_ok is not None and not fp16_ok(device):
         log.warning("BEN2: ComfyUI advises against fp16 on %s (e.g. GTX 16xx, where BEN2 gives blank masks in "
@@ -92,9 +93,10 @@ class BEN2LoadModel(io.ComfyNode):
                                        "the CPU (slow: tens of seconds per image at 1024)."),
                 io.Combo.Input("precision", options=PRECISION_CHOICES, default="auto",
                                tooltip="auto: fp16 on GPUs where ComfyUI uses fp16, else bf16 where it advises it, "
-                                       "else fp32 (always fp32 on the CPU). fp16 is never used where ComfyUI advises "
-                                       "against it (GTX 16xx...: blank masks), even when chosen. A batch that comes "
-                                       "out NaN/inf in fp16/bf16 is recomputed in fp32."),
+                                       "else fp32; on the CPU bf16 where the CPU has native bf16 (AVX512-BF16/AMX), "
+                                       "else fp32. fp16 is never used where ComfyUI advises against it (GTX 16xx...: "
+                                       "blank masks), even when chosen. A batch that comes out NaN/inf in fp16/bf16 "
+                                       "is recomputed in fp32."),
                 io.Boolean.Input("download_official_weights", default=False,
                                  tooltip="Opt-in: if model_name is 'model.safetensors' and it is missing, download it "
                                          "once from the official huggingface.co/PramaLLC/BEN2 repository into the "

@@ -291,10 +291,11 @@ def test_without_comfyui_there_is_no_model_folder(tmp_path):
 def test_precision_choices(monkeypatch):
     lb = sub("nodes.load_ben")
     cpu = torch.device("cpu")
+    monkeypatch.setattr(sub("ben_core.devices"), "cpu_native_bf16", lambda: False)  # CPUs with it: test_devices.py
     assert lb.resolve_precision("auto", cpu) == torch.float32
     with pytest.warns(UserWarning, match="fp16 on the CPU"):
         assert lb.resolve_precision("fp16", cpu) == torch.float32
-    with pytest.warns(UserWarning, match="bf16 on the CPU is usually several times slower"):
+    with pytest.warns(UserWarning, match="bf16 on this CPU .no native bf16"):
         assert lb.resolve_precision("bf16", cpu) == torch.bfloat16  # kept as asked, with the warning
     assert lb.resolve_device("cpu") == cpu
     install_comfy(monkeypatch, device="cuda")
