@@ -6,9 +6,9 @@ top-left, top-right, bottom-left, bottom-right) followed by the half-resolution 
 MCLM/MCRM take grouped channels-last tensors ``[B, 5, h, w, C]`` and process all ``B`` images
 at once; conv blocks take ``[N, C, H, W]`` and run channels-last.
 
-Attention uses :func:`torch.nn.functional.scaled_dot_product_attention`; the projection
-parameters keep the names of :class:`torch.nn.MultiheadAttention` (``in_proj_weight``,
-``in_proj_bias``, ``out_proj.*``) so the official checkpoint loads unchanged.
+Attention uses :func:`torch.nn.functional.scaled_dot_product_attention`; the projections' state-dict
+keys are those of :class:`torch.nn.MultiheadAttention` (``in_proj_weight``, ``in_proj_bias``,
+``out_proj.*``) so the official checkpoint loads unchanged.
 """
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from torch import Tensor, nn
 
 from .layout import from_nhwc, quadrants, stitch, to_nhwc
 from .ops import gelu_, instance_norm_gelu_
+from .state_keys import keep_official_keys
 
-__all__ = ["ConvNormGELU", "MultiheadProjections", "MCLM", "MCRM", "sine_position_encoding"]
+__all__ = ["ConvNormGELU", "PackedProjection", "MultiheadProjections", "MCLM", "MCRM", "sine_position_encoding"]
 
 
 class ConvNormGELU(nn.Sequential):
@@ -42,21 +43,43 @@ class ConvNormGELU(nn.Sequential):
         return instance_norm_gelu_(self[0](x.contiguous(memory_format=torch.channels_last)))
 
 
+class PackedProjection(nn.Module):
+    """The packed q/k/v input projection of ``nn.MultiheadAttention(dim, ...)`` as a leaf module:
+    ``weight [3*dim, dim]`` (rows q, k, v), ``bias [3*dim]``. Not called: the attention slices it."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.bias = nn.Parameter(torch.zeros(3 * dim))
+
+
 class MultiheadProjections(nn.Module):
     """Parameters of ``nn.MultiheadAttention(dim, num_heads)`` used with SDPA.
 
-    Keys: ``in_proj_weight [3*dim, dim]``, ``in_proj_bias [3*dim]``, ``out_proj.weight``,
-    ``out_proj.bias``. The attention itself is computed by the owning block (often several of
-    these are stacked and applied together).
+    Keys (the official ones): ``in_proj_weight [3*dim, dim]``, ``in_proj_bias [3*dim]``, ``out_proj.weight``,
+    ``out_proj.bias``; the packed projection lives in the leaf child ``in_proj`` (so that ComfyUI's dynamic
+    VRAM moves and offloads it like every other weight; see :mod:`ben_core.model.state_keys`). The
+    attention itself is computed by the owning block (often several of these are stacked and applied
+    together).
     """
 
     def __init__(self, dim: int, num_heads: int = 1) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.in_proj = PackedProjection(dim)
         self.out_proj = nn.Linear(dim, dim)
-        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.xavier_uniform_(self.in_proj.weight)  # after out_proj, in nn.MultiheadAttention's order
+        keep_official_keys(self, {"in_proj.weight": "in_proj_weight", "in_proj.bias": "in_proj_bias"})
+
+    @property
+    def in_proj_weight(self) -> nn.Parameter:
+        """The packed q/k/v weight under its official name."""
+        return self.in_proj.weight
+
+    @property
+    def in_proj_bias(self) -> nn.Parameter:
+        """The packed q/k/v bias under its official name."""
+        return self.in_proj.bias
 
 
 def _stacked_projection(mods: Sequence[MultiheadProjections], which: str) -> Tuple[Tensor, Tensor]:
@@ -75,8 +98,8 @@ def _stacked_projection(mods: Sequence[MultiheadProjections], which: str) -> Tup
     else:
         i = "qkv".index(which)
         c = mods[0].out_proj.weight.shape[0]
-        w = torch.stack([m.in_proj_weight[i * c:(i + 1) * c] for m in mods])
-        b = torch.stack([m.in_proj_bias[i * c:(i + 1) * c] for m in mods])
+        w = torch.stack([m.in_proj.weight[i * c:(i + 1) * c] for m in mods])
+        b = torch.stack([m.in_proj.bias[i * c:(i + 1) * c] for m in mods])
     return w.transpose(1, 2), b.unsqueeze(1)
 
 

@@ -5,8 +5,9 @@ bases that MVANet and BEN2 build on): any input size is accepted, each stage pad
 to a multiple of the window size, shifted blocks roll the *padded* map, and every stage output is
 passed through its own LayerNorm (``norm0``..``norm3``).
 
-Parameter and buffer names match the official BEN2 checkpoint (``backbone.*`` keys), including
-the ``relative_position_index`` buffers.
+State-dict keys match the official BEN2 checkpoint (``backbone.*`` keys), including the
+``relative_position_index`` buffers; every parameter is held by a leaf module (see
+:mod:`ben_core.model.state_keys`).
 
 All attention goes through :func:`torch.nn.functional.scaled_dot_product_attention`; the
 relative-position bias (and, in shifted blocks, the shift mask) is passed as one additive float
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .ops import gelu_
+from .state_keys import keep_official_keys
 
 __all__ = ["SwinTransformer"]
 
@@ -183,6 +185,27 @@ class Mlp(nn.Module):
         return self.fc2(gelu_(self.fc1(x)))
 
 
+class RelativePositionBias(nn.Module):
+    """Swin's learned relative-position bias of one window attention (a leaf module, as timm's BEiT has).
+
+    Holds ``relative_position_bias_table [(2*ws-1)**2, num_heads]`` and the ``relative_position_index``
+    buffer ``[ws*ws, ws*ws]`` (loaded from the checkpoint, not recomputed); returns the bias.
+    """
+
+    def __init__(self, window_size: int, num_heads: int) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(window_size))
+
+    def forward(self) -> Tensor:
+        """Bias added to the attention logits: ``[num_heads, N, N]`` with ``N = ws*ws``."""
+        n = self.window_size * self.window_size
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        return bias.view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows with a learned relative-position bias.
 
@@ -190,6 +213,10 @@ class WindowAttention(nn.Module):
         dim: token channels ``C``.
         window_size: side of the square window ``ws``.
         num_heads: number of heads (``C`` must be divisible by it).
+
+    Keys (the official ones): ``relative_position_bias_table``, ``relative_position_index``, ``qkv.*``,
+    ``proj.*``. The bias lives in the leaf child ``position_bias`` (so that ComfyUI's dynamic VRAM moves
+    and offloads it like every other weight; see :mod:`ben_core.model.state_keys`).
     """
 
     def __init__(self, dim: int, window_size: int, num_heads: int) -> None:
@@ -199,18 +226,25 @@ class WindowAttention(nn.Module):
         self.dim = dim
         self.window_size = window_size
         self.num_heads = num_heads
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * window_size - 1) ** 2, num_heads)
-        )
-        self.register_buffer("relative_position_index", relative_position_index(window_size))
+        self.position_bias = RelativePositionBias(window_size, num_heads)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
+        keep_official_keys(self, {f"position_bias.{name}": name
+                                  for name in ("relative_position_bias_table", "relative_position_index")})
+
+    @property
+    def relative_position_bias_table(self) -> nn.Parameter:
+        """The bias table under its official name (held by ``position_bias``)."""
+        return self.position_bias.relative_position_bias_table
+
+    @property
+    def relative_position_index(self) -> Tensor:
+        """The index buffer under its official name (held by ``position_bias``)."""
+        return self.position_bias.relative_position_index
 
     def relative_position_bias(self) -> Tensor:
         """Bias added to the attention logits: ``[num_heads, N, N]`` with ``N = ws*ws``."""
-        n = self.window_size * self.window_size
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        return bias.view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
+        return self.position_bias()
 
     def forward(self, windows: Tensor, layout: WindowLayout) -> List[Tensor]:
         """Attend within each window.
