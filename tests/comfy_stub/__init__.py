@@ -1,5 +1,17 @@
 """Stand-ins for the parts of ComfyUI the BEN2 nodes touch (folder_paths, comfy.model_management,
-comfy.model_patcher, comfy.utils), written for these tests: small, recording, no ComfyUI needed.
+comfy.model_patcher, comfy.utils), written for these tests: small, recording, no ComfyUI needed, and no
+kinder than the core they mirror (a kinder stand-in hides the bug users meet).
+
+Mirrored core sources (Comfy-Org/ComfyUI, read through the search tool; own code, same rules):
+
+* 2026 cores: ``comfy/model_patcher.py`` @ 08d0e510f4e539a1db39072589817136ac6cfa7d (ModelPatcher,
+  ModelPatcherDynamic), ``comfy/model_management.py`` @ 02b2b3886164b1fa412d393a3ed0674b9d1cf010
+  (load_models_gpu, free_memory, LoadedModel, InterruptProcessingException), ``main.py`` @
+  02018c7eb5887b889ba26d0f5c43fc1041026e71 (apply_custom_paths: extra_paths.yaml / extra_model_paths.yaml),
+  ``utils/extra_config.py`` @ e90d7f131a1fe13793e7f784d7c7e69cf39c72a8, ``folder_paths.py`` @
+  1df2885ebd28b8510d3d40f6a96b68da1232adaa;
+* ComfyUI 0.3.64 (a125cd84b054a57729b5eecab930ca9408719832): ``ModelPatcher`` only, no ``is_dynamic``,
+  ``InterruptProcessingException(Exception)``.
 
 Use ``make_folder_paths(models_dir)`` / ``install_comfy(monkeypatch)`` and put the returned modules
 into ``sys.modules`` with monkeypatch so they vanish after the test.
@@ -27,7 +39,8 @@ def make_folder_paths(models_dir: str) -> types.ModuleType:
     temp_dir = os.path.join(os.path.dirname(str(models_dir)), "temp")
 
     def add_model_folder_path(folder_name, full_folder_path, is_default=False):
-        # as ComfyUI does for extra_model_paths.yaml: a new entry gets an EMPTY extension set
+        # as ComfyUI does for extra_paths.yaml / extra_model_paths.yaml: a new entry gets an EMPTY extension set
+        folder_name = {"unet": "diffusion_models", "clip": "text_encoders"}.get(folder_name, folder_name)
         if folder_name in fp.folder_names_and_paths:
             paths = fp.folder_names_and_paths[folder_name][0]
             if full_folder_path in paths:
@@ -95,112 +108,364 @@ def make_folder_paths(models_dir: str) -> types.ModuleType:
     return fp
 
 
-class InterruptProcessingException(Exception):
-    pass
+def load_extra_path_config(fp: types.ModuleType, yaml_path: str) -> None:
+    """``utils.extra_config.load_extra_path_config``: every ``<section>: {base_path, is_default, <folder>:
+    "path\\npath"}`` entry of the yaml goes to ``folder_paths.add_model_folder_path`` (relative paths
+    against ``base_path``, else against the yaml's own folder)."""
+    import yaml
+
+    with open(yaml_path, encoding="utf-8") as f:
+        config = yaml.safe_load(f) or {}
+    here = os.path.dirname(os.path.abspath(yaml_path))
+    for section in config.values():
+        if not section:
+            continue
+        section = dict(section)
+        base = section.pop("base_path", None)
+        if base is not None:
+            base = os.path.expandvars(os.path.expanduser(base))
+            base = base if os.path.isabs(base) else os.path.abspath(os.path.join(here, base))
+        is_default = section.pop("is_default", False)
+        for folder, paths in section.items():
+            for line in str(paths).split("\n"):
+                if not line:
+                    continue
+                full = os.path.join(base, line) if base else (line if os.path.isabs(line) else
+                                                              os.path.abspath(os.path.join(here, line)))
+                fp.add_model_folder_path(folder, os.path.normpath(full), is_default)
+
+
+def apply_custom_paths(fp: types.ModuleType, install_dir: str) -> None:
+    """``main.py``'s ``apply_custom_paths`` (2026), run before any custom node is imported:
+    ``extra_paths.yaml`` when present (then ``extra_model_paths.yaml`` is ignored, with a warning),
+    else ``extra_model_paths.yaml``."""
+    new, old = os.path.join(install_dir, "extra_paths.yaml"), os.path.join(install_dir, "extra_model_paths.yaml")
+    if os.path.isfile(new):
+        load_extra_path_config(fp, new)
+    elif os.path.isfile(old):
+        load_extra_path_config(fp, old)
+
+
+class InterruptProcessingException(BaseException):
+    """2026 cores (``comfy/model_management.py`` @ 02b2b38): a BaseException, so ``except Exception`` does
+    not swallow a Cancel."""
+
+
+class LegacyInterruptProcessingException(Exception):
+    """ComfyUI 0.3.64's ``InterruptProcessingException`` (an ``Exception``): what ``core="0.3.64"`` raises."""
+
+
+CORES = ("2026", "0.3.64")
+
+
+def _set_attr(obj, path: str, value, buffer: bool = False):
+    """``comfy.utils.set_attr_param`` / ``set_attr_buffer``: replace the tensor at a dotted path (a fresh
+    frozen Parameter, or a registered buffer); returns the previous one."""
+    owner, _, name = path.rpartition(".")
+    module = obj.get_submodule(owner)
+    prev = getattr(module, name)
+    if buffer:
+        module.register_buffer(name, value, persistent=name not in module._non_persistent_buffers_set)
+    else:
+        setattr(module, name, torch.nn.Parameter(value, requires_grad=False))
+    return prev
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
 
 
 def install_comfy(monkeypatch, device="cpu", interrupt_after=None, dynamic=False, fp16_ok=None, bf16_ok=None,
-                  intermediate_dtype=None):
+                  intermediate_dtype=None, core="2026"):
     """Install fake ``comfy``, ``comfy.model_management``, ``comfy.model_patcher``, ``comfy.utils``.
 
     Returns a namespace with: ``calls`` (list of (name, args) tuples recorded), ``progress`` (list of
-    (value, total) updates), ``patchers`` (created ModelPatcher stand-ins), and ``interrupt`` (set
-    ``.interrupt.after = n`` to raise InterruptProcessingException on the n-th check, 1-based).
+    (value, total) updates), ``patchers`` (created ModelPatcher stand-ins), ``loaded`` (core's
+    ``current_loaded_models``), ``checks`` (interrupt checks so far), ``interrupt_after`` (raise the
+    interrupt on the n-th check, 1-based) and ``interrupt_when`` (``ns -> bool``, checked at every check).
+    ``ns.InterruptProcessingException`` is the class raised. As in core, every progress-bar update is also
+    an interrupt check (main.py's progress hook calls ``throw_exception_if_processing_interrupted``).
 
-    ``dynamic=True`` behaves like a 2026 core with dynamic VRAM on: ``comfy.model_patcher.CoreModelPatcher``
-    is a ``ModelPatcherDynamic`` whose ``is_dynamic()`` is True; ``load_models_gpu`` loads it as core does for
-    plain torch layers (every parameter and buffer replaced by a copy, the originals kept as backups) and
-    ``unload_all_models`` puts the backups back. Otherwise the module is 0.3.64-like (``ModelPatcher`` only,
-    no ``is_dynamic``, no ``intermediate_dtype``). ``fp16_ok`` / ``bf16_ok``: ``device -> bool`` for
-    ``should_use_fp16`` / ``should_use_bf16`` (default: any non-CPU device); ``intermediate_dtype``: a dtype
-    for ``intermediate_dtype()`` (2026 cores' ``--fp16-intermediates``).
+    ``core="2026"`` (default): ``InterruptProcessingException`` is a BaseException, ModelPatcher has
+    ``is_dynamic()``, ``comfy.model_patcher.CoreModelPatcher`` exists (``ModelPatcher``, or with
+    ``dynamic=True`` the ``ModelPatcherDynamic`` main.py swaps in when dynamic VRAM is on) and
+    ``intermediate_dtype()`` exists. ``core="0.3.64"``: ModelPatcher only, no ``is_dynamic``, no
+    ``intermediate_dtype``, an ``Exception`` interrupt.
+
+    The patchers follow core's rules for plain torch layers (no ``comfy.ops`` casting):
+
+    * ``ModelPatcher``: a full load moves every module (``model.to``), an already loaded model is not
+      loaded again, ``partially_unload`` moves leaf modules back, ``detach`` moves everything back.
+    * ``ModelPatcherDynamic``: a CPU load device gets a plain ``ModelPatcher`` (``__new__``); ``load`` first
+      puts earlier copies back (``restore_loaded_backups``), then copies every parameter of a *leaf* module
+      and every buffer to the device (originals kept as backups, the copies counted as loaded memory) and
+      moves parameters owned by modules *with* children in place (``param.data = ...``), without a backup
+      and uncounted; offloading puts the backups back and leaves those in place.
+    * ``load_models_gpu`` loads a model again on every call (core's ``LoadedModel.model_load``); the
+      stand-in's devices never run out of memory, so loading unloads nothing else; ``unload_all_models``
+      frees everything (``free_memory(1e30, device)`` on every device).
+
+    ``fp16_ok`` / ``bf16_ok``: ``device -> bool`` for ``should_use_fp16`` / ``should_use_bf16`` (default:
+    any non-CPU device); ``intermediate_dtype``: what ``intermediate_dtype()`` returns (2026's
+    ``--fp16-intermediates``; float32 otherwise).
     """
-    ns = types.SimpleNamespace(calls=[], progress=[], patchers=[], checks=0)
-    ns.interrupt_after = interrupt_after
+    if core not in CORES:
+        raise ValueError(f"core must be one of {CORES}")
+    newer = core == "2026"
+    if dynamic and not newer:
+        raise ValueError("dynamic VRAM exists in 2026 cores only")
+    interrupt_cls = InterruptProcessingException if newer else LegacyInterruptProcessingException
+    ns = types.SimpleNamespace(calls=[], progress=[], patchers=[], checks=0, loaded=[],
+                               InterruptProcessingException=interrupt_cls)
+    ns.interrupt_after, ns.interrupt_when = interrupt_after, None
 
     comfy = types.ModuleType("comfy")
     comfy.__path__ = []  # a package
     mm = types.ModuleType("comfy.model_management")
-    mm.InterruptProcessingException = InterruptProcessingException
+    mm.InterruptProcessingException = interrupt_cls
     mm.get_torch_device = lambda: torch.device(device)
     mm.intermediate_device = lambda: torch.device("cpu")
     mm.unet_offload_device = lambda: torch.device("cpu")
+    mm.is_device_type = lambda d, t: getattr(d, "type", None) == t
+    mm.is_device_cpu = lambda d: mm.is_device_type(d, "cpu")
+    mm.module_size = lambda m: sum(_nbytes(t) for t in m.state_dict().values())
     gpu = (lambda d: torch.device(d).type != "cpu")
     mm.should_use_fp16 = lambda device=None, **kw: (fp16_ok or gpu)(device)
     mm.should_use_bf16 = lambda device=None, **kw: (bf16_ok or gpu)(device)
-    if intermediate_dtype is not None:
-        mm.intermediate_dtype = lambda: intermediate_dtype
+    if newer:
+        mm.intermediate_dtype = lambda: intermediate_dtype or torch.float32
+    elif intermediate_dtype is not None:
+        raise ValueError("intermediate_dtype() exists in 2026 cores only")
+
+    class LoadedModel:
+        """core's LoadedModel: one entry of current_loaded_models (equal when it holds the same patcher)."""
+
+        def __init__(self, patcher):
+            self.model, self.device = patcher, patcher.load_device
+
+        def __eq__(self, other):
+            return self.model is other.model
+
+        def model_load(self, lowvram_model_memory=0, force_patch_weights=False):
+            self.model.partially_load(self.device, lowvram_model_memory or 1e32, force_patch_weights)
+            return self.model.model
+
+        def model_unload(self, memory_to_free=None, unpatch_weights=True):
+            if memory_to_free is not None and memory_to_free < self.model.loaded_size():
+                if self.model.partially_unload(self.model.offload_device, memory_to_free) >= memory_to_free:
+                    return False
+            self.model.detach(unpatch_weights)
+            return True
 
     def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
                         force_full_load=False):
         ns.calls.append(("load_models_gpu", list(models), memory_required, force_full_load))
-        for patcher in models:
-            if getattr(patcher, "is_dynamic", lambda: False)():
-                patcher.partially_load(patcher.load_device)
+        to_load = []
+        for patcher in dict.fromkeys(models):
+            entry = LoadedModel(patcher)
+            to_load.append(ns.loaded[ns.loaded.index(entry)] if entry in ns.loaded else entry)
+        for entry in to_load:  # the model itself is a clone of itself: taken out and loaded again
+            for old in [e for e in ns.loaded if entry.model.is_clone(e.model)]:
+                ns.loaded.remove(old)
+                old.model.detach(unpatch_all=False)
+        for entry in to_load:
+            if not force_full_load and entry.device.type != "cpu":
+                raise NotImplementedError("the stand-in loads models fully (the pack asks for force_full_load)")
+            entry.model_load(0, force_patch_weights)
+            ns.loaded.insert(0, entry)
+
+    def free_memory(memory_required, device, keep_loaded=(), for_dynamic=False, **kw):
+        """core's free_memory on a device with no free memory of its own: unload until memory_required is
+        free (a dynamic model is left alone when the memory is for another dynamic model)."""
+        ns.calls.append(("free_memory", memory_required, str(device)))
+        unloaded = []
+        for entry in list(ns.loaded):
+            if (device is not None and entry.device != device) or entry in keep_loaded:
+                continue
+            if for_dynamic and getattr(entry.model, "is_dynamic", lambda: False)():
+                continue
+            if entry.model_unload(memory_required):
+                ns.loaded.remove(entry)
+                unloaded.append(entry)
+        return unloaded
 
     def unload_all_models():
         ns.calls.append(("unload_all_models",))
-        for patcher in ns.patchers:
-            if hasattr(patcher, "unload"):
-                patcher.unload()
+        for dev in dict.fromkeys(e.device for e in ns.loaded):
+            free_memory(1e30, dev)
 
     def throw_exception_if_processing_interrupted():
         ns.checks += 1
-        if ns.interrupt_after is not None and ns.checks >= ns.interrupt_after:
-            raise InterruptProcessingException()
+        if (ns.interrupt_after is not None and ns.checks >= ns.interrupt_after) or \
+                (ns.interrupt_when is not None and ns.interrupt_when(ns)):
+            raise interrupt_cls()
 
     mm.load_models_gpu = load_models_gpu
+    mm.load_model_gpu = lambda model: load_models_gpu([model])
+    mm.free_memory = free_memory
     mm.unload_all_models = unload_all_models
+    mm.loaded_models = lambda only_currently_used=False: [e.model for e in ns.loaded]
     mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
+    mm.processing_interrupted = lambda: ns.interrupt_after is not None and ns.checks >= ns.interrupt_after
 
     mp = types.ModuleType("comfy.model_patcher")
 
     class ModelPatcher:
-        def __init__(self, model, load_device, offload_device, size=0, weight_inplace_update=False):
+        """core's ModelPatcher for plain torch layers, full loads (what the pack asks for)."""
+
+        def __init__(self, model, load_device, offload_device, size=0, weight_inplace_update=False,
+                     fast_disk=False):
             self.model, self.load_device, self.offload_device, self.size = model, load_device, offload_device, size
+            self.backup, self.backup_buffers, self.patches, self.parent = {}, {}, {}, None
             self.detached = False
+            if getattr(model, "device", None) is None:
+                model.device = offload_device
+            for attr, value in (("model_loaded_weight_memory", 0), ("model_lowvram", False)):
+                if not hasattr(model, attr):
+                    setattr(model, attr, value)
             ns.patchers.append(self)
+
+        def model_size(self):
+            if self.size <= 0:
+                self.size = mm.module_size(self.model)
+            return self.size
+
+        def loaded_size(self):
+            return self.model.model_loaded_weight_memory
+
+        def current_loaded_device(self):
+            return self.model.device
+
+        def is_clone(self, other):
+            return hasattr(other, "model") and self.model is other.model
+
+        def model_patches_models(self):
+            return []
+
+        def _load_list(self, for_dynamic=False, default_device=None):
+            """core's _load_list: ``(module_mem, name, module, own params)`` of every module whose parameters
+            are all its own (leaf modules); a module with children *and* own parameters is left out, and
+            with ``default_device`` its own parameters are moved there in place (no backup)."""
+            out = []
+            for name, module in self.model.named_modules():
+                own = dict(module.named_parameters(recurse=False))
+                non_leaf = any(n not in own for n, _ in module.named_parameters(recurse=True))
+                if non_leaf and default_device is not None:
+                    for param in own.values():
+                        param.data = param.data.to(device=default_device)
+                if not non_leaf and own:
+                    out.append((mm.module_size(module), name, module, own))
+            return out
+
+        def load(self, device_to=None, lowvram_model_memory=0, force_patch_weights=False, full_load=False):
+            if not full_load:
+                raise NotImplementedError("the stand-in loads models fully (the pack asks for force_full_load)")
+            for _, _, module, _ in self._load_list():
+                module.to(device_to)
+                module.comfy_patched_weights = True
+            self.model.to(device_to)  # full load: everything, non-leaf parameters included
+            self.model.device, self.model.model_lowvram = device_to, False
+            self.model.model_loaded_weight_memory = self.model_size()
+
+        def partially_load(self, device_to, extra_memory=0, force_patch_weights=False):
+            ns.calls.append(("partially_load", self, str(device_to)))
+            if not self.model.model_lowvram and self.model.model_loaded_weight_memory > 0:
+                return 0  # already loaded: nothing moves
+            used = self.model.model_loaded_weight_memory
+            self.load(device_to, used + extra_memory, force_patch_weights,
+                      full_load=used + extra_memory > self.model_size())
+            return self.model.model_loaded_weight_memory - used
+
+        def partially_unload(self, device_to, memory_to_free=0, force_patch_weights=False):
+            freed = 0
+            for mem, _, module, _ in sorted(self._load_list(), key=lambda e: e[0]):
+                if freed > memory_to_free:
+                    break
+                if getattr(module, "comfy_patched_weights", False):
+                    module.to(device_to)  # leaf modules only: a non-leaf module's parameters stay
+                    module.comfy_patched_weights = False
+                    freed += mem
+            self.model.model_lowvram = True
+            self.model.model_loaded_weight_memory -= freed
+            return freed
+
+        def unpatch_model(self, device_to=None, unpatch_weights=True):
+            if unpatch_weights:
+                if device_to is not None:
+                    self.model.to(device_to)
+                    self.model.device = device_to
+                self.model.model_loaded_weight_memory, self.model.model_lowvram = 0, False
+                for module in self.model.modules():
+                    module.__dict__.pop("comfy_patched_weights", None)
 
         def detach(self, unpatch_all=True):
             self.detached = True
+            if unpatch_all:
+                self.unpatch_model(self.offload_device, unpatch_weights=True)
             return self.model
 
-    mp.ModelPatcher = ModelPatcher
+    if newer:
+        ModelPatcher.is_dynamic = lambda self: False
 
     class ModelPatcherDynamic(ModelPatcher):
-        """Core's dynamic-VRAM patcher, for plain torch layers: loading swaps in copies, unloading swaps back."""
+        """core's dynamic-VRAM patcher, for plain torch layers (see install_comfy's docstring)."""
 
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.backup = {}
+        def __new__(cls, model=None, load_device=None, offload_device=None, size=0, weight_inplace_update=False,
+                    fast_disk=False):
+            if load_device is not None and mm.is_device_cpu(load_device):
+                return ModelPatcher(model, load_device, offload_device, size, weight_inplace_update, fast_disk)
+            return super().__new__(cls)
 
         def is_dynamic(self):
             return True
 
+        def restore_loaded_backups(self):
+            restored = self.model.model_loaded_weight_memory
+            for key in list(self.backup):
+                _set_attr(self.model, key, self.backup.pop(key))
+            for key in list(self.backup_buffers):
+                _set_attr(self.model, key, self.backup_buffers.pop(key), buffer=True)
+            self.model.model_loaded_weight_memory = 0
+            return restored
+
+        def load(self, device_to=None, lowvram_model_memory=0, force_patch_weights=False, full_load=False,
+                 dirty=False):
+            assert not force_patch_weights and not full_load and device_to == self.load_device
+            self.restore_loaded_backups()
+            for _, name, module, own in self._load_list(for_dynamic=True, default_device=device_to):
+                if hasattr(module, "comfy_cast_weights"):
+                    raise NotImplementedError("the stand-in covers plain torch layers only")
+                for pname, weight in own.items():
+                    key = f"{name}.{pname}" if name else pname
+                    self.backup.setdefault(key, weight)
+                    copy = weight.to(device=device_to)
+                    _set_attr(self.model, key, copy)
+                    self.model.model_loaded_weight_memory += _nbytes(copy)
+            for key, buf in list(self.model.named_buffers(recurse=True)):
+                self.backup_buffers.setdefault(key, buf)
+                copy = buf.to(device=device_to)
+                _set_attr(self.model, key, copy, buffer=True)
+                self.model.model_loaded_weight_memory += _nbytes(copy)
+            self.model.device = device_to
+
         def partially_load(self, device_to, extra_memory=0, force_patch_weights=False):
-            self.unload()
-            for name, tensor in list(self.model.named_parameters()) + list(self.model.named_buffers()):
-                if tensor.device.type == "meta":
-                    raise NotImplementedError(f"Cannot copy out of meta tensor {name}; no data!")
-                owner, _, attr = name.rpartition(".")
-                module = self.model.get_submodule(owner)
-                self.backup[name] = (module, attr, tensor)
-                copy = tensor.detach().to(device_to, copy=True)
-                if isinstance(tensor, torch.nn.Parameter):
-                    module._parameters[attr] = torch.nn.Parameter(copy, requires_grad=False)
-                else:
-                    module._buffers[attr] = copy
             ns.calls.append(("partially_load", self, str(device_to)))
+            self.unpatch_model(self.offload_device, unpatch_weights=False)
+            self.load(device_to)
+            return None
 
-        def unload(self):
-            for module, attr, tensor in self.backup.values():
-                target = module._parameters if attr in module._parameters else module._buffers
-                target[attr] = tensor
-            self.backup.clear()
+        def partially_unload(self, device_to, memory_to_free=0, force_patch_weights=False):
+            assert self.load_device != torch.device("cpu")
+            return self.restore_loaded_backups() if memory_to_free > 0 else 0  # (no vbar weights here)
 
-    if dynamic:
+        def unpatch_model(self, device_to=None, unpatch_weights=True):
+            if unpatch_weights:
+                self.partially_unload(None, 1e32)
+
+    mp.ModelPatcher = ModelPatcher
+    if newer:
         mp.ModelPatcherDynamic = ModelPatcherDynamic
-        mp.CoreModelPatcher = ModelPatcherDynamic
+        mp.CoreModelPatcher = ModelPatcherDynamic if dynamic else ModelPatcher
 
     ut = types.ModuleType("comfy.utils")
 
@@ -213,11 +478,15 @@ def install_comfy(monkeypatch, device="cpu", interrupt_after=None, dynamic=False
                 self.total = total
             self.current = min(value, self.total)
             ns.progress.append((self.current, self.total))
+            # main.py's progress hook (hijack_progress) checks for a Cancel on every update
+            throw_exception_if_processing_interrupted()
 
         def update(self, value):
             self.update_absolute(self.current + value)
 
     ut.ProgressBar = ProgressBar
+    ut.set_attr_param = lambda obj, attr, value: _set_attr(obj, attr, value)
+    ut.set_attr_buffer = lambda obj, attr, value: _set_attr(obj, attr, value, buffer=True)
     comfy.model_management, comfy.model_patcher, comfy.utils = mm, mp, ut
     for name, mod in (("comfy", comfy), ("comfy.model_management", mm), ("comfy.model_patcher", mp),
                       ("comfy.utils", ut)):
