@@ -10,8 +10,13 @@ API differences between cores are bridged here and nowhere else: fields only new
 dynamic VRAM, ``intermediate_dtype``) are used where present and left out where not.
 
 Model folder: ``BEN`` (``ComfyUI/models/BEN``), every checkpoint extension ben_core reads. Paths that
-``extra_model_paths.yaml`` declared for ``BEN`` (ComfyUI applies the yaml before custom nodes are
-imported) are kept, in their order; ours is appended (or put first only if nothing was there).
+the yaml declared for ``BEN`` are kept, in their order; ours is appended (or put first only if nothing was
+there). Which yaml: 2026 cores read ``extra_paths.yaml`` and ignore ``extra_model_paths.yaml`` when both
+exist (``main.py``'s ``apply_custom_paths``), older ones ``extra_model_paths.yaml``; either way core applies
+it to ``folder_paths`` before custom nodes are imported, and this module only ever reads ``folder_paths``.
+
+Interrupts: ComfyUI's ``InterruptProcessingException`` is a ``BaseException`` in 2026 cores and an
+``Exception`` in 0.3.64; code that turns errors into messages re-raises it first (:func:`is_interrupt`).
 """
 from __future__ import annotations
 
@@ -292,18 +297,39 @@ def half_precision_checks() -> Tuple[Optional[Callable], Optional[Callable]]:
 
 # ----------------------------------------------------------------------------- model management
 
-def make_patcher(model: torch.nn.Module, load_device: torch.device, offload: torch.device):
+def make_patcher(model: torch.nn.Module, load_device: torch.device, offload: torch.device, dynamic: bool = True):
     """Wrap ``model`` so ComfyUI can load/offload it; None outside ComfyUI.
 
     2026 cores: ``comfy.model_patcher.CoreModelPatcher`` (a ``ModelPatcherDynamic`` when dynamic VRAM is
-    on, read at call time because core swaps it at start-up); 0.3.64: ``ModelPatcher``.
+    on, read at call time because core swaps it at start-up; core itself hands a CPU load device a plain
+    ``ModelPatcher``); 0.3.64: ``ModelPatcher``. ``dynamic=False`` asks for the plain ``ModelPatcher``
+    everywhere: a dynamic patcher copies the weights to the GPU afresh on every load (core's
+    ``load()`` starts with ``restore_loaded_backups()``), which a CUDA graph, recorded against the weights'
+    addresses, would have to re-record. A model that is not :func:`leaf_owned` (transformers' ViTMatte: its
+    ``position_embeddings``) also gets the plain one: the dynamic patcher would leave such parameters on the
+    GPU, unaccounted, when it offloads.
     """
     mp = _optional_module("comfy.model_patcher")
     if mp is None or not hasattr(mp, "ModelPatcher"):
         return None
-    cls = getattr(mp, "CoreModelPatcher", None) or mp.ModelPatcher
+    if dynamic and not leaf_owned(model):
+        log.debug("BEN2: %s has parameters on modules with children; plain ModelPatcher", type(model).__name__)
+        dynamic = False
+    cls = (getattr(mp, "CoreModelPatcher", None) if dynamic else None) or mp.ModelPatcher
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     return cls(model, load_device=load_device, offload_device=offload, size=size)
+
+
+def leaf_owned(model: torch.nn.Module) -> bool:
+    """Whether every parameter of ``model`` is held by a module without parameterised children: what core's
+    dynamic-VRAM patcher copies to the GPU and takes back. A parameter of a module *with* such children is
+    moved in place and never moved back (``ModelPatcher._load_list(for_dynamic=True, default_device=...)``,
+    2026 cores)."""
+    for module in model.modules():
+        own = set(dict(module.named_parameters(recurse=False)))
+        if own and any(name not in own for name, _ in module.named_parameters()):
+            return False
+    return True
 
 
 def is_dynamic(patcher) -> bool:
@@ -322,6 +348,14 @@ def load_models_gpu(patchers: list, memory_required: int = 0) -> None:
     if mm is None:
         return
     mm.load_models_gpu(patchers, memory_required=memory_required, force_full_load=True)
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` is ComfyUI's Cancel (``InterruptProcessingException``: an ``Exception`` in 0.3.64, so an
+    ``except Exception`` that reports errors must let it through unchanged)."""
+    mm = model_management()
+    cls = getattr(mm, "InterruptProcessingException", None) if mm is not None else None
+    return isinstance(cls, type) and isinstance(exc, cls)
 
 
 def should_stop() -> bool:

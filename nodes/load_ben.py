@@ -79,9 +79,10 @@ class BEN2LoadModel(io.ComfyNode):
             display_name="Load BEN (BEN2)",
             category=widgets.CATEGORY,
             description=("Loads a BEN2 background-removal network from ComfyUI/models/BEN (also folders declared as "
-                         "'BEN' in extra_model_paths.yaml). The network is loaded once and shared by every node and "
-                         "run that asks for the same file, device and precision, and ComfyUI may offload it when "
-                         "other models need the VRAM. Its second output feeds core's Remove Background node."),
+                         "'BEN' in extra_paths.yaml, or extra_model_paths.yaml on older ComfyUI). The network is "
+                         "loaded once and shared by every node and run that asks for the same file, device and "
+                         "precision, and ComfyUI may offload it when other models need the VRAM. Its second output "
+                         "feeds core's Remove Background node."),
             search_aliases=widgets.SEARCH_ALIASES + ["load model", "ben2"],
             inputs=[
                 io.Combo.Input("model_name", options=choices, default=choices[0],
@@ -100,8 +101,8 @@ class BEN2LoadModel(io.ComfyNode):
                 io.Boolean.Input("download_official_weights", default=False,
                                  tooltip="Opt-in: if model_name is 'model.safetensors' and it is missing, download it "
                                          "once from the official huggingface.co/PramaLLC/BEN2 repository into the "
-                                         "first BEN model folder (ComfyUI/models/BEN unless extra_model_paths.yaml "
-                                         "says otherwise)."),
+                                         "first BEN model folder (ComfyUI/models/BEN unless extra_paths.yaml or "
+                                         "extra_model_paths.yaml says otherwise)."),
                 comfy_env.advanced(io.Combo.Input(
                     "compile", options=list(COMPILE_CHOICES), default="off", optional=True,
                     tooltip="Expert: run the network through torch.compile ('+ CUDA graphs' also captures a CUDA "

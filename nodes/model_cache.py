@@ -53,12 +53,13 @@ class _Managed:
     """A network, where it runs, where it is parked, and its ModelPatcher (None outside ComfyUI)."""
 
     def __init__(self, net: torch.nn.Module, device: torch.device, dtype: torch.dtype,
-                 offload_device: Optional[torch.device] = None):
+                 offload_device: Optional[torch.device] = None, dynamic: bool = True):
         self.net = net
         self.device = torch.device(device)
         self.dtype = dtype
         self.offload_device = torch.device(offload_device) if offload_device is not None else self.device
-        self.patcher = comfy_env.make_patcher(PatcherModule(net, dtype), self.device, self.offload_device)
+        self.patcher = comfy_env.make_patcher(PatcherModule(net, dtype), self.device, self.offload_device,
+                                              dynamic=dynamic)
 
     def _to_device(self, memory_required: int = 0) -> torch.nn.Module:
         """Put the weights on ``self.device`` (through ComfyUI when present, asking it to free
@@ -79,16 +80,73 @@ class LoadedBEN(_Managed):
 
     The weights stay float32 whatever the precision: fp16/bf16 run under autocast in the predictor (norms
     and softmax stay fp32), and a chunk with non-finite half-precision logits is recomputed in fp32 without
-    copying the network (~190 MB more VRAM than half weights, small next to the activations). It is also
-    core's background-removal model (:meth:`encode_image`), for Load BEN's ``bg_removal_model`` output.
+    copying the network (~190 MB more VRAM than half weights, small next to the activations).
+
+    It is also core's background-removal model, for Load BEN's ``bg_removal_model`` output: besides
+    :meth:`encode_image` it has what core's own ``BackgroundRemovalModel`` exposes to the nodes that take
+    that type (``comfy/bg_removal_model.py`` @ 9f3cd1584985777ff815c18f0f3ff0158703985f): ``image_size``,
+    ``image_mean``, ``image_std``, ``model_type``, ``config``, ``load_device``, ``dtype``, ``model``,
+    ``patcher`` and :meth:`get_sd`. (Not ``load_sd``: this network is shared by every node that loaded the
+    file; load other weights with Load BEN.)
+
+    With ``compile="reduce-overhead"`` (CUDA graphs) the plain ``ModelPatcher`` is used even where dynamic
+    VRAM is on, so the weights keep their addresses between runs (see :func:`comfy_env.make_patcher`).
     """
+
+    #: ``model_type`` of core's background-removal config.
+    model_type = "ben2"
 
     def __init__(self, path: str, net: torch.nn.Module, device: torch.device, dtype: torch.dtype,
                  offload_device: Optional[torch.device] = None, compile: Optional[str] = None):
-        super().__init__(net, device, dtype, offload_device)
+        super().__init__(net, device, dtype, offload_device, dynamic=compile != "reduce-overhead")
         self.path = path
         self.compile = compile
         self._predictors: dict = {}
+
+    # -- what core's BackgroundRemovalModel exposes
+    @property
+    def image_size(self) -> int:
+        """The square working size the network was trained at (core's default resolution), 1024."""
+        from ..ben_core.model.ben2 import BENBase
+
+        return BENBase.native_size
+
+    @property
+    def image_mean(self) -> list:
+        """Per-channel RGB mean the input is normalised with (ImageNet's, values 0..1)."""
+        from ..ben_core.model.ben2 import IMAGENET_MEAN
+
+        return list(IMAGENET_MEAN)
+
+    @property
+    def image_std(self) -> list:
+        """Per-channel RGB standard deviation the input is normalised with (ImageNet's)."""
+        from ..ben_core.model.ben2 import IMAGENET_STD
+
+        return list(IMAGENET_STD)
+
+    @property
+    def config(self) -> dict:
+        """Core's background-removal config keys for this network (a fresh dict; ``working_sizes``: the
+        resolutions BEN2 runs at, others go to the nearest)."""
+        from ..ben_core.model.ben2 import BENBase
+
+        return {"model_type": self.model_type, "image_size": self.image_size, "image_mean": self.image_mean,
+                "image_std": self.image_std, "working_sizes": list(BENBase.working_sizes)}
+
+    @property
+    def load_device(self) -> torch.device:
+        """The device the network runs on (core's name for :attr:`device`)."""
+        return self.device
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The network (``ben_core.model.BENBase``; core's name for :attr:`net`)."""
+        return self.net
+
+    def get_sd(self) -> dict:
+        """The network's state dict (the official checkpoint's key names)."""
+        return self.net.state_dict()
 
     def __repr__(self) -> str:
         return (f"LoadedBEN({os.path.basename(self.path)!r}, device={self.device}, dtype={self.dtype}"
