@@ -4,24 +4,21 @@ The clip is decoded, cut out and encoded a few frames at a time (:func:`ben_core
 no IMAGE batch of the whole clip is ever made, so memory does not grow with its length. The result is written
 once, in the chosen format, into ComfyUI's output folder (or the temp folder for a preview), and passed on
 as a VIDEO of that file. Audio, frame timing (variable frame rates too) and orientation are kept; Cancel
-leaves no file behind.
+leaves no file behind. A trimmed or cropped VIDEO of a newer core is read with its edits (:mod:`.video_input`).
 
 Why our own save: core's Save Video writes MP4 (H.264 or a stream copy into .mp4), which has no alpha channel,
 so a transparent VIDEO saved with it loses its alpha; this node's file keeps it.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import tempfile
 
 from ..ben_core import video as ben_video
-from ..ben_core.files import temporary_path
 from ..ben_core.model.ben2 import BENBase
 from ..ben_core.video_writers import check_format
 from . import comfy_env, widgets
 from .comfy_env import io
+from .video_input import stream_source
 
 #: Formats the node writes (a PNG sequence is not a VIDEO: use the CLI, or Remove Background + Save Image).
 NODE_FORMATS = ["webm", "mov", "mp4"]
@@ -29,53 +26,6 @@ NODE_FORMATS = ["webm", "mov", "mp4"]
 _PREVIEWABLE = {"webm", "mp4"}
 
 log = logging.getLogger("ComfyUI-BEN2")
-
-
-def _has_edits(video) -> bool:
-    """Whether a VIDEO carries edits its stream source does not contain (2026 cores: a trim window, or
-    ``has_pending_frame_edits()``); 0.3.64's VIDEOs have neither method."""
-    try:
-        if getattr(video, "has_pending_frame_edits", None) is not None and video.has_pending_frame_edits():
-            return True
-        window = video.get_active_trim_window() if hasattr(video, "get_active_trim_window") else (0, 0)
-        return tuple(float(x) for x in window) != (0.0, 0.0)
-    except Exception as e:  # an unknown VIDEO type: read its stream as it is
-        log.info("BEN2: could not ask the VIDEO for edits (%s: %s)", type(e).__name__, e)
-        return False
-
-
-@contextlib.contextmanager
-def _stream_source(video):
-    """A file path or file object PyAV can open for ``video``. A VIDEO backed by a file (Load Video) gives its
-    file. One made of frames (Create Video) cannot give a stream in 0.3.64 (core's default writes an
-    in-memory file without naming its format and fails), so it is saved with its own ``save_to`` as an
-    MP4 in the temp folder for the time of the run."""
-    source = None
-    if _has_edits(video):  # 2026 cores: a trimmed/cropped VIDEO's stream source is the unedited file
-        log.info("BEN2: the VIDEO is trimmed or edited; saving the edited clip to a temporary MP4 first")
-    else:
-        try:
-            source = video.get_stream_source()
-        except Exception as e:  # core's VideoInput.get_stream_source on a VIDEO that is not a file
-            log.info("BEN2: the VIDEO has no stream (%s: %s); saving it to a temporary MP4 first",
-                     type(e).__name__, e)
-    if source is not None:
-        yield source
-        return
-    folder = comfy_env.temp_directory() or tempfile.gettempdir()
-    os.makedirs(folder, exist_ok=True)
-    path = temporary_path(os.path.join(folder, "ben2_video_input.mp4"))
-    try:
-        try:
-            video.save_to(str(path))
-        except Exception as e:
-            raise ValueError(f"the VIDEO input could not be read as a stream nor saved as a file "
-                             f"({type(e).__name__}: {e}); save it with Save Video and load that file with "
-                             "Load Video") from e
-        yield str(path)
-    finally:
-        if os.path.lexists(path):
-            os.unlink(path)
 
 
 class BEN2RemoveVideoBackground(io.ComfyNode):
@@ -158,7 +108,7 @@ class BEN2RemoveVideoBackground(io.ComfyNode):
         target = comfy_env.new_output_file(str(filename_prefix), video_format, temp=not save_output,
                                            width=width, height=height)
         predictor = ben_model.predictor(batch_size=int(batch_size), working_size=int(working_size))
-        with _stream_source(video) as source:
+        with stream_source(video) as source:
             ben_video.remove_background_video(
                 predictor, source, target["path"], video_format=video_format, background=bg,
                 batch_size=int(batch_size), refine_foreground=bool(refine_foreground), mask_only=bool(matte_only),

@@ -197,3 +197,145 @@ def test_a_trimmed_video_of_a_newer_core_is_read_through_save_to(tmp_path, comfy
     node().execute(standin_model(), trimmed, video_format="webm", working_size="512")
     frames, _ = decode(out_dir / "video" / "BEN2_00001_.webm")
     assert len(frames) == 3 and len(trimmed.saved) == 1
+
+
+# ------------------------------------------------------------------ VIDEOs of 2026 cores: crop and trim
+
+def recording_model():
+    """The stand-in network, also recording the mean colour (R, G, B, 0..1) of every frame it is given."""
+    model = standin_model()
+    colours = []
+    inner = model.net.forward
+
+    def forward(x):
+        rgb = x.float() * model.net.std + model.net.mean
+        colours.extend(rgb.mean((2, 3)).tolist())
+        return inner(x)
+
+    model.net.forward = forward
+    return model, colours
+
+
+def core_video(path, later=False):
+    from comfy_stub.video_types import LaterVideoFromFile, VideoFromFile
+
+    return (LaterVideoFromFile if later else VideoFromFile)(str(path))
+
+
+def run_video(video, model, **kw):
+    args = dict(video_format="webm", output_mode="RGBA", background_colour="#FFFFFF", refine_foreground=False,
+                matte_only=False, temporal_stabilize=False, save_output=True, filename_prefix="video/BEN2",
+                batch_size=2, working_size="512")
+    args.update(kw)
+    return node().execute(model, video, **args)
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["stored-core", "later-core"])
+def test_a_cropped_video_is_cut_out_cropped(tmp_path, comfy_dirs, monkeypatch, later):
+    """Core's as_cropped keeps the crop in the VIDEO; its stream source is the whole frame and (stored
+    cores) has_pending_frame_edits() says False. The node must see and write the crop only."""
+    out_dir, temp_dir = comfy_dirs
+    install_comfy(monkeypatch)
+    whole = core_video(make_clip(tmp_path / "clip.mp4", n=4), later)
+    cropped = whole.as_cropped(48, 0, 48, 64)  # the right half: the bright end of the green ramp
+    assert cropped.get_stream_source() == whole.get_stream_source() and cropped.get_dimensions() == (48, 64)
+    model, colours = recording_model()
+    run_video(cropped, model)
+    frames, meta = decode(out_dir / "video" / "BEN2_00001_.webm")
+    assert (meta["width"], meta["height"]) == (48, 64) and len(frames) == 4
+    green = [c[1] for c in colours]
+    assert len(green) == 4 and min(green) > 0.65  # the uncropped frame averages 0.5
+    assert all_files(temp_dir) == [] if temp_dir.exists() else True  # core's rendering was removed
+
+
+def test_a_cropped_and_trimmed_video_keeps_both_edits(tmp_path, comfy_dirs, monkeypatch):
+    out_dir, _ = comfy_dirs
+    install_comfy(monkeypatch)
+    clip = make_clip(tmp_path / "clip.mp4", n=14)  # 12 fps; red = 15 * frame index
+    edited = core_video(clip).as_cropped(0, 0, 48, 64).as_trimmed(0.25, 0.25)
+    assert edited.get_active_trim_window() == (0.25, 0.25)
+    model, colours = recording_model()
+    run_video(edited, model)
+    frames, meta = decode(out_dir / "video" / "BEN2_00001_.webm")
+    assert (meta["width"], meta["height"]) == (48, 64) and len(frames) == 3  # frames 3, 4, 5
+    red = np.array([c[0] for c in colours]) * 255
+    assert np.allclose(red, [45, 60, 75], atol=3), red
+    assert max(c[1] for c in colours) < 0.35  # the left half: the dark end of the ramp
+
+
+def test_an_unedited_core_video_is_streamed_without_rendering(tmp_path, comfy_dirs, monkeypatch):
+    install_comfy(monkeypatch)
+    video = core_video(make_clip(tmp_path / "clip.mp4", n=3))
+    video.save_to = lambda *a, **k: pytest.fail("an unedited VIDEO must be streamed from its file")
+    assert video.as_cropped(0, 0, 96, 64) is video  # a whole-frame crop is no crop (core's rule)
+    run_video(video, standin_model())
+
+
+def test_edits_are_rendered_losslessly_where_the_core_can(tmp_path, comfy_dirs, monkeypatch):
+    """core's save_to takes crf (2026): the temporary rendering is lossless H.264 (crf 0); 0.3.64's save_to
+    takes no such option and gets none."""
+    install_comfy(monkeypatch)
+    edited = core_video(make_clip(tmp_path / "clip.mp4", n=4)).as_trimmed(0.0, 0.2)
+    asked = []
+    real = edited.save_to
+
+    def spy(path, **kw):
+        asked.append(kw)
+        return real(path, **kw)
+
+    edited.save_to = spy
+    spy.__signature__ = __import__("inspect").signature(real)
+    run_video(edited, standin_model())
+    assert asked == [{"crf": 0, "preset": "ultrafast"}]
+    old = FramesVideo(make_clip(tmp_path / "old.mp4", n=2))  # 0.3.64's save_to(path, format, codec, metadata)
+    run_video(old, standin_model())
+    assert len(old.saved) == 1
+
+
+def test_a_video_whose_size_is_not_its_streams_is_rendered_by_core(tmp_path, comfy_dirs, monkeypatch):
+    """An edit this pack does not know (a resize, a crop kept under another name): the VIDEO reports another
+    size than its file's; core's save_to renders it."""
+    out_dir, _ = comfy_dirs
+    install_comfy(monkeypatch)
+    whole = make_clip(tmp_path / "whole.mp4", n=4)
+    resized = FramesVideo(make_clip(tmp_path / "small.mp4", n=4))
+    resized.get_stream_source = lambda: str(whole)
+    resized.get_dimensions = lambda: (48, 32)
+    run_video(resized, standin_model())
+    assert len(resized.saved) == 1
+
+
+@pytest.mark.parametrize("core", ["2026", "0.3.64"])
+def test_cancel_while_core_renders_the_edits(tmp_path, comfy_dirs, monkeypatch, core):
+    """core's save_to reports progress, and every progress update may raise the Cancel: it must reach
+    ComfyUI as the Cancel (0.3.64's is an Exception: not turned into 'could not be read'), and nothing stays
+    behind, neither the temporary rendering nor an output."""
+    out_dir, temp_dir = comfy_dirs
+    comfy = install_comfy(monkeypatch, core=core, interrupt_after=1)
+    model = standin_model()
+
+    class Rendering(FramesVideo):
+        def save_to(self, path, **kw):
+            Path(path).write_bytes(b"half a file")
+            sys.modules["comfy.utils"].ProgressBar(4).update(1)  # core's _save_transcoded: pbar.update(1)
+
+    with pytest.raises(comfy.InterruptProcessingException):
+        run_video(Rendering(make_clip(tmp_path / "clip.mp4", n=2)), model)
+    assert model.net.seen == []
+    for folder in (out_dir, temp_dir):
+        assert not folder.exists() or all_files(folder) == []
+
+
+@pytest.mark.parametrize("core", ["2026", "0.3.64"])
+def test_cancel_mid_clip_leaves_no_file_on_either_core(tmp_path, comfy_dirs, monkeypatch, core):
+    out_dir, temp_dir = comfy_dirs
+    comfy = install_comfy(monkeypatch, core=core)
+    comfy.interrupt_when = lambda ns: len(ns.progress) >= 2  # after two batches of frames
+    model = standin_model()
+    edited = core_video(make_clip(tmp_path / "clip.mp4", n=9)).as_cropped(0, 0, 48, 64) if core == "2026" else \
+        video_input(make_clip(tmp_path / "clip.mp4", n=9))
+    with pytest.raises(comfy.InterruptProcessingException):
+        run_video(edited, model, batch_size=1)
+    assert 0 < len(model.net.seen) < 9
+    for folder in (out_dir, temp_dir):
+        assert not folder.exists() or all_files(folder) == []
