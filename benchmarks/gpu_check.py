@@ -17,7 +17,11 @@ alone; the synthetic weights and the stored conformance vectors come from ``test
 4. the Remove Background path: a batch of 1080p images on the host through ``CutoutPipeline``
    (predict -> foreground colours -> RGBA composite -> back to the host), seconds per image;
 5. upstream ``BEN2.py`` (``--upstream``, loaded with the CPU benchmark's loader) on the same weights,
-   side by side with ours at batch 1 and 16, run last (it sets global torch state at import).
+   side by side with ours at batch 1 and 16, run last (it sets global torch state at import);
+6. dynamic VRAM and Cancel (benchmarks/dynamic_vram_check.py): the nodes through the stand-in of a 2026
+   core with dynamic VRAM: load -> run -> offload -> run again (device memory held and returned, identical
+   masks, seconds of each prepare), and a Cancel in the middle of every long node (no file left, the
+   device memory back after core's offload).
 
 ``--device cpu --quick`` runs every section small on the CPU (512², batch 1, bf16, no compile rows)
 so the script is tested where there is no GPU; CPU figures are not GPU figures.
@@ -405,6 +409,11 @@ def report(result: dict) -> str:
             lines.append(f"| {r['impl']} | {r['dtype']} | {r['batch']} | {r['ms_per_image']:.2f} | {r['images_per_s']:.1f} | "
                          f"{_fmt(r['peak_mib'], '.0f')} | {_fmt(r.get('ours_speedup'))}x |")
         lines.append("")
+    dv = result.get("dynamic_vram")
+    if dv:
+        from benchmarks import dynamic_vram_check
+
+        lines += dynamic_vram_check.report_lines(dv)
     if result.get("errors"):
         lines += ["## Errors", ""] + [f"- {e}" for e in result["errors"]] + [""]
     lines.append(f"total {result['seconds']:.0f} s")
@@ -490,6 +499,14 @@ def main(argv=None) -> int:
     result["remove_background"] = section("remove background", lambda: bench_remove_background(
         model, device, DTYPES[half[-1]], n_images, 540 if quick else 1080, 960 if quick else 1920,
         min(n_images, 16), size))
+
+    log("6. dynamic VRAM and Cancel")
+    from benchmarks import dynamic_vram_check
+
+    result["dynamic_vram"] = section("dynamic vram", lambda: dynamic_vram_check.run(device, DTYPES[half[-1]], quick,
+                                                                                   log))
+    if result["dynamic_vram"] is not None and not result["dynamic_vram"]["ok"]:
+        result["errors"].append("dynamic vram: a check failed (see the table)")
 
     log("3b. compiled rows")
     for spec in ([] if quick and device.type == "cpu" else args.compile_rows):

@@ -143,5 +143,11 @@ def test_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
     assert eager and all(row["images_per_s"] > 0 for row in eager)
     assert res["remove_background"]["alpha_vs_direct_chunk_max_abs_diff"] == 0.0
     assert res["remove_background"]["image_shape"] == [2, 540, 960, 4]
+    dv = res["dynamic_vram"]  # on the CPU core's rule gives the plain ModelPatcher: the smoke test of the GPU path
+    assert dv["ok"] and dv["patcher"] == "ModelPatcher" and dv["masks_identical"]
+    assert [row["node"] for row in dv["cancel"]] == ["Remove Background", "Remove Video Background",
+                                                     "Refine Mask (guided)", "Refine Mask (ViTMatte tiles)"]
+    assert all(row["interrupted"] and row["files_left"] == [] for row in dv["cancel"])
     md = (tmp_path / "out" / "gpu_check.md").read_text()
     assert "## Correctness" in md and "## Attention" in md and "## Remove Background path" in md
+    assert "## Dynamic VRAM and Cancel" in md
