@@ -1,7 +1,8 @@
 """A stand-in for the part of ComfyUI's ``comfy_api.latest`` (``io``, ``ui``) the BEN2 nodes use, written
-for these tests after ComfyUI 0.3.64's ``comfy_api/latest/_io.py`` (same constructor signatures, the same
-``GET_NODE_INFO_V1`` format, the same Schema fields). ``make_comfy_api(newer=True)`` behaves like a 2026
-core instead: ``Schema(search_aliases=...)``, ``Input(advanced=...)`` and an ``io.BackgroundRemoval`` type.
+for these tests after ComfyUI 0.3.64's ``comfy_api/latest/_io.py`` (Comfy-Org/ComfyUI @ a125cd84b054; same
+constructor signatures, the same ``GET_NODE_INFO_V1`` format, the same Schema fields).
+``make_comfy_api(newer=True)`` behaves like a 2026 core instead: ``Schema(search_aliases=...)``,
+``Input(advanced=...)`` and an ``io.BackgroundRemoval`` type.
 
 Compared with the real 0.3.64 on the pack's first five nodes (2026-12-01; Remove Video Background's
 /object_info was read from a real 0.3.64 the same day: the widget order the tests assume): identical input types, options,
@@ -149,7 +150,8 @@ def make_comfy_api(newer: bool = False) -> dict[str, types.ModuleType]:
     latest.ComfyExtension = type("ComfyExtension", (), {})
 
     class VideoFromFile:
-        """0.3.64's ``InputImpl.VideoFromFile``: the parts the nodes use (a path or BytesIO as the stream source)."""
+        """0.3.64's ``InputImpl.VideoFromFile`` (``_input_impl/video_types.py`` @ a125cd84b054: no trim, no crop):
+        the parts the nodes use (a path or BytesIO as the stream source). A 2026 one: video_types.py here."""
 
         def __init__(self, file):
             self._file = file
