@@ -124,5 +124,6 @@ def resolve_precision(name: str, device, *, fp16_ok: Optional[Callable[[torch.de
         return torch.float32
     if name == "bf16" and device.type == "cpu" and not cpu_native_bf16():
         warnings.warn("bf16 on this CPU (no native bf16: AVX512-BF16 / AMX) is several times slower than fp32 "
-                      "(measured: docs/performance.md); choose fp32 or auto", stacklevel=2)
+                      "(BEN2's network 5-8x on a 2-core AVX2 CPU, docs/performance.md); choose fp32 or auto",
+                      stacklevel=2)
     return PRECISIONS[name]
