@@ -294,12 +294,14 @@ def main(argv=None) -> int:
           f"1920x1080 JPEGs, --mask-only, median of {args.process_repeats}; load average after: {load_average()}")
     print(markdown(rows, args.images))
     if args.json:
-        runs = {f"{s} {p}": {"network_s": net[(s, p)]["seconds"],
-                             "process_s": proc[(s, p)]["seconds"] if proc else []} for s in args.sizes for p in precisions}
+        runs = {f"{s} {p}": {"network_s": net[(s, p)]["seconds"], "process_s": proc[(s, p)]["seconds"] if proc else []}
+                for s in args.sizes for p in precisions}
         Path(args.json).write_text(json.dumps({"header": header, "weights": weights, "rows": rows, "runs": runs},
                                               indent=1))
     if args.plot:
-        plot(rows, Path(args.plot), f"BEN2 network on this CPU ({weights}), {torch.get_num_threads()} threads")
+        cpu = cpu_description().split(",")[0]
+        plot(rows, Path(args.plot), f"BEN2 network on {cpu} ({os.cpu_count()} CPUs, native bf16: "
+                                    f"{'yes' if cpu_native_bf16() else 'no'}), {weights}")
     return 0
 
 
