@@ -48,20 +48,16 @@ MIN_SAME_SIDE = 0.98
 
 
 def cpu_description() -> str:
-    """CPU model name, core count and the bf16-related flags of /proc/cpuinfo (Linux), for the header."""
-    name, flags = platform.processor() or platform.machine(), set()
+    """CPU model name, core count and its bf16-related flags (the /proc/cpuinfo flags ben_core.devices reads)."""
+    from ben_core.devices import _cpuinfo_flags
+
+    name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and name in ("", platform.machine(), platform.processor()):
-                    name = value.strip()
-                elif key in ("flags", "Features") and not flags:
-                    flags = set(value.split())
+            name = next((line.partition(":")[2].strip() for line in f if line.startswith("model name")), name)
     except OSError:
         pass
-    wanted = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "bf16"})
+    wanted = sorted(_cpuinfo_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
     return f"{name}, {os.cpu_count()} CPUs, flags: {' '.join(wanted) or 'none of avx2/avx512/bf16'}"
 
 

@@ -40,19 +40,28 @@ def _pyplot():
     return plt
 
 
-def markdown_table(path: Path, header_start: str) -> list[list[str]]:
-    """The body rows (cells stripped) of the first table in ``path`` whose header row starts with
-    ``header_start``; raises ValueError naming the file when there is none."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+def markdown_table(text: str, header_start: str) -> list[list[str]]:
+    """The body rows of the first markdown table in ``text`` whose header row starts with ``header_start``:
+    cells stripped, an escaped ``\\|`` kept inside its cell as ``|``. Raises ValueError when there is none."""
+    lines = text.splitlines()
     for i, line in enumerate(lines):
         if line.startswith(header_start):
             rows = []
             for row in lines[i + 2:]:
                 if not row.startswith("|"):
                     break
-                rows.append([c.strip() for c in row.strip().strip("|").split("|")])
+                cells = re.split(r"(?<!\\)\|", row.strip().strip("|"))
+                rows.append([c.strip().replace("\\|", "|") for c in cells])
             return rows
-    raise ValueError(f"{path}: no table whose header starts with {header_start!r}")
+    raise ValueError(f"no table whose header starts with {header_start!r}")
+
+
+def doc_table(page: str, header_start: str) -> list[list[str]]:
+    """:func:`markdown_table` of ``docs/<page>``, naming the page when the table is missing."""
+    try:
+        return markdown_table((DOCS / page).read_text(encoding="utf-8"), header_start)
+    except ValueError as e:
+        raise ValueError(f"docs/{page}: {e}") from None
 
 
 def lemur_panels() -> dict:
@@ -114,7 +123,7 @@ def _numbers(cell: str) -> list[float]:
 def memory_plot(path: Path) -> None:
     """Peak RSS against megapixels, 0.2.0 and now, for the CLI and the node configurations."""
     plt = _pyplot()
-    rows = markdown_table(DOCS / "performance.md", "| size | config | peak RSS")
+    rows = doc_table("performance.md", "| size | config | peak RSS")
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
     for config, colour in (("cli", "tab:blue"), ("node", "tab:orange")):
         pts = []
@@ -141,7 +150,7 @@ def memory_plot(path: Path) -> None:
 def band_mse_plot(path: Path) -> None:
     """Band MSE per image: the coarse alpha, the 0.3.0 default and the default now."""
     plt = _pyplot()
-    rows = markdown_table(DOCS / "refinement.md", "| image | band MSE coarse")
+    rows = doc_table("refinement.md", "| image | band MSE coarse")
     names = [r[0] for r in rows]
     values = np.array([_numbers(r[1])[:3] for r in rows])
     x = np.arange(len(names))

@@ -42,9 +42,11 @@ def test_summary_takes_medians_ratios_and_the_worst_image():
 
 
 def test_the_plots_source_tables_are_in_the_docs():
-    memory = make_figures.markdown_table(make_figures.DOCS / "performance.md", "| size | config | peak RSS")
+    memory = make_figures.doc_table("performance.md", "| size | config | peak RSS")
     assert len(memory) >= 4 and all("→" in row[2] for row in memory)
-    band = make_figures.markdown_table(make_figures.DOCS / "refinement.md", "| image | band MSE coarse")
+    band = make_figures.doc_table("refinement.md", "| image | band MSE coarse")
     assert len(band) == 27 and all(len(make_figures._numbers(row[1])) >= 3 for row in band)
-    with pytest.raises(ValueError, match="no table"):
-        make_figures.markdown_table(make_figures.DOCS / "refinement.md", "| no such header")
+    with pytest.raises(ValueError, match="docs/refinement.md: no table"):
+        make_figures.doc_table("refinement.md", "| no such header")
+    rows = make_figures.markdown_table("| a | b |\n|---|---|\n| `x\\|y` | 2 |\ntext\n| c | d |\n", "| a |")
+    assert rows == [["`x|y`", "2"]]

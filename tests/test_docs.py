@@ -36,6 +36,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.make_figures import markdown_table
 from helpers import load_pack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -271,19 +272,11 @@ def check_commands(text: str, name: str) -> list[str]:
 
 
 def table_rows(text: str, header: str) -> list[list[str]]:
-    """Body rows of the first table whose header row starts with ``header`` (cells stripped, ``\\|`` kept
-    inside its cell)."""
-    lines = prose(text).splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith(header):
-            rows = []
-            for row in lines[i + 2:]:
-                if not row.startswith("|"):
-                    break
-                cells = re.split(r"(?<!\\)\|", row.strip().strip("|"))
-                rows.append([c.strip().replace("\\|", "|") for c in cells])
-            return rows
-    return []
+    """Body rows of the first table (outside code blocks) whose header row starts with ``header``; [] if none."""
+    try:
+        return markdown_table(prose(text), header)
+    except ValueError:
+        return []
 
 
 def check_option_table(text: str, name: str, program: str) -> list[str]:
