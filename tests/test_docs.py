@@ -213,7 +213,7 @@ def commands(line: str) -> list[list[str]]:
 def invocation(tokens: list[str]) -> tuple[str, list[str]] | None:
     """``(program, argv)`` when ``tokens`` run one of our programs (after env assignments, ``time`` ...)."""
     for i, tok in enumerate(tokens):
-        if tok == "ben2" and all("=" in t or t.startswith("/usr/bin/time") or t.startswith("-") for t in tokens[:i]):
+        if tok == "ben2" and all("=" in t for t in tokens[:i]):  # the command itself, after VAR=value
             args = tokens[i + 1:]
             break
         if re.fullmatch(r"python3?", Path(tok).name) and tokens[i + 1:i + 2] == ["-m"] and len(tokens) > i + 2:
