@@ -8,11 +8,15 @@ result as one pass over the whole image while bounding the memory.
 """
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from .devices import accumulator_dtype
 
-__all__ = ["box_sum", "window_count", "box_mean", "guided_filter", "fast_guided_filter"]
+__all__ = ["box_sum", "window_count", "box_mean", "guided_filter", "fast_guided_filter", "gaussian_blur",
+           "gaussian_kernel"]
 
 
 def box_sum(x: torch.Tensor, r: int, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -152,8 +156,52 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
     return out
 
 
+def gaussian_kernel(sigma: float, dtype=torch.float32, device=None) -> torch.Tensor:
+    """Normalised 1-D Gaussian taps of standard deviation ``sigma`` > 0 px, radius ``ceil(3 sigma)``."""
+    r = max(1, int(math.ceil(3 * float(sigma))))
+    t = torch.arange(-r, r + 1, dtype=torch.float64, device=device)
+    k = torch.exp(-0.5 * (t / float(sigma)) ** 2)
+    return (k / k.sum()).to(dtype)
+
+
+def _blur_padded(x: torch.Tensor, k: torch.Tensor, pad_top: int, pad_bottom: int) -> torch.Tensor:
+    """Separable blur of ``[C, h, w]`` by taps ``k``: columns padded by replication, rows by ``pad_top`` /
+    ``pad_bottom`` replicated rows (the caller gives real neighbour rows for the rest of the halo)."""
+    C = x.shape[0]
+    r = (k.numel() - 1) // 2
+    kk = k.to(x.dtype)
+    y = F.pad(x[None], (r, r, pad_top, pad_bottom), mode="replicate")
+    y = F.conv2d(y, kk.reshape(1, 1, 1, -1).expand(C, 1, 1, -1).contiguous(), groups=C)
+    y = F.conv2d(y, kk.reshape(1, 1, -1, 1).expand(C, 1, -1, 1).contiguous(), groups=C)
+    return y[0]
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """Gaussian blur (``sigma`` px, replicated border) of ``[C, H, W]``; ``rows=(y0, y1)``: only those output
+    rows, computed from the rows around them, equal to the same rows of the whole-image blur. Returns a
+    new tensor in x's dtype; ``sigma <= 0`` returns a copy of the rows."""
+    H = x.shape[-2]
+    y0, y1 = (0, H) if rows is None else rows
+    if sigma <= 0:
+        return x[:, y0:y1].clone()
+    k = gaussian_kernel(sigma, torch.float64, x.device)
+    r = (k.numel() - 1) // 2
+    lo, hi = max(0, y0 - r), min(H, y1 + r)
+    return _blur_padded(x[:, lo:hi], k, r - (y0 - lo), r - (hi - y1))
+
+
+def _linear_taps(n_out: int, n_in: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source indices (lo, hi) and weight of hi for bilinear resizing ``n_in -> n_out`` samples with
+    ``align_corners=False`` (as ``torch.nn.functional.interpolate``)."""
+    pos = ((torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp_min(0)
+    lo = pos.floor().long().clamp(max=n_in - 1)
+    hi = (lo + 1).clamp(max=n_in - 1)
+    return lo, hi, (pos - lo).float()
+
+
 def fast_guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float, scale: float,
-                       weight: torch.Tensor | None = None) -> torch.Tensor:
+                       weight: torch.Tensor | None = None, fit_sigma: float = 0.0, apply_sigma: float = 0.0,
+                       strip_rows: int = 512) -> torch.Tensor:
     """Guided filter with the local linear models fitted at ``1/scale`` of the resolution ("fast guided
     filter", He & Sun 2015) and applied to the full-resolution guide.
 
@@ -161,19 +209,29 @@ def fast_guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps:
         guide: ``[3, H, W]`` float RGB in 0..1. src: ``[H, W]`` float map. weight: optional ``[H, W]``
             non-negative weights of the local fits (as :func:`guided_filter`).
         radius: window radius in full-resolution pixels (``max(1, round(radius / scale))`` at the low
-            resolution). eps: regularisation > 0. scale: >= 1; 1 is :func:`guided_filter` itself.
+            resolution). eps: regularisation > 0. scale: >= 1; 1 with both sigmas 0 is :func:`guided_filter`.
+        fit_sigma: Gaussian blur (low-resolution pixels) of the low-resolution guide before the fit, so the
+            guide is as soft as a source that was itself predicted at about that resolution and blurred (a
+            sharper guide than source shrinks the fitted slopes). 0 = none.
+        apply_sigma: Gaussian blur (full-resolution pixels) of the guide the models are applied to (keeps
+            the fitted slopes from multiplying per-pixel sensor noise). 0 = none.
+        strip_rows: full-resolution rows per strip of the application step (memory bound only).
 
     Guide, weight and weighted source are area-downsampled (the source as ``area(w p) / area(w)``), the
     coefficients are fitted there in float64 (float32 on MPS), box-averaged, upsampled bilinearly and
-    applied to the guide (centred at 0.5) at full resolution. Returns ``[H, W]`` in ``src``'s dtype, not
-    clamped; inputs are not modified. Cost and memory are those of the low resolution plus one pass over
-    the full image.
+    applied to the guide (centred at 0.5) at full resolution, ``strip_rows`` rows at a time; the result
+    does not depend on ``strip_rows`` beyond float rounding (~1e-6). Returns ``[H, W]`` in ``src``'s dtype,
+    not clamped; inputs are not modified. Cost and memory are those of the low resolution plus one pass
+    over the full image.
     """
-    import torch.nn.functional as F
-
     if not float(scale) >= 1:
         raise ValueError(f"scale must be >= 1, got {scale!r}")
-    if float(scale) == 1:
+    for name, v in (("fit_sigma", fit_sigma), ("apply_sigma", apply_sigma)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (float(v) >= 0 and math.isfinite(v)):
+            raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+    if isinstance(strip_rows, bool) or not isinstance(strip_rows, int) or strip_rows < 1:
+        raise ValueError(f"strip_rows must be an int >= 1, got {strip_rows!r}")
+    if float(scale) == 1 and fit_sigma == 0 and apply_sigma == 0:
         return guided_filter(guide, src, radius, eps, weight=weight)
     _check_filter_args(guide, src, radius, eps, weight)
     cd = accumulator_dtype(src.device)
@@ -185,13 +243,27 @@ def fast_guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps:
     area_dev = torch.device("cpu") if src.device.type == "mps" else src.device
 
     def area(x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) == size:
+            return x.float()
         return F.interpolate(x.to(area_dev).float(), size=size, mode="area").to(src.device)
 
     I_low = area(guide[None])[0].to(cd) - 0.5
+    if fit_sigma > 0:
+        I_low = gaussian_blur(I_low, float(fit_sigma))
     w_low = area(w[None, None])[0, 0].to(cd)
     wp_low = area((src * w)[None, None])[0, 0].to(cd)
     p_low = wp_low / w_low.clamp_min(torch.finfo(cd).tiny)
     ma, mb = _mean_coefficients(I_low, p_low, r, float(eps), w_low)
-    coeffs = F.interpolate(torch.cat([ma, mb[None]]).float()[None], size=(H, W), mode="bilinear",
-                           align_corners=False)[0]
-    return ((coeffs[:3] * (guide.float() - 0.5)).sum(0) + coeffs[3]).to(src.dtype)
+    coeffs = torch.cat([ma, mb[None]]).float()                   # [4, h, w]
+    del ma, mb, I_low, w_low, wp_low, p_low
+    ylo, yhi, wy = _linear_taps(H, size[0], src.device)
+    xlo, xhi, wx = _linear_taps(W, size[1], src.device)
+    out = torch.empty((H, W), dtype=src.dtype, device=src.device)
+    for y0 in range(0, H, strip_rows):
+        y1 = min(H, y0 + strip_rows)
+        fy = wy[y0:y1, None]
+        c = coeffs[:, ylo[y0:y1]] * (1 - fy) + coeffs[:, yhi[y0:y1]] * fy       # [4, n, w]
+        c = c[:, :, xlo] * (1 - wx) + c[:, :, xhi] * wx                          # [4, n, W]
+        g = gaussian_blur(guide, float(apply_sigma), (y0, y1)).float() if apply_sigma > 0 else guide[:, y0:y1].float()
+        out[y0:y1] = ((c[:3] * (g - 0.5)).sum(0) + c[3]).to(src.dtype)
+    return out

@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from ben_core.guided_filter import box_mean, box_sum, fast_guided_filter, guided_filter, window_count
-from ben_core.refine import default_radius, refine_alpha
+import torch.nn.functional as F
+
+from ben_core.guided_filter import (box_mean, box_sum, fast_guided_filter, gaussian_blur, guided_filter,
+                                   window_count)
+from ben_core.guided_filter import _mean_coefficients
+from ben_core.refine import default_radius, fit_scale, mask_softness, refine_alpha
 from benchmarks.synthetic_matting import band_mse, band_sad, coarsen_alpha, make_synthetic_matte
 from ben_core.trimap import auto_trimap, confidence_trimap
 from helpers import load_lemur
@@ -115,7 +119,7 @@ def test_refine_scale_choices():
     tri = confidence_trimap(s["coarse"])[0]
     full = refine_alpha(s["image"], s["coarse"], tri, scale=1)
     fast = refine_alpha(s["image"], s["coarse"], tri)
-    assert not torch.equal(full, fast)  # the default fits at 1/3.75
+    assert not torch.equal(full, fast)  # the default fits at the measured scale
     known = tri != 0.5
     assert torch.equal(fast[known], tri[known]) and torch.equal(full[known], tri[known])
     for bad in (0.5, "2", True):
@@ -255,3 +259,100 @@ def test_auto_trimap_band_radius_for_hard_masks():
     assert torch.equal(auto_trimap(hard, band_radius=5), band_trimap(hard, 5))
     assert not torch.equal(auto_trimap(hard, band_radius=5), auto_trimap(hard, band_radius=2))
     assert torch.equal(auto_trimap(hard), band_trimap(hard, 2))  # default_band_radius(96, 128) == 2
+
+
+def _interpolate_reference(guide, src, radius, eps, scale, weight):
+    """The fast guided filter as 0.4 wrote it: coefficients upsampled by torch's bilinear interpolate."""
+    H, W = src.shape
+    size = (max(1, round(H / scale)), max(1, round(W / scale)))
+    area = lambda x: F.interpolate(x.float(), size=size, mode="area")  # noqa: E731
+    I_low = area(guide[None])[0].double() - 0.5
+    w_low = area(weight[None, None])[0, 0].double()
+    p_low = area((src * weight)[None, None])[0, 0].double() / w_low
+    ma, mb = _mean_coefficients(I_low, p_low, max(1, round(radius / scale)), eps, w_low)
+    co = F.interpolate(torch.cat([ma, mb[None]]).float()[None], size=(H, W), mode="bilinear", align_corners=False)[0]
+    return (co[:3] * (guide - 0.5)).sum(0) + co[3]
+
+
+@pytest.mark.parametrize("scale", [2.0, 3.75, 7.3])
+def test_fast_guided_filter_strips_and_bilinear_match_interpolate(scale):
+    g = torch.Generator().manual_seed(5)
+    I = torch.rand(3, 103, 157, generator=g)
+    p = torch.rand(103, 157, generator=g)
+    w = torch.rand(103, 157, generator=g) + 0.1
+    copies = [t.clone() for t in (I, p, w)]
+    out = fast_guided_filter(I, p, 9, 1e-4, scale, weight=w)
+    # the row-strip bilinear upsampling is torch's bilinear interpolate, to float rounding
+    assert torch.allclose(out, _interpolate_reference(I, p, 9, 1e-4, scale, w), atol=2e-6)
+    for kw in ({}, {"fit_sigma": 1.0, "apply_sigma": 0.8}):
+        whole = fast_guided_filter(I, p, 9, 1e-4, scale, weight=w, **kw)
+        assert torch.allclose(whole, fast_guided_filter(I, p, 9, 1e-4, scale, weight=w, strip_rows=7, **kw), atol=1e-6)
+    for t, c in zip((I, p, w), copies):
+        assert torch.equal(t, c)
+    with pytest.raises(ValueError, match="fit_sigma"):
+        fast_guided_filter(I, p, 9, 1e-4, scale, fit_sigma=-1)
+    with pytest.raises(ValueError, match="apply_sigma"):
+        fast_guided_filter(I, p, 9, 1e-4, scale, apply_sigma=float("nan"))
+    with pytest.raises(ValueError, match="strip_rows"):
+        fast_guided_filter(I, p, 9, 1e-4, scale, strip_rows=0)
+
+
+def test_gaussian_blur_rows_equal_the_whole_image():
+    x = torch.rand(3, 41, 23, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    whole = gaussian_blur(x, 1.7)
+    assert whole.shape == x.shape
+    parts = torch.cat([gaussian_blur(x, 1.7, (y, min(41, y + 6))) for y in range(0, 41, 6)], 1)
+    assert torch.equal(whole, parts)
+    c = torch.full((1, 9, 5), 0.25, dtype=torch.float64)
+    assert torch.allclose(gaussian_blur(c, 3.0), c)  # a constant stays constant (replicated border)
+    assert torch.equal(gaussian_blur(x, 0), x)
+
+
+def test_mask_softness_reads_the_blur_of_an_edge():
+    xx = torch.arange(400, dtype=torch.float64)
+    for sigma in (2.0, 4.0, 12.0):  # central differences read a 1.5 px edge 7% soft
+        edge = 0.5 * (1 + torch.erf((xx - 200) / (sigma * 2 ** 0.5)))
+        m = edge[None].expand(60, 400).contiguous()
+        assert mask_softness(m) == pytest.approx(sigma, rel=0.05)
+        assert mask_softness(m, strip_rows=7) == mask_softness(m)
+    assert mask_softness(torch.zeros(20, 20)) == 0.0 and fit_scale(torch.zeros(20, 20)) == 1.0
+    hard = torch.zeros(50, 50)
+    hard[:, 25:] = 1
+    assert mask_softness(hard) == 0.0 and fit_scale(hard) == 1.0  # no fractional pixel: fit at full resolution
+    unknown = torch.zeros(60, 400, dtype=torch.bool)
+    assert mask_softness(m, unknown) == 0.0  # only the unknown pixels count
+
+
+def test_working_size_sets_the_scale_and_checks():
+    s = _sample(0)
+    img, coarse = s["image"], s["coarse"]
+    tri = confidence_trimap(coarse)[0]
+    known = tri != 0.5
+    a = refine_alpha(img, coarse, tri, working_size=128)   # 480 px wide: fit at 1/3.75
+    b = refine_alpha(img, coarse, tri, working_size=480)   # fit at full resolution
+    assert not torch.equal(a, b)
+    assert torch.equal(a[known], tri[known]) and torch.equal(b[known], tri[known])
+    assert torch.equal(refine_alpha(img, coarse, tri, working_size=4096), b)  # never finer than the image
+    for bad in (0, -5, 2.5, True, "1024"):
+        with pytest.raises(ValueError, match="working_size"):
+            refine_alpha(img, coarse, tri, working_size=bad)
+    with pytest.raises(TypeError, match="not both"):
+        refine_alpha(img, coarse, tri, working_size=128, scale=2)
+    with pytest.raises(TypeError, match="working_size"):
+        refine_alpha(img, coarse, tri, method="vitmatte", working_size=128)
+
+
+def test_default_keeps_dtype_sure_pixels_and_inputs_in_float64():
+    s = _sample(4)
+    img, coarse = s["image"].double(), s["coarse"].double()
+    tri = confidence_trimap(coarse)[0]
+    copies = [t.clone() for t in (img, coarse, tri)]
+    out = refine_alpha(img, coarse, tri)
+    assert out.dtype == torch.float64 and out.shape == coarse.shape
+    known = tri != 0.5
+    assert torch.equal(out[known], tri[known])
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    for t, c in zip((img, coarse, tri), copies):
+        assert torch.equal(t, c)
+    # strips change the result by float rounding only
+    assert torch.allclose(out, refine_alpha(img, coarse, tri, strip_rows=11), atol=1e-6)
