@@ -21,10 +21,15 @@ Coarse alpha (what a base model would hand to the refiner), two variants:
   3, at model resolution), which removes every structure narrower than ``open_px`` model pixels, then
   blurred and upsampled as above.
 
+``--model-side N`` makes the model map ``N x N`` whatever the image size (``1024``: how BEN2 sees a
+full-resolution photo, e.g. 3280 px at 1/3.2; the full-resolution alphamatting.com mattes with
+:mod:`benchmarks.fullres_composite`).
+
 Methods (``--methods``): ``coarse`` (the coarse alpha as is), ``snapped`` (the coarse alpha with the
 confidence trimap's sure pixels set to exactly 0/1, no filtering: what ``refine_alpha`` does outside the
 band), ``guided`` (``refine_alpha(image, coarse)`` with every default; ``guided:radius=5,eps=1e-3``
-passes keyword arguments), and external callables ``path/to/file.py:func`` or ``package.module:func``,
+passes keyword arguments; ``guided:working_size=model`` passes each image's model map side, what a pipeline
+that made the mask knows; ``guided:scale=3.75`` is 0.4's default), and external callables ``path/to/file.py:func`` or ``package.module:func``,
 called as ``func(image [1,3,H,W], coarse [1,H,W]) -> alpha [1,H,W]`` (float 0..1, CPU tensors).
 
 Metrics (alpha in 0..1; the usual matting-benchmark definitions, as in the Deep Image Matting evaluation
@@ -51,10 +56,13 @@ Regions:
 Time is the wall time of one call; ``peak MB`` is the growth of this process's peak resident set (VmHWM,
 reset before each call through ``/proc/self/clear_refs``) above the resident set before the call.
 ``--time-4k`` also times every method on the first image upscaled to 3840x2160 (coarse from a 1024
-model map), each in a fresh subprocess (peak RSS of that process).
+model map), each in a fresh subprocess (peak RSS of that process); ``--time-size 8000x6000`` likewise at any
+size. ``--no-conn`` skips the connectivity error (~20 s per 7 MP image).
 
-Output: markdown tables (per image, averages, and where a method is worse than the coarse alpha on
-whole-image SAD), and with ``--json`` every number.
+Output: markdown tables (averages; per image the band MSE and whole-image SAD as multiples of the coarse
+alpha's, with the median, the worst image and how many reach x0.6; per image every metric unless
+``--no-per-image``), ``--plot FILE`` a bar chart of band MSE per image (matplotlib,
+requirements-bench.txt), and with ``--json`` every number.
 """
 from __future__ import annotations
 
@@ -109,7 +117,8 @@ def load_pairs(data_dir, names=None) -> list[tuple[str, torch.Tensor, torch.Tens
             print(f"warning: no alpha for {p.name}; skipped", file=sys.stderr)
             continue
         img = np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255
-        a = np.asarray(Image.open(cands[0]))
+        am = Image.open(cands[0])
+        a = np.asarray(am.convert("RGB") if am.mode == "P" else am)  # palette mattes: the colours, not indices
         a = (a[..., 0] if a.ndim == 3 else a).astype(np.float32)
         a = a / (65535 if a.max() > 255 else 255)
         if a.shape != img.shape[:2]:
@@ -126,11 +135,11 @@ def model_size(height: int, width: int, model_factor: float = MODEL_FACTOR) -> i
 
 
 def coarse_alpha(gt: torch.Tensor, variant: str, model_factor: float = MODEL_FACTOR,
-                 blur_sigma: float = BLUR_SIGMA, open_px: int = OPEN_PX) -> torch.Tensor:
+                 blur_sigma: float = BLUR_SIGMA, open_px: int = OPEN_PX, model_side: int | None = None) -> torch.Tensor:
     """Coarse alpha ``[1,H,W]`` of the truth ``gt`` ``[1,H,W]`` for ``variant`` ``"model"`` or ``"hard"``
-    (see the module docstring)."""
+    (see the module docstring); ``model_side``: the model map's side (default from ``model_factor``)."""
     H, W = gt.shape[-2:]
-    S = model_size(H, W, model_factor)
+    S = model_size(H, W, model_factor) if model_side is None else int(model_side)
     if variant == "model":
         return coarsen_alpha(gt, model_size=S, blur_sigma=blur_sigma)
     if variant != "hard":
@@ -240,14 +249,15 @@ def conn_error(pred: np.ndarray, gt: np.ndarray, region=None, step: float = 0.1)
     return float(d[region].sum() if region is not None else d.sum()) / 1000
 
 
-def all_metrics(pred: np.ndarray, gt: np.ndarray, band: np.ndarray, gt_mag: np.ndarray) -> dict:
-    """``{band_sad, band_mse, band_grad, band_conn, img_sad, img_mse, img_grad, img_conn}``."""
+def all_metrics(pred: np.ndarray, gt: np.ndarray, band: np.ndarray, gt_mag: np.ndarray, conn: bool = True) -> dict:
+    """``{band_sad, band_mse, band_grad, band_conn, img_sad, img_mse, img_grad, img_conn}`` (conn NaN when
+    ``conn`` is False or scipy is missing)."""
     pm = gradient_magnitude(pred)
     g2 = (pm - gt_mag) ** 2
     out = {"band_sad": sad(pred, gt, band), "band_mse": mse(pred, gt, band),
            "band_grad": float(g2[band].sum()) / 1000, "img_sad": sad(pred, gt), "img_mse": mse(pred, gt),
            "img_grad": float(g2.sum()) / 1000}
-    if _have_scipy():
+    if conn and _have_scipy():
         c = _conn_diff(pred, gt)
         out["band_conn"], out["img_conn"] = float(c[band].sum()) / 1000, float(c.sum()) / 1000
     else:
@@ -336,24 +346,29 @@ def run_method(fn, image: torch.Tensor, coarse: torch.Tensor) -> tuple[torch.Ten
 # --------------------------------------------------------------------------------------------------
 
 def evaluate(pairs, methods, variants, model_factor=MODEL_FACTOR, blur_sigma=BLUR_SIGMA, open_px=OPEN_PX,
-             log=None) -> list[dict]:
+             log=None, model_side=None, conn=True) -> list[dict]:
     """One record per (image, variant, method): name, variant, method, size, band/unknown pixel counts,
-    the metrics of :func:`all_metrics`, ``time_s`` and ``peak_mb``."""
-    fns = {m: resolve_method(m) for m in methods}
+    the metrics of :func:`all_metrics`, ``time_s`` and ``peak_mb``. A method spec with
+    ``working_size=model`` gets the model map side of each image's coarse alpha (what a pipeline that made
+    the mask knows). ``conn=False`` skips the connectivity error (NaN; it costs ~20 s per 7 MP image)."""
+    fns = {m: resolve_method(m.replace("working_size=model", "working_size=1")) for m in methods}
     recs = []
     for name, img, gt in pairs:
         gt_np = gt[0].double().numpy()
         gt_mag = gradient_magnitude(gt_np)
         for var in variants:
-            c = coarse_alpha(gt, var, model_factor, blur_sigma, open_px)
+            c = coarse_alpha(gt, var, model_factor, blur_sigma, open_px, model_side)
+            S = model_size(*gt.shape[-2:], model_factor) if model_side is None else int(model_side)
             tri = confidence_trimap(c)[0]
             band = eval_band(c, gt, tri).numpy()
             unknown = int((tri == 0.5).sum())
             for m, fn in fns.items():
+                if "working_size=model" in m:
+                    fn = resolve_method(m.replace("working_size=model", f"working_size={S}"))
                 pred, dt, peak = run_method(fn, img, c)
                 r = {"image": name, "variant": var, "method": m, "size": list(gt.shape[-2:]),
                      "band_px": int(band.sum()), "unknown_px": unknown, "time_s": dt, "peak_mb": peak}
-                r.update(all_metrics(pred[0].double().numpy(), gt_np, band, gt_mag))
+                r.update(all_metrics(pred[0].double().numpy(), gt_np, band, gt_mag, conn))
                 recs.append(r)
                 if log:
                     log(f"{name} {var:5s} {m}: band MSE {r['band_mse']:.5f}, image SAD {r['img_sad']:.2f}, "
@@ -409,6 +424,72 @@ def summary_table(recs, variants, methods) -> str:
     return "\n".join(lines)
 
 
+def ratio_table(recs, variant, methods) -> str:
+    """Markdown: per image of ``variant``, the coarse band MSE and each method's band MSE and whole-image SAD
+    as multiples of the coarse alpha's (x0.50 = half the error), then the median, the worst image and how
+    many images reach <= x0.6 band MSE and <= x1.0 SAD."""
+    ms = [m for m in methods if m != "coarse"]
+    base = {r["image"]: r for r in recs if r["variant"] == variant and r["method"] == "coarse"}
+    by = {(r["image"], r["method"]): r for r in recs if r["variant"] == variant}
+    head = "| image | size | coarse band MSE | " + " | ".join(f"{m}: band MSE | {m}: image SAD" for m in ms) + " |"
+    lines = [head, "|---" * (3 + 2 * len(ms)) + "|"]
+    cols = {m: ([], []) for m in ms}
+    for name, b in base.items():
+        cells = []
+        for m in ms:
+            r = by.get((name, m))
+            if r is None or b["band_mse"] <= 0 or b["img_sad"] <= 0:
+                cells += ["-", "-"]
+                continue
+            q, d = r["band_mse"] / b["band_mse"], r["img_sad"] / b["img_sad"]
+            cols[m][0].append(q)
+            cols[m][1].append(d)
+            cells += [f"x{q:.2f}", f"x{d:.2f}"]
+        lines.append(f"| {name} | {b['size'][1]}x{b['size'][0]} | {b['band_mse']:.5f} | " + " | ".join(cells) + " |")
+    for label, fn in (("median", np.median), ("worst", np.max)):
+        cells = []
+        for m in ms:
+            q, d = cols[m]
+            cells += [f"x{fn(q):.2f}" if q else "-", f"x{fn(d):.2f}" if d else "-"]
+        lines.append(f"| **{label}** | | | " + " | ".join(cells) + " |")
+    cells = []
+    for m in ms:
+        q, d = cols[m]
+        cells += [f"{sum(x <= 0.6 for x in q)}/{len(q)} <= x0.6", f"{sum(x <= 1.0 for x in d)}/{len(d)} <= x1"]
+    lines.append("| **images** | | | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_band_mse(recs, variants, methods, path) -> None:
+    """Bar chart of band MSE (multiple of the coarse alpha's) per image and method, one panel per variant,
+    to ``path`` (PNG/SVG/PDF by extension). Needs matplotlib (requirements-bench.txt)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise SystemExit(f"--plot needs matplotlib ({e}); pip install -r requirements-bench.txt") from e
+    ms = [m for m in methods if m != "coarse"]
+    fig, axes = plt.subplots(len(variants), 1, figsize=(12, 3.2 * len(variants)), squeeze=False)
+    for ax, var in zip(axes[:, 0], variants):
+        base = {r["image"]: r["band_mse"] for r in recs if r["variant"] == var and r["method"] == "coarse"}
+        names = sorted(base)
+        x = np.arange(len(names))
+        wbar = 0.8 / max(1, len(ms))
+        for k, m in enumerate(ms):
+            by = {r["image"]: r["band_mse"] for r in recs if r["variant"] == var and r["method"] == m}
+            ax.bar(x + k * wbar, [by.get(n, np.nan) / base[n] if base[n] > 0 else np.nan for n in names], wbar, label=m)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.axhline(0.6, color="r", lw=0.8, ls="--")
+        ax.set_xticks(x + 0.4 - wbar / 2, names, rotation=90, fontsize=7)
+        ax.set_ylabel("band MSE / coarse")
+        ax.set_title(f"coarse variant {var}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 # ---- 4K timing in fresh subprocesses -------------------------------------------------------------
 
 def _child_4k(path: str, spec: str) -> None:
@@ -426,11 +507,13 @@ def _child_4k(path: str, spec: str) -> None:
 
 def time_4k(pair, methods, H=2160, W=3840) -> list[dict]:
     """Each method on ``pair``'s image and truth resized to ``H x W`` (bicubic / bilinear) with the coarse
-    alpha of a 1024 model map, each in a fresh subprocess: ``[{method, time_s, rss_before_mb, peak_rss_mb}]``."""
+    alpha of a 1024 model map, each in a fresh subprocess: ``[{method, time_s, rss_before_mb, peak_rss_mb}]``
+    (the inputs are made in float32, resized in row strips so this process stays small at 8000 x 6000)."""
     name, img, gt = pair
-    img4 = F.interpolate(img, size=(H, W), mode="bicubic", align_corners=False).clamp(0, 1)
-    gt4 = F.interpolate(gt[None], size=(H, W), mode="bilinear", align_corners=False)[0].clamp(0, 1)
+    img4 = F.interpolate(img, size=(H, W), mode="bicubic", align_corners=False).clamp_(0, 1)
+    gt4 = F.interpolate(gt[None], size=(H, W), mode="bilinear", align_corners=False)[0].clamp_(0, 1)
     c4 = coarsen_alpha(gt4, model_size=1024, blur_sigma=BLUR_SIGMA)
+    del gt4
     out = []
     with tempfile.TemporaryDirectory() as td:
         p = os.path.join(td, "in.pt")
@@ -469,8 +552,15 @@ def main(argv=None) -> None:
     ap.add_argument("--blur-sigma", type=float, default=BLUR_SIGMA, help="coarse blur at model resolution (px)")
     ap.add_argument("--open-px", type=int, default=OPEN_PX, help="opening size of the hard variant (model px)")
     ap.add_argument("--time-4k", action="store_true", help="also time each method at 3840x2160 (subprocesses)")
+    ap.add_argument("--time-size", nargs="+", default=[], metavar="WxH",
+                    help="also time each method at these sizes, e.g. 8000x6000 (first image upscaled; subprocesses)")
+    ap.add_argument("--model-side", type=int, default=None,
+                    help="square model map side of the coarse alpha (e.g. 1024, as BEN2 sees a full-resolution "
+                         "photo); overrides --model-factor")
     ap.add_argument("--per-image", action="store_true", default=True, help=argparse.SUPPRESS)
     ap.add_argument("--no-per-image", dest="per_image", action="store_false", help="print only the summary tables")
+    ap.add_argument("--no-conn", action="store_true", help="skip the connectivity error (slow at full resolution)")
+    ap.add_argument("--plot", help="draw band MSE per image (x coarse) to this image file (needs matplotlib)")
     ap.add_argument("--json", help="write every record to this JSON file")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     ap.add_argument("--child-4k", nargs=2, help=argparse.SUPPRESS)
@@ -484,22 +574,37 @@ def main(argv=None) -> None:
         args.methods = ["coarse"] + args.methods  # the reference of every comparison
     pairs = load_pairs(args.data_dir, set(args.names) if args.names else None)
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    recs = evaluate(pairs, args.methods, args.variants, args.model_factor, args.blur_sigma, args.open_px, log)
+    recs = evaluate(pairs, args.methods, args.variants, args.model_factor, args.blur_sigma, args.open_px, log,
+                    args.model_side, not args.no_conn)
     print(f"# Real-photo matting benchmark ({len(pairs)} images from {args.data_dir}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads)\n")
-    print(f"Coarse alpha: model map side round(max(H, W) / {args.model_factor:g}), blur sigma {args.blur_sigma:g} "
+    side = f"{args.model_side}" if args.model_side else f"round(max(H, W) / {args.model_factor:g})"
+    print(f"Coarse alpha: model map side {side}, blur sigma {args.blur_sigma:g} "
           f"model px; hard variant opened with {args.open_px}x{args.open_px} model px. Band = confidence-trimap "
           "unknown OR 0 < gt < 1 OR coarse/gt on different sides of 0.5. SAD, Grad, Conn in thousands.\n")
     print("## Averages\n")
     print(summary_table(recs, args.variants, args.methods), "\n")
+    for var in args.variants:
+        print(f"## Per image, coarse variant `{var}`: multiples of the coarse alpha's error\n")
+        print(ratio_table(recs, var, args.methods), "\n")
+    if args.plot:
+        plot_band_mse(recs, args.variants, args.methods, args.plot)
+        print(f"(plot: {args.plot})\n")
     if args.per_image:
         for var in args.variants:
-            print(f"## Per image, coarse variant `{var}`\n")
+            print(f"## Per image, coarse variant `{var}`, every metric\n")
             print(per_image_table(recs, var), "\n")
     fourk = None
-    if args.time_4k:
-        fourk = time_4k(pairs[0], args.methods)
-        print("## 3840x2160 (first image upscaled; fresh subprocess per method)\n")
+    sizes = (["3840x2160"] if args.time_4k else []) + list(args.time_size)
+    if sizes:
+        fourk = []
+        for spec in sizes:
+            w, _, h = spec.lower().partition("x")
+            if not (w.isdigit() and h.isdigit()):
+                ap.error(f"--time-size wants WxH such as 8000x6000, got {spec!r}")
+            fourk += time_4k(pairs[0], args.methods, int(h), int(w))
+        print(f"## Timing at {', '.join(sizes)} (first image upscaled, coarse from a 1024 map; fresh subprocess "
+              f"per method; load average before: {os.getloadavg()[0]:.2f})\n")
         print(fourk_table(fourk), "\n")
     if args.json:
         Path(args.json).write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "child_4k"},

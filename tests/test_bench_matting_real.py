@@ -47,3 +47,67 @@ def test_runs_on_a_folder_and_prints_the_tables(tmp_path, capsys):
     recs = json.loads((tmp_path / "r.json").read_text())["records"]
     assert {(r["image"], r["variant"], r["method"]) for r in recs} == {
         (i, v, m) for i in ("a", "b") for v in ("model", "hard") for m in ("coarse", "guided")}
+
+
+def test_ratio_table_counts_and_medians():
+    def rec(image, method, band_mse, img_sad):
+        return {"image": image, "variant": "model", "method": method, "size": [10, 20], "band_mse": band_mse,
+                "img_sad": img_sad}
+    recs = [rec("a", "coarse", 0.02, 4.0), rec("a", "guided", 0.01, 3.0),
+            rec("b", "coarse", 0.04, 2.0), rec("b", "guided", 0.032, 2.2)]
+    t = bmr.ratio_table(recs, "model", ["coarse", "guided"])
+    assert "| a | 20x10 | 0.02000 | x0.50 | x0.75 |" in t
+    assert "| b | 20x10 | 0.04000 | x0.80 | x1.10 |" in t
+    assert "| **median** | | | x0.65 | x0.93 |" in t and "| **worst** | | | x0.80 | x1.10 |" in t
+    assert "1/2 <= x0.6" in t and "1/2 <= x1" in t
+
+
+def test_model_side_palette_mattes_and_working_size_model(tmp_path, monkeypatch):
+    gt = np.zeros((60, 90), np.float32)
+    gt[15:45, 20:70] = 1
+    import torch
+
+    from benchmarks.synthetic_matting import coarsen_alpha
+    g = torch.from_numpy(gt)[None]
+    assert torch.equal(bmr.coarse_alpha(g, "model", model_side=24), coarsen_alpha(g, model_size=24, blur_sigma=1.0))
+    # a palette PNG is read as its grey levels, not as palette indices
+    for sub in ("image", "alpha"):
+        (tmp_path / sub).mkdir()
+    pal = Image.fromarray((gt * 255).astype(np.uint8)).convert("P", palette=Image.ADAPTIVE, colors=2)
+    assert pal.mode == "P"
+    pal.save(tmp_path / "alpha" / "p.png")
+    Image.fromarray(np.full((60, 90, 3), 128, np.uint8)).save(tmp_path / "image" / "p.png")
+    (_, _, a), = bmr.load_pairs(tmp_path)
+    assert torch.equal(a[0], torch.from_numpy(gt))
+    seen = []
+    real = bmr.refine_alpha
+
+    def spy(*args, **kw):
+        seen.append(kw.get("working_size"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(bmr, "refine_alpha", spy)
+    recs = bmr.evaluate(bmr.load_pairs(tmp_path), ["coarse", "guided:working_size=model"], ["model"], model_side=24,
+                        conn=False)
+    assert seen == [24]  # the spec's "model" became this image's model map side
+    assert all(np.isnan(r["img_conn"]) for r in recs)
+
+
+def test_fullres_composite_contracts():
+    from benchmarks import fullres_composite as fc
+    rng = np.random.default_rng(1)
+    img_lr = rng.uniform(0, 1, (20, 30, 3)).astype(np.float32)
+    a_lr = np.zeros((20, 30), np.float32)
+    a_lr[5:15, 8:22] = 1
+    a_hr = np.kron(a_lr, np.ones((4, 4), np.float32))
+    copies = [x.copy() for x in (img_lr, a_lr, a_hr)]
+    out = fc.make_image(img_lr, a_lr, a_hr, noise=0.01, seed=3)
+    assert out.shape == (80, 120, 3) and out.dtype == np.uint8
+    assert np.array_equal(out, fc.make_image(img_lr, a_lr, a_hr, noise=0.01, seed=3))  # seeded
+    assert not np.array_equal(out, fc.make_image(img_lr, a_lr, a_hr, noise=0.01, seed=4))
+    up = fc.make_image(img_lr, a_lr, a_hr, mode="upsampled")
+    assert up.shape == (80, 120, 3)
+    for x, c in zip((img_lr, a_lr, a_hr), copies):
+        assert np.array_equal(x, c)
+    with pytest.raises(ValueError, match="mode"):
+        fc.make_image(img_lr, a_lr, a_hr, mode="nope")
