@@ -1,42 +1,77 @@
-"""Steady video mattes: damp the frame-to-frame flicker of per-frame alpha where nothing moves.
+"""Steady video mattes: damp the frame-to-frame flicker of per-frame alpha, on still and on moving shots.
 
 A per-frame model is unsure in the same places from frame to frame (hair, motion blur, semi-transparent
-edges), and there its answer wobbles although the picture does not change: the matte flickers. Plain
-exponential smoothing of the alpha (what early real-time matting and OBS-style plugins tried) damps the
-flicker but smears and lags wherever the subject or the camera moves, and it drags sure pixels into
-grey. RobustVideoMatting and MatAnyone avoid both by carrying state inside the network (recurrent
-features / memory); with BEN2's per-frame weights the state has to live outside, so this module gates a
-recursive filter per pixel on what can be seen:
+edges), and there its answer wobbles although the subject does not change: the matte flickers. Plain
+exponential smoothing of the alpha damps the flicker but smears and lags wherever the subject or the camera
+moves. RobustVideoMatting and MatAnyone carry state inside their networks; with BEN2's per-frame weights
+the state lives outside, and this module follows the picture's motion instead:
 
-* **image change**: the frames are compared at a reduced size (box-averaged to a longest side of about
-  ``analysis_size``, so sensor noise averages out) and the absolute change is averaged over 3x3 pixels.
-  The frame's median change, up to half of ``motion_high``, is taken as its noise floor and subtracted
-  (sensor noise, compression; a pan changes every pixel and stays motion),
-  and the largest change within a ``window`` box counts for a pixel (an edge sweeps a band). Where that
-  change is above ``motion_high`` the pixel is *moving* and takes the new alpha as it is (no lag, no
-  smear); below ``motion_low`` it is *still* and carries the full weight; in between the weight falls
-  linearly;
+* **motion**: dense optical flow between consecutive frames (OpenCV's DIS flow, medium preset, on the
+  grey frames box-averaged to a longest side of about ``analysis_size``), in both directions. The
+  previous steadied alpha is warped along the flow to where its pixels went, at full resolution;
+* **trust in the warp**, per pixel: the two flows must agree (forward-backward consistency; a pixel
+  whose flow leaves the frame has none), and the previous frame, warped the same way, must match the new
+  frame in colour at full resolution (absolute difference over RGB, averaged over 3 x 3 pixels, the
+  largest within ``window`` pixels, less the frame's noise floor: its median, at most half of
+  ``motion_high``). Below ``motion_low`` the warp is trusted fully, above ``motion_high`` not at all.
+  Occlusion, disocclusion, fast or non-rigid motion the flow misses and motion blur fail these checks,
+  and there the new frame's alpha is taken as it is: no lag, no ghost edges, no smeared hair;
+* **scene cuts**: when more than ``cut_fraction`` of the pixels fail, the shot has changed and the
+  state starts again from the new frame;
 * **confidence**: only alpha the model is unsure of is carried. A pixel whose new alpha is sure
-  (``<= sure_background`` or ``>= sure_foreground``) is passed through unchanged, so sure foreground and
-  background stay sure; between the two the weight rises over ``confidence_ramp`` to full.
+  (``<= sure_background`` or ``>= sure_foreground``) is passed through unchanged; between the two the
+  weight rises over ``confidence_ramp`` to full.
 
-For each frame ``t``: ``out[t] = alpha[t] + w[t] * (out[t-1] - alpha[t])`` with
-``w = strength * still * unsure`` in 0..strength, and ``out[0] = alpha[0]`` (the first frame is never
-worse than per-frame). The filter is causal and its state is the previous output and the previous
-frame's analysis image, so :class:`AlphaStabilizer` fed chunk after chunk gives bit-identical results
-for any chunking, equal to :func:`stabilize_alpha` on the whole clip. Everything is pure torch on the
-inputs' device; the cost is a few element-wise passes over the frame (measured in
-``benchmarks/bench_temporal.py``).
+For each frame ``t`` (causal mode): ``out[t] = alpha[t] + w[t] * (warp(out[t-1]) - alpha[t])`` with
+``w = strength * trust * unsure`` in 0..strength, and ``out[0] = alpha[0]``. Its state is the previous
+output and frame, so memory does not grow with the clip, and :class:`AlphaStabilizer` fed chunk after
+chunk gives bit-identical results for any chunking, equal to :func:`stabilize_alpha` on the whole clip.
+
+**Bidirectional** mode (offline) adds the same recursion run backwards in time (the future frames warped
+back) and returns the mean of the two passes. The backward pass runs over blocks of ``lookahead``
+frames, each with ``lookahead`` frames of future behind it, so a frame comes out ``lookahead`` to
+``2 * lookahead - 1`` frames after it went in and memory holds at most ``2 * lookahead`` frames (their
+alpha, the forward pass and the backward trust, as float16: about 12 MB a 1080p frame), whatever the
+length of the clip. (The backward weights fall as ``strength ** k``, 0.85 ** 16 = 7 %, so a longer
+look-ahead changes little.)
+
+``flow="none"`` skips the optical flow (the frames are compared where they are: flicker is damped only
+where the picture is still); ``"auto"`` (the default) uses OpenCV when it is installed and otherwise
+falls back to ``"none"`` with a warning in the log; ``"dis"`` requires OpenCV
+(``pip install opencv-python-headless``). Everything except the flow itself is torch on the inputs'
+device; the cost is measured in ``benchmarks/bench_temporal.py``.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["StabilizerOptions", "AlphaStabilizer", "stabilize_alpha"]
+__all__ = ["StabilizerOptions", "AlphaStabilizer", "make_stabilizer", "stabilize_alpha", "TemporalDependencyError", "MODES", "FLOWS"]
+
+log = logging.getLogger("ben_core")
+
+MODES = ("causal", "bidirectional")
+FLOWS = ("auto", "dis", "none")
+
+
+class TemporalDependencyError(ImportError):
+    """Motion-compensated stabilisation was asked for and OpenCV is not installed."""
+
+
+def _import_cv2():
+    try:
+        import cv2
+    except ImportError as e:
+        raise TemporalDependencyError(
+            "motion-compensated mattes (flow='dis') need OpenCV's optical flow: install it with "
+            "`pip install opencv-python-headless` (or opencv-python), or pass flow='none' to steady only "
+            "where the picture is still") from e
+    return cv2
 
 
 @dataclass(frozen=True)
@@ -44,39 +79,58 @@ class StabilizerOptions:
     """Settings of :class:`AlphaStabilizer` (defaults chosen on ``benchmarks/bench_temporal.py``).
 
     Attributes:
-        strength: the largest weight of the previous output (0 = off, < 1), reached where nothing moves and
-            the model is unsure. 0.85 keeps ~15 % of each new frame: flicker variance drops ~12-fold.
-        motion_low, motion_high: image change (0..1: absolute change averaged over RGB and 3x3 pixels at
-            the analysis size, less the frame's median, the largest within ``window``) below which a pixel
-            counts as still (full weight) and above which it counts as moving (weight 0).
-        window: box size (pixels at the analysis size, odd) over which the largest change counts.
-        analysis_size: about the longest side the frames are compared at (box-averaged over k x k pixels,
-            k = ceil(longest side / analysis_size); smaller is faster and less sensitive to noise, coarser at
-            motion boundaries).
+        strength: the largest weight of the previous (warped) output (0 = off, < 1), reached where the warp
+            is trusted and the model is unsure. 0.85 keeps ~15 % of each new frame.
+        motion_low, motion_high: colour mismatch (0..1, see the module docstring) between the new frame and
+            the warped previous one below which the warp is trusted fully and above which not at all.
+        window: box size (full-resolution pixels, odd) over which the largest mismatch counts.
+        analysis_size: about the longest side the optical flow is computed at (frames box-averaged over
+            k x k pixels, k = ceil(longest side / analysis_size)); the flow is applied at full size.
+        flow: ``"auto"``, ``"dis"`` (OpenCV DIS optical flow) or ``"none"`` (no motion compensation).
+        flow_tolerance: forward-backward flow disagreement (pixels at the analysis size, plus 10 % of
+            the motion) up to which the flow is trusted fully; 3 x this and beyond, not at all.
+        cut_fraction: the share of pixels whose warp fails above which a frame starts a new shot.
+        lookahead: bidirectional mode: frames of future each backward pass sees at least (and the block
+            length); memory holds at most twice this many frames.
         sure_background, sure_foreground: new alpha at or beyond these passes through unchanged.
         confidence_ramp: alpha distance beyond the sure thresholds over which the weight rises to full.
     """
 
     strength: float = 0.85
-    motion_low: float = 0.01
-    motion_high: float = 0.04
-    window: int = 5
+    motion_low: float = 0.005
+    motion_high: float = 0.025
+    window: int = 3
     analysis_size: int = 384
+    flow: str = "auto"
+    flow_tolerance: float = 0.5
+    cut_fraction: float = 0.5
+    lookahead: int = 16
     sure_background: float = 0.02
     sure_foreground: float = 0.98
     confidence_ramp: float = 0.15
 
     def check(self) -> "StabilizerOptions":
         """Return self, or raise ValueError naming the bad setting and its range."""
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
         if not 0.0 <= self.strength < 1.0:
             raise ValueError(f"strength must be in [0, 1) (0 = off), got {self.strength!r}")
         if not 0.0 <= self.motion_low < self.motion_high:
-            raise ValueError(f"need 0 <= motion_low < motion_high (image changes in 0..1), got {self.motion_low!r}, "
+            raise ValueError(f"need 0 <= motion_low < motion_high (colour mismatch in 0..1), got {self.motion_low!r}, "
                              f"{self.motion_high!r}")
-        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1 or self.window % 2 == 0:
+        if not is_int(self.window) or self.window < 1 or self.window % 2 == 0:
             raise ValueError(f"window must be an odd int >= 1, got {self.window!r}")
-        if isinstance(self.analysis_size, bool) or not isinstance(self.analysis_size, int) or self.analysis_size < 16:
+        if not is_int(self.analysis_size) or self.analysis_size < 16:
             raise ValueError(f"analysis_size must be an int >= 16, got {self.analysis_size!r}")
+        if self.flow not in FLOWS:
+            raise ValueError(f"flow must be one of {FLOWS}, got {self.flow!r}")
+        if not self.flow_tolerance > 0.0:
+            raise ValueError(f"flow_tolerance must be > 0 (pixels), got {self.flow_tolerance!r}")
+        if not 0.0 < self.cut_fraction <= 1.0:
+            raise ValueError(f"cut_fraction must be in (0, 1], got {self.cut_fraction!r}")
+        if not is_int(self.lookahead) or self.lookahead < 1:
+            raise ValueError(f"lookahead must be an int >= 1 (frames), got {self.lookahead!r}")
         if not 0.0 <= self.sure_background < self.sure_foreground <= 1.0:
             raise ValueError(f"need 0 <= sure_background < sure_foreground <= 1, got {self.sure_background!r}, "
                              f"{self.sure_foreground!r}")
@@ -85,15 +139,80 @@ class StabilizerOptions:
         return self
 
 
+def _ramp_down(x: torch.Tensor, lo, hi) -> torch.Tensor:
+    """1 at or below ``lo``, 0 at or above ``hi``, linear between (``lo``/``hi`` numbers or tensors); in place."""
+    return x.neg_().add_(hi).div_(hi - lo).clamp_(0.0, 1.0)
+
+
+def _warp(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Backward warp: ``out[..., y, x] = img[..., y + flow[1, y, x], x + flow[0, y, x]]`` (bilinear; the border
+    repeated outside). ``img`` ``[C, H, W]``, ``flow`` ``[2, H, W]`` in pixels -> ``[C, H, W]``."""
+    c, h, w = img.shape
+    ys = torch.arange(h, dtype=flow.dtype, device=flow.device).view(h, 1)
+    xs = torch.arange(w, dtype=flow.dtype, device=flow.device).view(1, w)
+    # grid_sample's coordinates (align_corners=False): -1 and 1 are the outer edges of the border pixels
+    gx = (flow[0] + xs).mul_(2.0 / w).add_(1.0 / w - 1.0)
+    gy = (flow[1] + ys).mul_(2.0 / h).add_(1.0 / h - 1.0)
+    grid = torch.stack((gx, gy), dim=-1)[None]
+    return F.grid_sample(img[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+
+
+def _lands_inside(flow: torch.Tensor) -> torch.Tensor:
+    """``[h, w]`` float: 1 where ``x + flow`` lies inside the frame, else 0 (``flow`` ``[2, h, w]``)."""
+    _, h, w = flow.shape
+    ys = torch.arange(h, dtype=flow.dtype, device=flow.device).view(h, 1)
+    xs = torch.arange(w, dtype=flow.dtype, device=flow.device).view(1, w)
+    x, y = flow[0] + xs, flow[1] + ys
+    return ((x > -0.5) & (x < w - 0.5) & (y > -0.5) & (y < h - 0.5)).to(flow.dtype)
+
+
+def _match_brightness(grey: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``grey`` (uint8) shifted so that its mean brightness is the ``reference``'s: optical flow assumes
+    constant brightness, and a fade or an exposure change would otherwise read as motion."""
+    shift = float(reference.mean()) - float(grey.mean())
+    if abs(shift) < 0.5:
+        return grey
+    return np.clip(grey.astype(np.float32) + shift, 0, 255).round().astype(np.uint8)
+
+
+class _Frame:
+    """What the stabiliser keeps of a frame: float RGB ``[3, H, W]`` and the grey analysis image (uint8 numpy)."""
+
+    __slots__ = ("rgb", "grey")
+
+    def __init__(self, rgb: torch.Tensor, grey: Optional[np.ndarray]):
+        self.rgb, self.grey = rgb, grey
+
+
+class _Buffered:
+    """A frame waiting for the backward pass (bidirectional mode): its alpha and forward-pass output (float16),
+    its colours (uint8) and, once the next frame has come, the link to it (None after a cut)."""
+
+    __slots__ = ("alpha", "forward", "rgb", "link")
+
+    def __init__(self, alpha: torch.Tensor, forward: torch.Tensor, rgb: torch.Tensor):
+        self.alpha, self.forward = alpha.to(torch.float16), forward.to(torch.float16)
+        self.rgb = rgb.mul(255.0).round_().to(torch.uint8)
+        # (flow from this frame to the next, its consistency), both at the analysis size; or
+        # (None, None) without motion compensation
+        self.link: Optional[tuple] = None
+
+
 class AlphaStabilizer:
     """Streaming stabiliser: feed chunks of frames with their alpha in order; state is kept between chunks.
 
-    ``update(frames [n, 3, H, W] float 0..1, alphas [n, H, W] float 0..1) -> [n, H, W] float32`` on the
-    inputs' device. Every chunk must have the first chunk's size and device. :meth:`reset` starts a new
-    clip (e.g. after a cut). The inputs are never modified.
+    ``update(frames [n, 3, H, W] float 0..1, alphas [n, H, W] float 0..1) -> [m, H, W] float32`` on the
+    inputs' device: the steadied alpha of the next ``m`` frames, oldest first. In ``"causal"`` mode
+    ``m == n`` (each frame comes out with its chunk); in ``"bidirectional"`` mode frames come out after up
+    to ``2 * lookahead - 1`` later frames have gone in, and :meth:`flush` returns the rest at the end of
+    the clip. Every chunk must have the first chunk's size and device. :meth:`reset` starts a new clip
+    (in bidirectional mode, :meth:`flush` first). The inputs are never modified.
+
+    ``flow_used`` says which motion estimate runs (``"dis"`` or ``"none"``); ``frames_seen`` counts the
+    frames that went in, ``cuts`` the scene cuts found.
     """
 
-    def __init__(self, options: Optional[StabilizerOptions] = None, **overrides):
+    def __init__(self, options: Optional[StabilizerOptions] = None, *, mode: str = "causal", **overrides):
         base = options if options is not None else StabilizerOptions()
         if overrides:
             unknown = set(overrides) - set(StabilizerOptions.__dataclass_fields__)
@@ -102,14 +221,47 @@ class AlphaStabilizer:
                                 f"known: {sorted(StabilizerOptions.__dataclass_fields__)}")
             base = StabilizerOptions(**{**base.__dict__, **overrides})
         self.options = base.check()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        self._dis = None
+        self.flow_used = "none"
+        if self.options.flow != "none" and self.options.strength > 0.0:
+            try:
+                cv2 = _import_cv2()
+            except TemporalDependencyError:
+                if self.options.flow == "dis":
+                    raise
+                log.warning("ben_core: OpenCV is not installed, so video mattes are steadied only where the "
+                            "picture is still (no motion compensation); `pip install opencv-python-headless` "
+                            "for moving shots")
+            else:
+                self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+                self.flow_used = "dis"
         self.reset()
 
+    @property
+    def delay(self) -> int:
+        """The most frames this stabiliser holds back before they come out (0 in causal mode)."""
+        return 0 if self.mode == "causal" else 2 * self.options.lookahead - 1
+
+    @property
+    def held(self) -> int:
+        """How many frames that went in have not come out yet (always 0 in causal mode)."""
+        return len(self._pending)
+
     def reset(self) -> None:
-        """Forget the previous frames: the next frame passes through as it is."""
+        """Forget the previous frames: the next frame passes through as it is. In bidirectional mode frames
+        still held are dropped: call :meth:`flush` first to get them."""
         self._prev_out: Optional[torch.Tensor] = None
-        self._prev_small: Optional[torch.Tensor] = None
+        self._prev: Optional[_Frame] = None
         self._shape: Optional[tuple] = None
+        self._prev_colour: Optional[torch.Tensor] = None
+        self._pending: List[_Buffered] = []
         self.frames_seen = 0
+        self.cuts = 0
+
+    # -- inputs ----------------------------------------------------------------------------------
 
     def _check(self, frames: torch.Tensor, alphas: torch.Tensor) -> None:
         if not isinstance(frames, torch.Tensor) or not isinstance(alphas, torch.Tensor):
@@ -124,71 +276,210 @@ class AlphaStabilizer:
             raise ValueError(f"frames are on {frames.device} but alphas on {alphas.device}; move them to one device")
         if not bool(torch.isfinite(alphas.sum())):  # one pass; NaN/inf anywhere make the sum non-finite
             raise ValueError("alphas contain NaN/inf; the stabiliser needs finite values in 0..1")
+        if not bool(torch.isfinite(frames.sum())):
+            raise ValueError("frames contain NaN/inf; the stabiliser needs finite values in 0..1")
         shape = (tuple(frames.shape[2:]), frames.device)
         if self._shape is not None and shape != self._shape:
             raise ValueError(f"this clip's frames are {self._shape[0]} on {self._shape[1]}, got {shape[0]} on "
                              f"{shape[1]}; call reset() to start another clip")
 
-    def _small(self, frames: torch.Tensor) -> torch.Tensor:
-        """``[n, 3, H, W]`` -> the analysis images ``[n, 3, h, w]`` float32 in 0..1: box-averaged over k x k
-        pixels, k = ceil(longest side / analysis_size) (sensor noise averages out)."""
-        x = frames.to(torch.float32)
-        k = -(-max(x.shape[2], x.shape[3]) // self.options.analysis_size)
-        if k > 1:
-            x = F.avg_pool2d(x, k, stride=k, ceil_mode=True)
-        else:
-            x = x.clone()
-        if not bool(torch.isfinite(x.sum())):
-            raise ValueError("frames contain NaN/inf; the stabiliser needs finite values in 0..1")
-        return x.clamp_(0.0, 1.0)
+    def _frame(self, rgb: torch.Tensor) -> _Frame:
+        """``[3, H, W]`` float -> the kept frame: float32 RGB clamped to 0..1 (a new tensor) and, when the flow
+        runs, its grey analysis image (box-averaged over k x k pixels, k = ceil(longest side / analysis_size))."""
+        x = rgb.to(torch.float32).clamp(0.0, 1.0)
+        if self._dis is None:
+            return _Frame(x, None)
+        k = -(-max(x.shape[1], x.shape[2]) // self.options.analysis_size)
+        small = F.avg_pool2d(x[None], k, stride=k, ceil_mode=True)[0] if k > 1 else x
+        grey = small[0] * 0.299 + small[1] * 0.587 + small[2] * 0.114
+        return _Frame(x, grey.mul_(255.0).round_().to(torch.uint8).cpu().numpy())
 
-    def _weight(self, small: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        """Carried weight ``[H, W]`` in 0..strength for this frame (``small`` ``[1, 3, h, w]``)."""
+    # -- one pair of frames ----------------------------------------------------------------------
+
+    def _flow(self, a: np.ndarray, b: np.ndarray, device) -> torch.Tensor:
+        """``[2, h, w]`` float32 flow at the analysis size with ``a(x) ~ b(x + flow(x))``."""
+        return torch.from_numpy(self._dis.calc(a, b, None)).to(device).permute(2, 0, 1).contiguous()
+
+    def _consistency(self, flow: torch.Tensor, back: torch.Tensor) -> torch.Tensor:
+        """``[h, w]`` in 0..1 at the analysis size: how well ``flow`` (this frame -> the other) and ``back``
+        (the other -> this) agree: going there and back should end where it began."""
         o = self.options
-        # the absolute change, differenced before averaging (a texture that changes while its local mean
-        # stays the same still counts), averaged over RGB and 3x3 pixels (noise averages out)
-        change = (small - self._prev_small).abs_().mean(dim=1, keepdim=True)  # [1, 1, h, w]
-        change = F.avg_pool2d(F.pad(change, [1] * 4, mode="replicate"), 3, stride=1)
-        # the noise floor: what a still picture's noise / compression changes by, taken as the frame's median
-        # change but never more than half of motion_high (a pan or a cut changes every pixel: that is motion)
-        floor = change.median().clamp(max=0.5 * o.motion_high)  # a 0-d tensor: no host sync
+        back_there = _warp(back, flow)
+        err = (flow + back_there).square_().sum(dim=0)
+        slack = (flow.square().sum(dim=0) + back_there.square_().sum(dim=0)).mul_(0.01)
+        consistent = _ramp_down(err, slack + o.flow_tolerance ** 2, slack + (3 * o.flow_tolerance) ** 2)
+        consistent.mul_(_lands_inside(flow))
+        # a failure also distrusts its 3 x 3 neighbours: flow is least sure right beside an occlusion
+        return -F.max_pool2d(-consistent[None, None], 3, stride=1, padding=1)[0, 0]
+
+    @staticmethod
+    def _mismatch(new: torch.Tensor, moved: torch.Tensor, step: int) -> torch.Tensor:
+        """``[H, W]``: how far the carried colours ``moved`` (``[3, H, W]``, warped into this frame) differ from
+        the frame ``new``: the absolute difference over RGB, less each channel's median difference (a fade
+        or an exposure change is no mismatch; the medians over every ``step``-th row and column), averaged
+        over 3 x 3 pixels."""
+        diff = new - moved
+        diff -= diff[:, ::step, ::step].reshape(3, -1).median(dim=1).values.view(3, 1, 1)
+        mismatch = diff.abs_().mean(dim=0, keepdim=True)[None]
+        return F.avg_pool2d(F.pad(mismatch, [1] * 4, mode="replicate"), 3, stride=1)[0, 0]
+
+    def _colour_trust(self, mismatch: torch.Tensor, step: int) -> torch.Tensor:
+        """``[H, W]`` in 0..1 from :meth:`_mismatch`: less the frame's noise floor (its median mismatch: sensor
+        noise, compression; at most half of motion_high), the largest within the window, ramped between
+        motion_low (1) and motion_high (0)."""
+        o = self.options
+        floor = mismatch[::step, ::step].median().clamp(max=0.5 * o.motion_high)  # 0-d: no host sync
         r = o.window // 2
-        if r:  # motion anywhere near a pixel counts: covers the band an edge sweeps (separable max)
-            change = F.max_pool2d(change, (1, o.window), stride=1, padding=(0, r))
-            change = F.max_pool2d(change, (o.window, 1), stride=1, padding=(r, 0))
-        still = change.sub_(floor).clamp_(min=0.0)
-        still = still.neg_().add_(o.motion_high).div_(o.motion_high - o.motion_low).clamp_(0.0, 1.0)
-        if still.shape[2:] != alpha.shape:
-            still = F.interpolate(still, size=alpha.shape, mode="bilinear", align_corners=False)
+        if r:
+            mismatch = F.max_pool2d(mismatch[None, None], o.window, stride=1, padding=r)[0, 0]
+        return _ramp_down(mismatch.sub(floor).clamp_(min=0.0), o.motion_low, o.motion_high)
+
+    def _weight(self, alpha: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
+        """Carried weight ``[H, W]`` in 0..strength: ``strength * trust * unsure(alpha)``."""
+        o = self.options
         # distance of alpha from the nearer sure threshold, over the ramp: min(a - lo, hi - a) = half - |a - mid|
         half = 0.5 * (o.sure_foreground - o.sure_background)
         mid = 0.5 * (o.sure_foreground + o.sure_background)
         unsure = (alpha - mid).abs_().neg_().add_(half).div_(o.confidence_ramp).clamp_(0.0, 1.0)
-        return unsure.mul_(still[0, 0]).mul_(o.strength)
+        return unsure.mul_(trust).mul_(o.strength)
+
+    def _carry(self, alpha: torch.Tensor, rgb: torch.Tensor, carried_alpha: torch.Tensor,
+               carried_rgb: torch.Tensor, flow: Optional[torch.Tensor], consistent: Optional[torch.Tensor]):
+        """One step of the recursion (either direction): the carried alpha and colours (``[H, W]``,
+        ``[3, H, W]``) are warped along ``flow`` (analysis size; None: where they are) into this frame and
+        blended with its ``alpha`` and ``rgb`` by ``strength * trust * unsure``. The colours are carried
+        the same way as the alpha, so a carried matte that drifts from the picture shows as a colour
+        mismatch and is let go. Returns ``(alpha, rgb, share of untrusted pixels as a 0-d tensor)``."""
+        h, w = alpha.shape
+        step = max(1, int((h * w / 250_000) ** 0.5))  # ~250k pixels give a frame's medians plenty well
+        mismatch = self._mismatch(rgb, carried_rgb, step)
+        if flow is not None:
+            fh, fw = flow.shape[1:]
+            full = F.interpolate(flow[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+            full[0].mul_(w / fw)
+            full[1].mul_(h / fh)
+            moved_alpha = _warp(carried_alpha[None], full)[0]
+            moved_rgb = _warp(carried_rgb, full)
+            moved_mismatch = self._mismatch(rgb, moved_rgb, step)
+            # where the carried state fits as well unmoved, it stays where it is: flow is guesswork where the
+            # picture has no texture (and a still part keeps its sharpness: no resampling)
+            stay = mismatch <= moved_mismatch
+            carried_alpha = torch.where(stay, carried_alpha, moved_alpha)
+            carried_rgb = torch.where(stay, carried_rgb, moved_rgb)
+            mismatch = torch.minimum(mismatch, moved_mismatch)
+            consistent = F.interpolate(consistent[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            trust = self._colour_trust(mismatch, step).mul_(torch.where(stay, 1.0, consistent))
+        else:
+            trust = self._colour_trust(mismatch, step)
+        untrusted = (trust < 0.5).float().mean()
+        wgt = self._weight(alpha, trust)
+        out = torch.sub(carried_alpha, alpha).mul_(wgt).add_(alpha)
+        colour = torch.sub(carried_rgb, rgb).mul_(wgt).add_(rgb)
+        return out, colour, untrusted
+
+    def _step(self, rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """The forward (causal) recursion for one frame; in bidirectional mode it also buffers the frame."""
+        cur = self._frame(rgb)
+        a = alpha.to(torch.float32).clamp(0.0, 1.0)  # a new tensor: the state never aliases the caller's
+        out, colour, link = a, cur.rgb, None
+        if self._prev is not None and self.options.strength > 0.0:
+            to_prev = to_cur = consistent = None
+            if self._dis is not None and min(cur.grey.shape) >= 12:  # DIS needs 12 px; a tiny clip goes without
+                grey = _match_brightness(cur.grey, self._prev.grey)  # a fade is no motion
+                to_prev = self._flow(grey, self._prev.grey, a.device)  # cur(x) ~ prev(x + to_prev(x))
+                to_cur = self._flow(self._prev.grey, grey, a.device)
+                consistent = self._consistency(to_prev, to_cur)
+            steady, steady_rgb, untrusted = self._carry(a, cur.rgb, self._prev_out, self._prev_colour, to_prev,
+                                                        consistent)
+            if bool(untrusted > self.options.cut_fraction):  # one host sync a frame
+                self.cuts += 1  # a new shot: start again from this frame (in both directions)
+            else:
+                out, colour = steady, steady_rgb
+                if self.mode == "bidirectional":
+                    link = (to_cur, None if to_cur is None else self._consistency(to_cur, to_prev))
+        if self.mode == "bidirectional":
+            if self._pending:
+                self._pending[-1].link = link
+            self._pending.append(_Buffered(a, out, cur.rgb))
+        self._prev_out, self._prev_colour, self._prev = out, colour, cur
+        self.frames_seen += 1
+        return out
+
+    # -- the backward pass (bidirectional) -------------------------------------------------------
+
+    def _finish(self, count: int) -> List[torch.Tensor]:
+        """Run the backward pass over all pending frames and return the first ``count`` of them finished
+        (mean of the two passes), dropping them from the buffer."""
+        items = self._pending
+        outs: List[Optional[torch.Tensor]] = [None] * count
+        carried = carried_rgb = None
+        for i in range(len(items) - 1, -1, -1):
+            it = items[i]
+            a = it.alpha.to(torch.float32)
+            rgb = it.rgb.to(torch.float32).div_(255.0)
+            if carried is None or it.link is None:
+                carried, carried_rgb = a, rgb
+            else:
+                carried, carried_rgb, _ = self._carry(a, rgb, carried, carried_rgb, *it.link)
+            if i < count:
+                outs[i] = torch.add(carried, it.forward.to(torch.float32)).mul_(0.5)
+        del items[:count]
+        return outs
+
+    def _ready(self) -> List[torch.Tensor]:
+        """Blocks whose look-ahead has arrived, finished: the oldest ``lookahead`` frames once ``lookahead``
+        more stand behind them."""
+        L = self.options.lookahead
+        return self._finish(L) if len(self._pending) >= 2 * L else []
+
+    # -- public ----------------------------------------------------------------------------------
 
     def update(self, frames: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
         """Steady the next chunk of a clip. See the class docstring for shapes."""
         self._check(frames, alphas)
         self._shape = (tuple(frames.shape[2:]), frames.device)
-        smalls = self._small(frames)
-        out = torch.empty(alphas.shape, dtype=torch.float32, device=alphas.device)
+        outs: List[torch.Tensor] = []
         for i in range(frames.shape[0]):
-            a = alphas[i].to(torch.float32).clamp(0.0, 1.0)  # a new tensor: the state never aliases the caller's
-            small = smalls[i:i + 1]
-            if self._prev_out is None or self.options.strength == 0.0:
-                cur = a
-            else:
-                w = self._weight(small, a)
-                cur = torch.sub(self._prev_out, a).mul_(w).add_(a)  # a + w * (prev - a)
-            out[i] = cur
-            self._prev_out, self._prev_small = cur, small
-            self.frames_seen += 1
-        return out
+            out = self._step(frames[i], alphas[i])
+            # bidirectional: a block comes out as soon as its look-ahead is in, so any chunking gives the same
+            outs += [out] if self.mode == "causal" else self._ready()
+        return self._stack(outs, alphas)
+
+    def flush(self) -> torch.Tensor:
+        """The frames still held (bidirectional mode), finished as the end of the clip: ``[m, H, W]``
+        float32 (``m = 0`` in causal mode or when none are held)."""
+        outs = self._finish(len(self._pending)) if self._pending else []
+        return self._stack(outs, None)
+
+    def _stack(self, outs: List[torch.Tensor], like: Optional[torch.Tensor]) -> torch.Tensor:
+        if outs:
+            return torch.stack(outs)
+        h, w = self._shape[0] if self._shape is not None else (0, 0)
+        device = like.device if like is not None else (self._shape[1] if self._shape is not None else "cpu")
+        return torch.empty((0, h, w), dtype=torch.float32, device=device)
+
+
+def make_stabilizer(temporal) -> AlphaStabilizer:
+    """The stabiliser a door's ``temporal`` setting asks for: True or ``"causal"`` (defaults, causal),
+    ``"bidirectional"``, a :class:`StabilizerOptions` (causal) or an :class:`AlphaStabilizer` (as it is)."""
+    if isinstance(temporal, AlphaStabilizer):
+        return temporal
+    if isinstance(temporal, StabilizerOptions):
+        return AlphaStabilizer(temporal)
+    if temporal is True:
+        return AlphaStabilizer()
+    if isinstance(temporal, str) and temporal in MODES:
+        return AlphaStabilizer(mode=temporal)
+    raise ValueError(f"temporal must be False, True, one of {MODES}, a StabilizerOptions or an AlphaStabilizer; "
+                     f"got {temporal!r}")
 
 
 def stabilize_alpha(frames: torch.Tensor, alphas: torch.Tensor, options: Optional[StabilizerOptions] = None,
-                    **overrides) -> torch.Tensor:
+                    *, mode: str = "causal", **overrides) -> torch.Tensor:
     """Steady a whole clip's alpha: ``frames`` ``[T, 3, H, W]`` float 0..1, ``alphas`` ``[T, H, W]`` float 0..1
     -> ``[T, H, W]`` float32 0..1 on their device, identical to :class:`AlphaStabilizer` fed any chunking.
-    Options as :class:`StabilizerOptions` (an instance and/or keyword overrides)."""
-    return AlphaStabilizer(options, **overrides).update(frames, alphas)
+    ``mode``: ``"causal"`` or ``"bidirectional"`` (see the module docstring). Options as
+    :class:`StabilizerOptions` (an instance and/or keyword overrides)."""
+    stab = AlphaStabilizer(options, mode=mode, **overrides)
+    first = stab.update(frames, alphas)
+    return torch.cat([first, stab.flush()]) if mode == "bidirectional" else first

@@ -1,18 +1,21 @@
 """Synthetic video with ground-truth alpha and a flickering per-frame "model", for the temporal benchmark.
 
-:func:`make_clip` draws (seeded, no global RNG use) a clip in four segments:
+:func:`make_clip` draws (seeded, no global RNG use) a clip in segments of ``frames_per_segment`` frames
+(speeds in pixels per frame at the clip's size; :data:`SEGMENTS` names them):
 
 * ``still``: subject and camera do not move (only sensor noise changes);
-* ``pan``: the camera pans over the textured background, the subject drifts with it;
-* ``walk``: the camera is still, the subject moves slowly across the frame;
-* ``fast``: the subject moves fast (several pixels per frame) and sways its hair.
+* ``pan3`` / ``pan8``: the camera pans by 3 / 8 px per frame (background and subject move together);
+* ``subject4``: the camera is still, the subject moves 4 px per frame over the background, its hair
+  swaying (non-rigid motion, occlusion and disocclusion of the background);
+* ``cut``: a cut to another shot (another background, the subject elsewhere and smaller), in which the
+  subject then moves 2 px per frame.
 
-The subject is a soft-edged head (ellipse) with ~40 thin hair-like strands of partial coverage; the
-background a multi-scale texture that the camera pans over. Frames are ``alpha * F + (1 - alpha) * B``
-plus a little sensor noise. :func:`simulate_model` makes a per-frame prediction that errs the way a
-per-frame network does: a stable part (the truth coarsened as a 1024-wide model sees it) and a part
-that changes every frame, concentrated where the truth is uncertain (edges, strands) and on a few
-false-positive blobs in the background: it flickers.
+The subject is a soft-edged head (ellipse) with ~40 thin, semi-transparent hair strands (0.6-2 px wide,
+opacity 0.35-0.95) over a textured background; its own, fainter texture (skin / cloth) moves with it. Frames are
+``alpha * F + (1 - alpha) * B`` plus a little sensor noise. :func:`simulate_model` makes a per-frame
+prediction that errs the way a per-frame network does: a stable part (the truth coarsened as a 1024-wide
+model sees it) and a part that changes every frame, concentrated where the truth is uncertain (edges,
+strands), and a few faint false-positive blobs in the background: it flickers.
 
 :func:`temporal_metrics` gives, for a prediction against the truth and per segment: dtSSD (RMS over
 pixels of the temporal-gradient error ``(p_t - p_{t-1}) - (g_t - g_{t-1})``, x 100, averaged over frame
@@ -27,29 +30,40 @@ import torch
 
 from .synthetic_matting import _smooth_noise, coarsen_alpha, gaussian_blur
 
-__all__ = ["SEGMENTS", "make_clip", "simulate_model", "temporal_metrics"]
+__all__ = ["SEGMENTS", "MOVING_SEGMENTS", "make_clip", "simulate_model", "temporal_metrics"]
 
-SEGMENTS = ("still", "pan", "walk", "fast")
+SEGMENTS = ("still", "pan3", "pan8", "subject4", "cut")
+MOVING_SEGMENTS = ("pan3", "pan8", "subject4", "cut")
+# per segment: (camera px/frame (+ = the view moves right, the scene left), subject px/frame (x, y) in the
+# scene, hair sway amplitude). pan3 and pan8 go opposite ways, so the subject stays in view.
+_MOTION = {"still": (0, (0, 0), 0.0), "pan3": (-3, (0, 0), 0.0), "pan8": (8, (0, 0), 0.0),
+           "subject4": (0, (4, 0), 0.12), "cut": (0, (2, -1), 0.05)}
 
 
 def _texture(g: torch.Generator, h: int, w: int) -> torch.Tensor:
-    """[3, h, w] textured background in 0..1 (coarse colour blobs + fine detail)."""
-    coarse = _smooth_noise(g, 3, h, w, cells=6)
+    """[3, h, w] textured background in 0..1 (coarse colour blobs + fine detail + stripes)."""
+    coarse = _smooth_noise(g, 3, h, w, cells=max(6, w // 80))
     fine = _smooth_noise(g, 1, h, w, cells=max(8, w // 12))
-    stripes = torch.sin(torch.linspace(0, 40 * math.pi, w)).view(1, 1, w) * 0.08
+    stripes = torch.sin(torch.linspace(0, w / 12 * math.pi, w)).view(1, 1, w) * 0.08
     return (0.45 + 0.25 * coarse + 0.12 * fine + stripes).clamp(0, 1)
 
 
 def _subject_alpha(h: int, w: int, cx: float, cy: float, radius: float, strands: torch.Tensor,
                    sway: float) -> torch.Tensor:
-    """[h, w] alpha: a soft-edged ellipse at (cx, cy) with hair strands (angle, length, width, opacity, phase)."""
-    yy = torch.arange(h, dtype=torch.float32).view(h, 1)
-    xx = torch.arange(w, dtype=torch.float32).view(1, w)
+    """[h, w] alpha: a soft-edged ellipse at (cx, cy) with hair strands (angle, length, width, opacity, phase),
+    drawn inside the box the longest strand can reach (zero outside it)."""
+    alpha = torch.zeros(h, w)
+    reach = radius * (0.9 + float(strands[:, 1].max()) + 0.1) + 4
+    y0, y1 = max(0, int(cy - reach)), min(h, int(cy + reach) + 2)
+    x0, x1 = max(0, int(cx - reach)), min(w, int(cx + reach) + 2)
+    if y1 <= y0 or x1 <= x0:
+        return alpha
+    yy = torch.arange(y0, y1, dtype=torch.float32).view(-1, 1)
+    xx = torch.arange(x0, x1, dtype=torch.float32).view(1, -1)
     dx, dy = xx - cx, (yy - cy) * 1.25
     r = torch.sqrt(dx * dx + dy * dy)
-    head = torch.sigmoid((radius - r) / 1.2)
+    box = torch.sigmoid((radius - r) / 1.2)
     theta = torch.atan2(dy, dx)
-    alpha = head
     for angle, length, width, opacity, phase in strands.tolist():
         wobble = 0.08 * torch.sin(r / radius * 6.0 + phase) + sway * (r / radius - 1.0).clamp(min=0)
         d_ang = torch.remainder(theta - angle - wobble + math.pi, 2 * math.pi) - math.pi
@@ -57,45 +71,63 @@ def _subject_alpha(h: int, w: int, cx: float, cy: float, radius: float, strands:
         along = ((r - radius * 0.9) / (radius * length)).clamp(0, 1.0)
         inside = ((r > radius * 0.9) & (r < radius * (0.9 + length))).float()
         coverage = (width / 2 + 0.5 - dist).clamp(0, 1) * opacity * (1 - along) * inside
-        alpha = torch.maximum(alpha, coverage)
+        box = torch.maximum(box, coverage)
+    alpha[y0:y1, x0:x1] = box
     return alpha
 
 
-def make_clip(height: int = 270, width: int = 480, frames_per_segment: int = 24, seed: int = 0) -> dict:
-    """A synthetic clip. Returns ``frames`` [T,3,H,W] and ``alpha`` [T,H,W] float32 0..1, ``segment``: a list
-    of T names from :data:`SEGMENTS`, and ``fps`` (24)."""
-    g = torch.Generator().manual_seed(seed)
-    n = frames_per_segment
-    pan_total = int(width * 0.5)
-    bg_big = _texture(g, height, width + pan_total + 8)
-    fg_tex = (torch.tensor([0.75, 0.55, 0.35]).view(3, 1, 1) + 0.15 * _smooth_noise(g, 3, height, width, cells=5)).clamp(0, 1)
-    k = 40
-    strands = torch.stack([
+def _strands(g: torch.Generator, k: int = 40) -> torch.Tensor:
+    return torch.stack([
         -math.pi / 2 + (torch.rand(k, generator=g) - 0.5) * 2.4,  # mostly upwards
         0.25 + 0.5 * torch.rand(k, generator=g),                  # length, in radii
         0.6 + 1.4 * torch.rand(k, generator=g),                   # width, px
         0.35 + 0.6 * torch.rand(k, generator=g),                  # opacity
         2 * math.pi * torch.rand(k, generator=g),                 # phase
     ], dim=1)
-    radius = height * 0.2
+
+
+def make_clip(height: int = 360, width: int = 640, frames_per_segment: int = 24, seed: int = 0) -> dict:
+    """A synthetic clip (see the module docstring). Returns ``frames`` [T,3,H,W] and ``alpha`` [T,H,W]
+    float32 0..1, ``segment``: a list of T names from :data:`SEGMENTS`, and ``fps`` (24)."""
+    g = torch.Generator().manual_seed(seed)
+    n = frames_per_segment
+    cams = [0]  # the camera's position (px) after each segment of the first shot
+    for name in SEGMENTS[:-1]:
+        cams.append(cams[-1] + _MOTION[name][0] * n)
+    cam_lo, span = min(cams), max(cams) - min(cams)
+    shots = []
+    for radius_frac, cx_frac, cy_frac in ((0.2, 0.35, 0.62), (0.14, 0.3, 0.6)):  # the first shot; the one after the cut
+        radius = height * radius_frac
+        pad = int(math.ceil(radius * 2.5))
+        shots.append({
+            "bg": _texture(g, height, width + span + 8),
+            "fg": (torch.tensor([0.75, 0.55, 0.35]).view(3, 1, 1) + 0.15 * _smooth_noise(g, 3, 2 * pad, 2 * pad, cells=5)
+                   + 0.06 * _smooth_noise(g, 1, 2 * pad, 2 * pad, cells=max(8, pad // 3))).clamp(0, 1),
+            "pad": pad, "radius": radius, "strands": _strands(g),
+            "x": round(width * cx_frac), "y": round(height * cy_frac)})
     frames, alphas, segment = [], [], []
-    cx, cy, cam = width * 0.35, height * 0.62, 0.0
+    shot, cam = shots[0], 0
+    x, y = shot["x"], shot["y"]  # the subject's position in the scene (px, integers: exact texture shifts)
     for name in SEGMENTS:
+        pan, (vx, vy), sway_amp = _MOTION[name]
+        if name == "cut":
+            shot, cam = shots[1], 0
+            x, y = shot["x"], shot["y"]
         for i in range(n):
-            sway = 0.0
-            if name == "pan":
-                cam += pan_total / n
-                cx += 0.3
-            elif name == "walk":
-                cx += width * 0.15 / n
-            elif name == "fast":
-                cx += (width * 0.35 / n) * (1 if i < n // 2 else -1)
-                cy += 2.0 * math.sin(i * 0.9)
-                sway = 0.15 * math.sin(i * 0.7)
-            a = _subject_alpha(height, width, cx, cy, radius, strands, sway)
-            off = int(round(cam))
-            bg = bg_big[:, :, off:off + width]
-            img = a * fg_tex + (1 - a) * bg
+            if i or name != "cut":  # the cut's first frame shows the new shot as it starts
+                cam += pan
+                x, y = x + vx, y + vy
+            cx, cy = x - cam, y  # in the image
+            a = _subject_alpha(height, width, cx, cy, shot["radius"], shot["strands"], sway_amp * math.sin(i * 0.7))
+            off = cam - cam_lo + 4
+            bg = shot["bg"][:, :, off:off + width]
+            fg = shot["fg"].mean(dim=(1, 2), keepdim=True).expand(3, height, width).clone()
+            p = shot["pad"]
+            y0, x0 = cy - p, cx - p
+            ys, xs, ye, xe = max(0, y0), max(0, x0), min(height, y0 + 2 * p), min(width, x0 + 2 * p)
+            if ye > ys and xe > xs:  # the subject's own texture moves with it
+                fg[:, ys:ye, xs:xe] = shot["fg"][:, ys - y0:ye - y0, xs - x0:xe - x0]
+            img = a * fg + (1 - a) * bg
             img = img + 0.01 * torch.randn(img.shape, generator=g)
             frames.append(img.clamp(0, 1))
             alphas.append(a)
