@@ -39,6 +39,7 @@ _EXPORTS = {
     "stabilize_alpha": ".temporal",
     "AlphaStabilizer": ".temporal",
     "StabilizerOptions": ".temporal",
+    "make_stabilizer": ".temporal",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -116,8 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "4444 with alpha (what Resolve, Premiere and After Effects import); png: a folder of "
                         "numbered PNGs (+ the audio as .wav); MP4 without --background uses green #00FF00")
     p.add_argument("--temporal", action="store_true",
-                   help="videos: steady the matte from frame to frame where the picture does not move "
-                        "(ben_core.temporal; damps flicker, no lag where things move)")
+                   help="videos: steady the matte from frame to frame, following the motion (ben_core.temporal: "
+                        "damps flicker on still and moving shots, no lag; motion compensation needs OpenCV, "
+                        "`pip install opencv-python-headless`, else only still parts are steadied)")
+    p.add_argument("--temporal-mode", choices=["causal", "bidirectional"], default=None,
+                   help="implies --temporal. causal (default): each frame from the frames before it; "
+                        "bidirectional: from the frames after it too (offline renders: steadier, each frame "
+                        "written ~16-31 frames later, memory holds that many frames)")
     p.add_argument("--skip-existing", action="store_true",
                    help="resume: skip inputs whose output file already exists and is complete")
     p.add_argument("--report", metavar="FILE",
@@ -635,7 +640,7 @@ def _process_video(job: Job, dst: Path, bg, predictor, args, progress: Progress,
             predictor, job.source, dst, video_format=_video_format(dst, args), background=bg,
             batch_size=max(args.batch_size, 1),
             refine_foreground=args.refine_foreground, mask_only=args.mask_only, progress=on_progress,
-            should_stop=stop, temporal=args.temporal)
+            should_stop=stop, temporal=args.temporal_mode or args.temporal)
         report.add(job.source, dst, "ok", seconds=time.perf_counter() - t0)
         if not args.quiet:
             progress.write(f"  {job.source.name} -> {dst} ({info.frames} frames, {float(info.fps):.3f} fps"

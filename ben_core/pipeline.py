@@ -132,21 +132,17 @@ class CutoutPipeline:
         self._cut_chunk(chunk, alpha, trimap, should_stop, out, 0)
         return out.result()
 
+    def _predictor(self):
+        if self.predictor is None:
+            raise ValueError("this pipeline has no predictor: pass the alpha (or build it with a BENPredictor)")
+        return self.predictor
+
     def _cut_chunk(self, chunk: Chunk, alpha: Optional[Maps], trimap: Optional[Maps], should_stop: ShouldStop,
-                   out: "_Outputs", start: int, stabilizer=None) -> None:
-        """Cut out one chunk into ``out``, its images at ``start ..`` (see :meth:`process`); with a
-        ``stabilizer`` (:class:`ben_core.temporal.AlphaStabilizer`) the chunk's alpha is steadied first."""
+                   out: "_Outputs", start: int) -> None:
+        """Cut out one chunk into ``out``, its images at ``start ..`` (see :meth:`process`)."""
         check = None
         if alpha is None:
-            if self.predictor is None:
-                raise ValueError("this pipeline has no predictor: pass the alpha (or build it with a BENPredictor)")
-            alpha, check = self.predictor.predict_chunk(chunk, deferred=True)
-        if stabilizer is not None:
-            # the stabiliser carries state from frame to frame, so it must only ever see the final alpha:
-            # the network's verdict is read now rather than after the chunk's work is queued
-            redo = check() if check is not None else None
-            check = None
-            alpha = stabilizer.update(_stacked_frames(chunk), _stacked_maps(redo if redo is not None else alpha))
+            alpha, check = self._predictor().predict_chunk(chunk, deferred=True)
         n = len(chunk)
         for i in range(n):
             check_stop(should_stop, i, n)
@@ -205,6 +201,45 @@ class CutoutPipeline:
 
     # -- batches and streams ---------------------------------------------------------------------
 
+    def steady_alpha(self, images, stabilizer, alpha: Optional[Maps] = None, *, batch_size: Optional[int] = None,
+                     progress: Progress = None, should_stop: ShouldStop = None, end_of_clip: bool = True,
+                     out_device=None) -> torch.Tensor:
+        """The alpha of video frames in order, steadied from frame to frame by ``stabilizer`` (a
+        :class:`ben_core.temporal.AlphaStabilizer`, whose state carries on to the next call).
+
+        ``images``: frames of one size (anything :meth:`run` takes); ``alpha``: their ``[T, H, W]`` maps, or
+        None to predict them (``batch_size`` frames per network batch). Returns ``[m, H, W]`` float32 0..1
+        on ``out_device`` (default the pipeline's device), the steadied alpha of the next ``m`` frames
+        through the stabiliser, oldest first: ``m == T`` for a causal stabiliser; a bidirectional one
+        holds frames back until it has seen enough of their future, and ``end_of_clip=True`` returns the
+        frames it still holds as the clip's last. ``progress(done, total)`` after every network batch,
+        ``should_stop()`` before each. The inputs are not modified.
+        """
+        batch = ImageBatch(images)
+        if len(set(batch.sizes)) > 1:
+            raise ValueError("temporal stabilisation needs video frames of one size; these images differ in size")
+        if alpha is not None:
+            _check_maps("alpha", alpha, batch.sizes)
+        batch_size = self._batch_size(batch_size)
+        device = self.device if out_device is None else torch.device(out_device)
+        total, parts = len(batch), []
+        for start, end, chunk in batch.chunks(batch_size, self.device):
+            check_stop(should_stop, start, total)
+            a = _slice(alpha, start, end, self.device)
+            a = self._predictor().predict_chunk(chunk) if a is None else a
+            parts.append(stabilizer.update(to_float_rgb(_stacked(chunk)), _stacked(a)).to(device))
+            report(progress, end, total)
+        if end_of_clip:
+            parts.append(stabilizer.flush().to(device))
+        return torch.cat(parts)
+
+    def _batch_size(self, batch_size: Optional[int]) -> int:
+        if batch_size is None:
+            batch_size = getattr(self.predictor, "batch_size", 1)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        return batch_size
+
     def run(self, images, alpha: Optional[Maps] = None, trimap: Optional[Maps] = None, *,
             batch_size: Optional[int] = None, progress: Progress = None, should_stop: ShouldStop = None,
             out_device="cpu", out_dtype: torch.dtype = torch.float32, stabilizer=None) -> Cutout:
@@ -216,9 +251,10 @@ class CutoutPipeline:
         predictor's, else 1). ``progress(done, total)`` after every chunk, ``should_stop()`` before every
         chunk and image (see :mod:`ben_core.callbacks`). Outputs go to ``out_device`` as ``out_dtype``
         (float32 0..1, or uint8 quantised on the device). ``stabilizer``: an
-        :class:`ben_core.temporal.AlphaStabilizer` for video frames in order (all of one size): each chunk's
-        alpha is steadied before the refinement and colours, and its state carries to the next call.
-        The inputs are not modified.
+        :class:`ben_core.temporal.AlphaStabilizer` for video frames in order (all of one size): the alpha
+        of the whole batch is steadied first (:meth:`steady_alpha`; the batch ends the clip for a
+        bidirectional one, a causal one's state carries on to the next call), then the refinement and
+        colours run on it. The inputs are not modified.
         """
         if out_dtype not in (torch.float32, torch.uint8):
             raise ValueError(f"out_dtype must be torch.float32 or torch.uint8, got {out_dtype!r}")
@@ -227,15 +263,19 @@ class CutoutPipeline:
         for name, maps in (("alpha", alpha), ("trimap", trimap)):
             if maps is not None:
                 _check_maps(name, maps, batch.sizes)
-        if batch_size is None:
-            batch_size = getattr(self.predictor, "batch_size", 1)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        batch_size = self._batch_size(batch_size)
+        if stabilizer is not None:  # the network's pass (with the progress), then the colours on the steady alpha
+            held = stabilizer.held
+            alpha = self.steady_alpha(images, stabilizer, alpha, batch_size=batch_size, progress=progress,
+                                      should_stop=should_stop, out_device=out_device)
+            if held or len(alpha) != total:
+                raise ValueError("this stabiliser held frames of an earlier call; flush() it at the end of each clip")
+            progress = None
         out = _Outputs(batch.sizes, self.options, torch.device(out_device), out_dtype)
         for start, end, chunk in batch.chunks(batch_size, self.device):
             check_stop(should_stop, start, total)
             self._cut_chunk(chunk, _slice(alpha, start, end, self.device), _slice(trimap, start, end, self.device),
-                            should_stop, out, start, stabilizer)
+                            should_stop, out, start)
             report(progress, end, total)
         return out.result()
 
@@ -244,22 +284,18 @@ class CutoutPipeline:
         """Chunks in, cut-outs out: each chunk (anything :meth:`run` takes, e.g. ``[n, H, W, 3]`` uint8
         video frames) is cut out (``batch_size`` images per network batch, default the predictor's) and
         its :class:`Cutout` yielded before the next chunk is read, so memory holds one chunk whatever
-        the length of the stream. ``stabilizer`` as in :meth:`run`, carried across the chunks."""
+        the length of the stream. ``stabilizer`` as in :meth:`run` (causal only: a bidirectional one holds
+        frames back, see :func:`ben_core.video.remove_background_video`), carried across the chunks."""
+        if stabilizer is not None and stabilizer.delay:
+            raise ValueError("stream() gives each chunk's cut-out at once, so it takes a causal stabiliser only; a "
+                             "bidirectional one needs the whole clip: pipeline.run(clip, stabilizer=...) or "
+                             "ben_core.video.remove_background_video(..., temporal='bidirectional')")
         for chunk in chunks:
             yield self.run(chunk, batch_size=batch_size, should_stop=should_stop, out_device=out_device,
                            out_dtype=out_dtype, stabilizer=stabilizer)
 
 
-def _stacked_frames(chunk: Chunk) -> torch.Tensor:
-    """A chunk of frames as float RGB ``[n, 3, H, W]`` for the stabiliser (they must share one size)."""
-    if not isinstance(chunk, torch.Tensor):
-        if len({tuple(im.shape[:2]) for im in chunk}) > 1:
-            raise ValueError("temporal stabilisation needs video frames of one size; these images differ in size")
-        chunk = torch.stack(list(chunk))
-    return to_float_rgb(chunk)
-
-
-def _stacked_maps(maps: Maps) -> torch.Tensor:
+def _stacked(maps: Union[Chunk, Maps]) -> torch.Tensor:
     return maps if isinstance(maps, torch.Tensor) else torch.stack(list(maps))
 
 

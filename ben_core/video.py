@@ -125,8 +125,10 @@ def remove_background_video(
     batch_size: frames per network batch (memory holds at most this many decoded frames).
     refine_foreground: blur-fusion foreground colours (ben_core.foreground.estimate_foreground).
     mask_only: write the alpha matte as grey frames instead.
-    temporal: False (per-frame mattes), True (steadied with ben_core.temporal's defaults) or a
-      ``ben_core.temporal.StabilizerOptions``; the stabiliser's state runs through the whole clip.
+    temporal: False (per-frame mattes); True or "causal" (steadied with ben_core.temporal's defaults, frame by
+      frame); "bidirectional" (a backward pass too: frames are written ``lookahead`` to ``2 * lookahead - 1``
+      frames later, memory holds that many); a ``ben_core.temporal.StabilizerOptions`` (causal) or an
+      ``AlphaStabilizer`` (used as it is). The stabiliser's state runs through the whole clip.
     progress(done_frames, expected_frames_or_None) after each batch; should_stop() before each batch
       (see ben_core.callbacks; nothing is left under ``dst`` or a temporary name when it stops).
     Returns a VideoInfo. Raises VideoDependencyError without PyAV, ValueError for unusable inputs and
@@ -148,10 +150,10 @@ def remove_background_video(
     pipeline = CutoutPipeline(predictor, CutoutOptions(foreground=refine_foreground and not mask_only,
                                                        background=background, image=not mask_only))
     stabilizer = None
-    if temporal:
-        from .temporal import AlphaStabilizer, StabilizerOptions
+    if temporal is not None and temporal is not False:
+        from .temporal import make_stabilizer
 
-        stabilizer = AlphaStabilizer(temporal if isinstance(temporal, StabilizerOptions) else None)
+        stabilizer = make_stabilizer(temporal)
 
     name = getattr(src, "name", None) or ("<video in memory>" if hasattr(src, "read") else str(src))
     try:
@@ -178,7 +180,21 @@ def remove_background_video(
             else:
                 writer.mux_audio(packet)
 
-        frames_done, turns, size = 0, 0, None
+        held: list = []  # (frame [H, W, 3] uint8, pts) waiting for the stabiliser's steady alpha
+
+        def write(rgb: np.ndarray, alpha, pts: list) -> None:
+            """Cut out and encode frames in order (alpha None: predicted now)."""
+            cut = pipeline.run(rgb, alpha, batch_size=batch_size, should_stop=should_stop, out_dtype=torch.uint8)
+            writer.write(cut.alpha.numpy() if mask_only else cut.image.numpy(), pts, time_base)
+
+        def write_steady(alphas: torch.Tensor) -> None:
+            """The next ``len(alphas)`` held frames, with the stabiliser's alpha, a batch at a time."""
+            for i in range(0, len(alphas), batch_size):
+                part = held[:min(batch_size, len(alphas) - i)]
+                del held[:len(part)]
+                write(np.stack([f for f, _ in part]), alphas[i:i + len(part)], [p for _, p in part])
+
+        frames_done, turns, size, time_base = 0, 0, None, None
         for frames in _frame_batches(inp, vin, ain, rate, batch_size, on_audio):
             sizes = {(f.height, f.width) for f in frames} | ({size} if size is not None else set())
             if len(sizes) > 1:
@@ -192,21 +208,27 @@ def remove_background_video(
                 size = (frames[0].height, frames[0].width)
                 h, w = size[::-1] if turns % 2 else size
                 writer = video_writers.open_writer(av, dst, fmt, mode, w, h, rate, vin.time_base, ain, colour)
+                time_base = frames[0].time_base
                 for packet in early_audio:
                     writer.mux_audio(packet)
                 early_audio.clear()
             rgb = np.stack([f.to_ndarray(format="rgb24", src_colorspace=matrix) for f in frames])
             if turns:
                 rgb = np.ascontiguousarray(np.rot90(rgb, turns, axes=(1, 2)))
-            cut = pipeline.run(rgb, batch_size=batch_size, should_stop=should_stop, out_dtype=torch.uint8,
-                               stabilizer=stabilizer)
-            writer.write(cut.alpha.numpy() if mask_only else cut.image.numpy(), [f.pts for f in frames],
-                         frames[0].time_base)
+            pts = [f.pts for f in frames]
+            if stabilizer is None:
+                write(rgb, None, pts)
+            else:  # the steady alpha may come out later than its frame (bidirectional): hold the frames till then
+                held.extend(zip(rgb, pts))
+                write_steady(pipeline.steady_alpha(rgb, stabilizer, batch_size=batch_size, should_stop=should_stop,
+                                                   end_of_clip=False))
             frames_done += len(frames)
             if progress is not None:
                 progress(frames_done, total)
         if writer is None:
             raise ValueError(f"{name}: no decodable video frames")
+        if stabilizer is not None:
+            write_steady(stabilizer.flush())
         if progress is not None and total != frames_done:  # the header's estimate was off: end at 100 %
             progress(frames_done, frames_done)
         audio, (out_w, out_h) = writer.audio_description, writer.size

@@ -292,6 +292,33 @@ def test_video_formats_through_cli_and_resume(tmp_path):
     assert pred.calls == []  # both were found complete
 
 
+def test_temporal_flags_reach_the_video_loop(tmp_path, monkeypatch):
+    """--temporal = causal, --temporal-mode bidirectional (implies --temporal), neither = per-frame; a real
+    bidirectional run writes every frame."""
+    av = pytest.importorskip("av")
+    from test_video import DiskPredictor, make_clip
+
+    from ben_core import video
+
+    make_clip(tmp_path / "clip.mp4", n=5, audio=False)
+    seen, real = [], video.remove_background_video
+
+    def spy(*a, temporal=False, **k):
+        seen.append(temporal)
+        return real(*a, temporal=temporal, **k)
+
+    monkeypatch.setattr(video, "remove_background_video", spy)
+    for i, flags in enumerate(([], ["--temporal"], ["--temporal-mode", "bidirectional"],
+                               ["--temporal", "--temporal-mode", "causal"])):
+        out = tmp_path / f"o{i}"
+        assert cli.main([str(tmp_path / "clip.mp4"), "-o", str(out), "-q", "--video-format", "mov", *flags],
+                        predictor=DiskPredictor()) == 0
+        with av.open(str(out / "clip.mov")) as c:
+            assert sum(1 for _ in c.decode(video=0)) == 5
+    assert seen == [False, True, "bidirectional", "causal"]
+    assert cli.main([str(tmp_path / "clip.mp4"), "-o", str(tmp_path / "x"), "--temporal-mode", "both"]) == 2
+
+
 def test_help_runs_as_module():
     r = subprocess.run([sys.executable, "-m", "ben_core", "--help"], capture_output=True, text=True,
                        timeout=60, cwd=REPO)

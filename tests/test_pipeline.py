@@ -213,3 +213,26 @@ def test_temporal_stabiliser_runs_before_the_colours_and_carries_across_chunks_a
     assert not torch.equal(alpha, pred.predict_alpha(frames))  # the stabiliser did change something
     with pytest.raises(ValueError, match="one size"):
         pipeline.run([frames[0], frames[1, :20]], stabilizer=AlphaStabilizer())
+
+
+def test_bidirectional_stabiliser_takes_the_whole_batch_and_is_refused_by_stream():
+    """run() steadies the whole batch first (the batch is the clip), so a bidirectional stabiliser gives every
+    frame, equal to stabilize_alpha on the clip; stream() must give each chunk at once: it refuses one."""
+    from ben_core.temporal import AlphaStabilizer, stabilize_alpha
+
+    pred = predictor(batch_size=2)
+    frames = images(b=7, seed=4)
+    frames[2:6] = frames[1]
+    want = stabilize_alpha(frames.permute(0, 3, 1, 2), pred.predict_alpha(frames), mode="bidirectional", lookahead=2)
+    pipeline = CutoutPipeline(pred, CutoutOptions(foreground=False))
+    stab = AlphaStabilizer(mode="bidirectional", lookahead=2)
+    cut = pipeline.run(frames, stabilizer=stab)
+    assert torch.equal(cut.alpha, want) and stab.held == 0
+    steady = pipeline.steady_alpha(frames[:5], AlphaStabilizer(mode="bidirectional", lookahead=2), end_of_clip=False)
+    assert len(steady) == 2  # one block of 2 has its 2 frames of look-ahead; 3 frames are still held
+    with pytest.raises(ValueError, match="causal stabiliser only"):
+        list(pipeline.stream([frames[:3], frames[3:]], stabilizer=AlphaStabilizer(mode="bidirectional")))
+    held = AlphaStabilizer(mode="bidirectional")
+    held.update(frames.permute(0, 3, 1, 2)[:2], want[:2])
+    with pytest.raises(ValueError, match="flush"):
+        pipeline.run(frames, stabilizer=held)
