@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..ben_core.model.ben2 import BENBase
 from ..ben_core.pipeline import CutoutOptions, CutoutPipeline
+from ..ben_core.temporal import make_stabilizer
 from . import comfy_env, image_mask, widgets
 from .comfy_env import io
 
@@ -41,8 +42,9 @@ class BEN2RemoveBackground(io.ComfyNode):
                 comfy_env.advanced(io.Boolean.Input(
                     "temporal_stabilize", default=False, optional=True,
                     tooltip="For a batch that is a video clip (frames in order, one size): steady the mask from frame "
-                            "to frame where the picture does not move, which damps flicker at hair and soft edges "
-                            "without lag where things move. Leave off for unrelated images.")),
+                            "to frame, following the motion, which damps flicker at hair and soft edges without lag "
+                            "(see temporal_mode). Leave off for unrelated images.")),
+                comfy_env.advanced(widgets.temporal_mode_input()),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip=(
@@ -58,17 +60,15 @@ class BEN2RemoveBackground(io.ComfyNode):
 
     @classmethod
     def execute(cls, ben_model, image, output_mode="RGBA", background_colour="#FFFFFF", refine_foreground=True,
-                invert_mask=False, batch_size=1, working_size="1024", temporal_stabilize=False):
+                invert_mask=False, batch_size=1, working_size="1024", temporal_stabilize=False,
+                temporal_mode="causal"):
         bg = widgets.background(output_mode, background_colour)  # fails before the slow part
         widgets.check_network_settings(ben_model, batch_size, working_size)
+        temporal = widgets.temporal_setting(temporal_stabilize, temporal_mode)
         image = image_mask.check_image(image)
         pipeline = CutoutPipeline(ben_model.predictor(batch_size=int(batch_size), working_size=int(working_size)),
                                   CutoutOptions(foreground=bool(refine_foreground), background=bg))
-        stabilizer = None
-        if temporal_stabilize:
-            from ..ben_core.temporal import AlphaStabilizer
-
-            stabilizer = AlphaStabilizer()
+        stabilizer = make_stabilizer(temporal) if temporal else None
         cut = pipeline.run(image, progress=comfy_env.progress_callback(image.shape[0]),
                            should_stop=comfy_env.should_stop, out_device=comfy_env.intermediate_device(),
                            stabilizer=stabilizer)

@@ -59,8 +59,9 @@ class BEN2RemoveVideoBackground(io.ComfyNode):
                                  tooltip="Write the matte (grey, white = foreground) instead of the cut-out, e.g. "
                                          "as a luma matte for an editor."),
                 io.Boolean.Input("temporal_stabilize", default=True,
-                                 tooltip="Steady the matte from frame to frame where the picture does not move: "
-                                         "damps flicker at hair and soft edges without lag where things move."),
+                                 tooltip="Steady the matte from frame to frame, following the motion: damps "
+                                         "flicker at hair and soft edges on still and moving shots, without lag "
+                                         "(see temporal_mode)."),
                 io.Boolean.Input("save_output", default=True,
                                  tooltip="On: write into ComfyUI's output folder. Off: a preview in the temp "
                                          "folder (emptied when ComfyUI starts)."),
@@ -75,6 +76,7 @@ class BEN2RemoveVideoBackground(io.ComfyNode):
                     "working_size", options=widgets.WORKING_SIZES, default=str(BENBase.native_size),
                     tooltip="Square size the network sees. 1024 is BEN2's native size (best quality); 768/512 are "
                             "faster with coarser edges. The output is always at the video's size.")),
+                comfy_env.advanced(widgets.temporal_mode_input()),
             ],
             outputs=[
                 io.Video.Output(display_name="video", tooltip=(
@@ -87,7 +89,7 @@ class BEN2RemoveVideoBackground(io.ComfyNode):
     @classmethod
     def execute(cls, ben_model, video, video_format="webm", output_mode="RGBA", background_colour="#FFFFFF",
                 refine_foreground=True, matte_only=False, temporal_stabilize=True, save_output=True,
-                filename_prefix="video/BEN2", batch_size=4, working_size="1024"):
+                filename_prefix="video/BEN2", batch_size=4, working_size="1024", temporal_mode="causal"):
         # every check before the slow part
         if video_format not in NODE_FORMATS:
             raise ValueError(f"video_format must be one of {NODE_FORMATS}, got {video_format!r}")
@@ -97,6 +99,7 @@ class BEN2RemoveVideoBackground(io.ComfyNode):
                              "background_colour), or video_format to webm or mov (both keep the alpha)")
         check_format(video_format, "matte" if matte_only else ("rgb" if bg is not None else "rgba"))
         widgets.check_network_settings(ben_model, batch_size, working_size)
+        temporal = widgets.temporal_setting(temporal_stabilize, temporal_mode)
         if not hasattr(video, "get_stream_source"):
             raise TypeError(f"video must be a VIDEO (e.g. from Load Video), got {type(video).__name__}")
         if not str(filename_prefix).strip():
@@ -113,7 +116,7 @@ class BEN2RemoveVideoBackground(io.ComfyNode):
                 predictor, source, target["path"], video_format=video_format, background=bg,
                 batch_size=int(batch_size), refine_foreground=bool(refine_foreground), mask_only=bool(matte_only),
                 progress=comfy_env.progress_callback(None), should_stop=comfy_env.should_stop,
-                temporal=bool(temporal_stabilize))
+                temporal=temporal)
         ref = {k: target[k] for k in ("filename", "subfolder", "type")}
         ui = {"images": [ref], "animated": (True,)} if video_format in _PREVIEWABLE else None
         return io.NodeOutput(comfy_env.video_from_file(target["path"]), ui=ui)

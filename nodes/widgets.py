@@ -7,6 +7,7 @@ from typing import Optional, Tuple
 
 from ..ben_core.compose import parse_colour
 from ..ben_core.model.ben2 import BENBase
+from ..ben_core.temporal import MODES as TEMPORAL_MODES
 from .comfy_env import io
 
 CATEGORY = "image/BEN2"
@@ -42,6 +43,25 @@ def refine_foreground_input():
                                     "colour; also extends the subject's colours under transparent pixels, so a resized "
                                     "RGBA cut-out gets no halo. Costs a little time at full resolution. Off: the "
                                     "image's own colours.")
+
+
+def temporal_mode_input():
+    """The ``temporal_mode`` combo (advanced, optional, last): how ``temporal_stabilize`` steadies the mask."""
+    return io.Combo.Input(
+        "temporal_mode", options=list(TEMPORAL_MODES), default="causal", optional=True,
+        tooltip="With temporal_stabilize on. causal: each frame's mask is steadied with the frames before it, "
+                "following the motion (optical flow; OpenCV needed for moving shots: pip install "
+                "opencv-python-headless, else only still parts are steadied). bidirectional: the frames after "
+                "it as well (steadier; for renders: frames come out up to 31 frames late and that many are "
+                "held in memory).")
+
+
+def temporal_setting(temporal_stabilize, temporal_mode) -> object:
+    """What ``ben_core`` takes as ``temporal`` for the two widgets: False, or the mode's name. Raises
+    ValueError naming the widget for an unknown mode, before any slow work."""
+    if temporal_mode not in TEMPORAL_MODES:
+        raise ValueError(f"temporal_mode must be one of {list(TEMPORAL_MODES)}, got {temporal_mode!r}")
+    return temporal_mode if temporal_stabilize else False
 
 
 def background(output_mode: str, colour_text: str) -> Optional[Tuple[float, float, float]]:

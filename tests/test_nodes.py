@@ -360,6 +360,25 @@ def test_remove_background_shapes_and_polarity():
     assert torch.allclose(out_img[..., :3], img)  # no foreground estimation: colours kept
 
 
+def test_remove_background_temporal_modes_steady_the_batch_as_a_clip():
+    """temporal_stabilize on a batch of frames: temporal_mode picks causal or bidirectional, the mask is
+    ben_core's stabiliser over the whole batch (the batch is the clip), the image carries that mask."""
+    from ben_core.temporal import stabilize_alpha
+
+    img = half_white(6, 40, 48)
+    img[:, :, 20:28] = torch.linspace(0.3, 0.7, 6).view(6, 1, 1, 1)  # an unsure band whose answer changes
+    per_frame = remove(img)[1]
+    for mode in ("causal", "bidirectional"):
+        out_img, mask = remove(img, temporal_stabilize=True, temporal_mode=mode)
+        want = stabilize_alpha(img.permute(0, 3, 1, 2), per_frame, mode=mode)
+        assert torch.equal(mask, want), mode
+        assert torch.allclose(out_img[..., 3], mask)
+    assert not torch.equal(want, per_frame)
+    assert torch.equal(remove(img, temporal_stabilize=False, temporal_mode="bidirectional")[1], per_frame)
+    with pytest.raises(ValueError, match="temporal_mode"):
+        remove(img, temporal_stabilize=True, temporal_mode="both")
+
+
 def test_remove_background_rgb_composite_invert_and_rgba_input():
     img = half_white(1, 40, 40)
     out_img, mask = remove(img, output_mode="RGB", background_colour="#00FF00")

@@ -99,6 +99,18 @@ def test_matte_only(tmp_path, comfy_dirs, monkeypatch):
     assert f[:, :, -8:].mean() > f[:, :, :8].mean() + 50
 
 
+def test_bidirectional_mode_writes_every_frame(tmp_path, comfy_dirs, monkeypatch):
+    """temporal_mode = bidirectional: the stabiliser holds frames back (its look-ahead) and lets them go at the
+    end; every frame is written, in one file, the network sees batch_size frames at a time."""
+    out_dir, _ = comfy_dirs
+    install_comfy(monkeypatch)
+    model = standin_model()
+    run(make_clip(tmp_path / "clip.mp4", n=7), model=model, temporal_mode="bidirectional", video_format="mov")
+    assert [s[0] for s in model.net.seen] == [2, 2, 2, 1]
+    frames, _ = decode(out_dir / "video" / "BEN2_00001_.mov")
+    assert len(frames) == 7
+
+
 def test_cancel_leaves_no_file(tmp_path, comfy_dirs, monkeypatch):
     out_dir, _ = comfy_dirs
     install_comfy(monkeypatch, interrupt_after=3)
@@ -116,6 +128,7 @@ def test_cancel_leaves_no_file(tmp_path, comfy_dirs, monkeypatch):
     ({"output_mode": "RGB", "background_colour": "nope"}, "background_colour"),
     ({"working_size": "300"}, "working_size"),
     ({"filename_prefix": " "}, "filename_prefix"),
+    ({"temporal_mode": "forwards"}, "temporal_mode must be one of"),
 ])
 def test_bad_settings_fail_before_any_work(tmp_path, comfy_dirs, monkeypatch, kw, match):
     out_dir, _ = comfy_dirs
