@@ -358,7 +358,11 @@ def check_node_list(text: str, name: str) -> list[str]:
 #: Pages about the nodes, where a snake_case name in a code span is a node's input or output ...
 NODE_PAGES = ("README.md", "docs/nodes.md", "docs/comfyui-versions.md", "docs/video.md")
 #: ... or one of these names of ComfyUI core or of the package.
-CORE_NAMES = {"ben_core", "custom_nodes", "define_schema", "load_models_gpu", "save_to", "should_use_fp16"}
+CORE_NAMES = {"ben_core", "custom_nodes", "define_schema", "load_models_gpu", "save_to", "should_use_fp16",
+              # ComfyUI's own functions, YAML keys, status and attributes the ComfyUI versions page cites
+              "apply_custom_paths", "base_path", "execution_interrupted", "position_embeddings",
+              # what core's BackgroundRemovalModel exposes (and Load BEN's bg_removal_model too)
+              "image_size", "image_mean", "image_std", "model_type", "working_sizes", "load_device"}
 
 
 def check_input_names(text: str, name: str) -> list[str]:
