@@ -7,15 +7,20 @@ moves. RobustVideoMatting and MatAnyone carry state inside their networks; with 
 the state lives outside, and this module follows the picture's motion instead:
 
 * **motion**: dense optical flow between consecutive frames (OpenCV's DIS flow, medium preset, on the
-  grey frames box-averaged to a longest side of about ``analysis_size``), in both directions. The
-  previous steadied alpha is warped along the flow to where its pixels went, at full resolution;
+  grey frames box-averaged to a longest side of about ``analysis_size``, the new one shifted to the old
+  one's mean brightness: a fade is no motion), in both directions. The previous steadied alpha, and the
+  colours it was steadied with (carried exactly like the alpha), are warped along the flow at full size;
 * **trust in the warp**, per pixel: the two flows must agree (forward-backward consistency; a pixel
-  whose flow leaves the frame has none), and the previous frame, warped the same way, must match the new
-  frame in colour at full resolution (absolute difference over RGB, averaged over 3 x 3 pixels, the
-  largest within ``window`` pixels, less the frame's noise floor: its median, at most half of
-  ``motion_high``). Below ``motion_low`` the warp is trusted fully, above ``motion_high`` not at all.
-  Occlusion, disocclusion, fast or non-rigid motion the flow misses and motion blur fail these checks,
-  and there the new frame's alpha is taken as it is: no lag, no ghost edges, no smeared hair;
+  whose flow leaves the frame has none, nor have its neighbours), and the carried colours must match the
+  new frame at full resolution (absolute difference over RGB less each channel's median difference,
+  averaged over 3 x 3 pixels, the largest within ``window`` pixels, less the frame's noise floor: its
+  median, at most half of ``motion_high``). Below ``motion_low`` the warp is trusted fully, above
+  ``motion_high`` not at all. Because the colours are carried with the alpha, a carried matte that has
+  drifted from the picture (a flow a little off, frame after frame) shows as a mismatch and is let go.
+  Where the carried state fits the new frame as well *unmoved*, it stays where it is (flow is guesswork
+  on textureless areas; a still part keeps its sharpness). Occlusion, disocclusion, fast or non-rigid
+  motion the flow misses and motion blur fail these checks, and there the new frame's alpha is taken as
+  it is: no lag, no ghost edges, no smeared hair;
 * **scene cuts**: when more than ``cut_fraction`` of the pixels fail, the shot has changed and the
   state starts again from the new frame;
 * **confidence**: only alpha the model is unsure of is carried. A pixel whose new alpha is sure
@@ -24,14 +29,14 @@ the state lives outside, and this module follows the picture's motion instead:
 
 For each frame ``t`` (causal mode): ``out[t] = alpha[t] + w[t] * (warp(out[t-1]) - alpha[t])`` with
 ``w = strength * trust * unsure`` in 0..strength, and ``out[0] = alpha[0]``. Its state is the previous
-output and frame, so memory does not grow with the clip, and :class:`AlphaStabilizer` fed chunk after
+output, its colours and the previous frame, so memory does not grow with the clip, and :class:`AlphaStabilizer` fed chunk after
 chunk gives bit-identical results for any chunking, equal to :func:`stabilize_alpha` on the whole clip.
 
 **Bidirectional** mode (offline) adds the same recursion run backwards in time (the future frames warped
 back) and returns the mean of the two passes. The backward pass runs over blocks of ``lookahead``
 frames, each with ``lookahead`` frames of future behind it, so a frame comes out ``lookahead`` to
 ``2 * lookahead - 1`` frames after it went in and memory holds at most ``2 * lookahead`` frames (their
-alpha, the forward pass and the backward trust, as float16: about 12 MB a 1080p frame), whatever the
+alpha and forward pass as float16, their colours as uint8: about 14 MB a 1080p frame), whatever the
 length of the clip. (The backward weights fall as ``strength ** k``, 0.85 ** 16 = 7 %, so a longer
 look-ahead changes little.)
 
@@ -82,7 +87,8 @@ class StabilizerOptions:
         strength: the largest weight of the previous (warped) output (0 = off, < 1), reached where the warp
             is trusted and the model is unsure. 0.85 keeps ~15 % of each new frame.
         motion_low, motion_high: colour mismatch (0..1, see the module docstring) between the new frame and
-            the warped previous one below which the warp is trusted fully and above which not at all.
+            the carried colours warped into it, below which the warp is trusted fully and above which not
+            at all.
         window: box size (full-resolution pixels, odd) over which the largest mismatch counts.
         analysis_size: about the longest side the optical flow is computed at (frames box-averaged over
             k x k pixels, k = ceil(longest side / analysis_size)); the flow is applied at full size.
