@@ -23,6 +23,9 @@ alone; the synthetic weights and the stored conformance vectors come from ``test
    masks, seconds of each prepare), and a Cancel in the middle of every long node (no file left, the
    device memory back after core's offload).
 
+7. the video stabiliser (``ben_core.temporal``, causal and bidirectional) on 1080p frames on the device
+   (the optical flow itself runs on the host): ms per frame, beside the Remove Background path's.
+
 ``--device cpu --quick`` runs every section small on the CPU (512², batch 1, bf16, no compile rows)
 so the script is tested where there is no GPU; CPU figures are not GPU figures.
 """
@@ -296,6 +299,29 @@ def bench_remove_background(model: BENBase, device: torch.device, dtype: torch.d
             "image_shape": list(cut.image.shape)}
 
 
+# ------------------------------------------------------------------------------------ 7. stabiliser
+
+def bench_stabilizer(device: torch.device, height: int, width: int, frames: int) -> list:
+    """ms per frame of ``AlphaStabilizer`` in both modes on ``frames`` frames of a textured picture panning
+    2 px a frame (alpha unsure everywhere, so every pixel is carried), tensors on ``device``."""
+    from ben_core.temporal import AlphaStabilizer
+    from benchmarks.bench_temporal import moving_frames
+
+    clip = moving_frames(frames, height, width).to(device)
+    alphas = (torch.rand(frames, height, width, generator=torch.Generator().manual_seed(1)) * 0.6 + 0.2).to(device)
+    rows = []
+    for mode in ("causal", "bidirectional"):
+        stab = AlphaStabilizer(mode=mode, lookahead=max(1, (frames - 1) // 2))
+        stab.update(clip[:1], alphas[:1])  # the first frame has nothing to carry
+        sync(device)
+        t = time.perf_counter()
+        n = len(stab.update(clip[1:], alphas[1:])) + len(stab.flush())
+        sync(device)
+        rows.append({"mode": mode, "size": f"{width}x{height}", "frames": frames, "flow": stab.flow_used,
+                     "ms_per_frame": 1e3 * (time.perf_counter() - t) / (frames - 1), "frames_out": n + 1})
+    return rows
+
+
 # ---------------------------------------------------------------------------------------- 5. upstream
 
 def bench_upstream(path: str, device: torch.device, batches, size: int, iters: int, warmup: int,
@@ -409,6 +435,13 @@ def report(result: dict) -> str:
             lines.append(f"| {r['impl']} | {r['dtype']} | {r['batch']} | {r['ms_per_image']:.2f} | {r['images_per_s']:.1f} | "
                          f"{_fmt(r['peak_mib'], '.0f')} | {_fmt(r.get('ours_speedup'))}x |")
         lines.append("")
+    st = result.get("stabilizer")
+    if st:
+        lines += ["## Video stabiliser (ben_core.temporal; the optical flow on the host)", "",
+                  "| mode | frames | flow | ms / frame |", "|---|---|---|---|"]
+        for r in st:
+            lines.append(f"| {r['mode']} | {r['frames']} × {r['size']} | {r['flow']} | {r['ms_per_frame']:.1f} |")
+        lines.append("")
     dv = result.get("dynamic_vram")
     if dv:
         from benchmarks import dynamic_vram_check
@@ -499,6 +532,10 @@ def main(argv=None) -> int:
     result["remove_background"] = section("remove background", lambda: bench_remove_background(
         model, device, DTYPES[half[-1]], n_images, 540 if quick else 1080, 960 if quick else 1920,
         min(n_images, 16), size))
+
+    log("7. video stabiliser")
+    result["stabilizer"] = section("stabiliser", lambda: bench_stabilizer(
+        device, 180 if quick else 1080, 320 if quick else 1920, 5 if quick else 17))
 
     log("6. dynamic VRAM and Cancel")
     from benchmarks import dynamic_vram_check

@@ -148,9 +148,12 @@ def test_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
     assert [row["node"] for row in dv["cancel"]] == ["Remove Background", "Remove Video Background",
                                                      "Refine Mask (guided)", "Refine Mask (ViTMatte tiles)"]
     assert all(row["interrupted"] and row["files_left"] == [] for row in dv["cancel"])
+    st = res["stabilizer"]
+    assert [row["mode"] for row in st] == ["causal", "bidirectional"]
+    assert all(row["frames_out"] == row["frames"] == 5 and row["ms_per_frame"] > 0 for row in st)
     md = (tmp_path / "out" / "gpu_check.md").read_text()
     assert "## Correctness" in md and "## Attention" in md and "## Remove Background path" in md
-    assert "## Dynamic VRAM and Cancel" in md
+    assert "## Dynamic VRAM and Cancel" in md and "## Video stabiliser" in md
 
 
 def test_bench_temporal_prints_the_segment_table_and_its_targets():
