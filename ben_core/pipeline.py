@@ -30,7 +30,7 @@ from .callbacks import Progress, ShouldStop, check_stop, report
 from .compose import composite, to_uint8
 from .foreground import default_strip_rows, estimate_foreground_strips
 from .inputs import Chunk, ImageBatch, to_float_rgb
-from .refine import refine_alpha
+from .refine import check_working_size, refine_alpha
 from .trimap import make_trimap
 
 __all__ = ["Refinement", "CutoutOptions", "Cutout", "CutoutPipeline"]
@@ -44,8 +44,12 @@ class Refinement:
 
     ``method``: ``"guided"`` or ``"vitmatte"``; ``trimap_source`` / ``band_radius``: how the trimap is made
     when the caller gives none (:func:`ben_core.trimap.make_trimap`; None = the default radius);
-    ``radius`` / ``eps``: guided-filter settings (None = defaults); ``vitmatte``: a loaded
-    ``VitMatteForImageMatting`` (None = :func:`ben_core.vitmatte.load_vitmatte` on first use).
+    ``radius`` / ``eps``: guided-filter settings (None = defaults); ``working_size``: side of the square map
+    the masks *given to the pipeline* were predicted at, when the caller knows it (e.g. 1024 for BEN2 masks
+    made at its native size; None = measured on each mask, :func:`ben_core.refine.fit_scale`). An alpha the
+    pipeline predicts itself is always refined with its predictor's working size. Not used by vitmatte.
+    ``vitmatte``: a loaded ``VitMatteForImageMatting`` (None = :func:`ben_core.vitmatte.load_vitmatte` on
+    first use).
     """
 
     method: str = "guided"
@@ -54,6 +58,11 @@ class Refinement:
     radius: Optional[int] = None
     eps: Optional[float] = None
     vitmatte: Any = field(default=None, compare=False)
+    working_size: Optional[int] = None
+
+    def __post_init__(self):
+        if self.working_size is not None:
+            check_working_size(self.working_size)
 
 
 @dataclass(frozen=True)
@@ -138,29 +147,33 @@ class CutoutPipeline:
         return self.predictor
 
     def _cut_chunk(self, chunk: Chunk, alpha: Optional[Maps], trimap: Optional[Maps], should_stop: ShouldStop,
-                   out: "_Outputs", start: int) -> None:
-        """Cut out one chunk into ``out``, its images at ``start ..`` (see :meth:`process`)."""
+                   out: "_Outputs", start: int, predicted: bool = False) -> None:
+        """Cut out one chunk into ``out``, its images at ``start ..`` (see :meth:`process`). ``predicted``:
+        the given ``alpha`` came from this pipeline's predictor (steadied video frames, a redone chunk)."""
         check = None
         if alpha is None:
             alpha, check = self._predictor().predict_chunk(chunk, deferred=True)
+            predicted = True
         n = len(chunk)
         for i in range(n):
             check_stop(should_stop, i, n)
-            self._cut_image(chunk[i], alpha[i], None if trimap is None else trimap[i], should_stop, out, start + i)
+            self._cut_image(chunk[i], alpha[i], None if trimap is None else trimap[i], should_stop, out, start + i,
+                            predicted)
         # the network's verdict, read once all of the chunk's work is queued: a half-precision chunk that
         # came out non-finite is redone with its fp32 alpha (its outputs are overwritten)
         redo = check() if check is not None else None
         if redo is not None:
-            self._cut_chunk(chunk, redo, trimap, should_stop, out, start)
+            self._cut_chunk(chunk, redo, trimap, should_stop, out, start, predicted=True)
 
     def _cut_image(self, raw: torch.Tensor, a: torch.Tensor, trimap: Optional[torch.Tensor], should_stop: ShouldStop,
-                   out: "_Outputs", index: int) -> None:
+                   out: "_Outputs", index: int, predicted: bool) -> None:
         """One image ``raw`` (``[H, W, C]`` as validated) with its alpha ``a`` (``[H, W]`` float 0..1): the
-        (refined) alpha and the composite, written into ``out`` as image ``index``, strip by strip."""
+        (refined) alpha and the composite, written into ``out`` as image ``index``, strip by strip.
+        ``predicted``: ``a`` came from this pipeline's predictor."""
         x = None
         if self.options.refine is not None:  # the refinement needs the whole image as float RGB
             x = to_float_rgb(raw[None])[0]
-            a = self._refine(x, a, trimap, should_stop)
+            a = self._refine(x, a, trimap, should_stop, predicted)
         out.put_alpha(index, a)
         if not self.options.image:
             return
@@ -188,7 +201,7 @@ class CutoutPipeline:
             yield r0, r1, rows(r0, r1)
 
     def _refine(self, x: torch.Tensor, a: torch.Tensor, trimap: Optional[torch.Tensor],
-                should_stop: ShouldStop) -> torch.Tensor:
+                should_stop: ShouldStop, predicted: bool) -> torch.Tensor:
         r = self.options.refine
         a = a.to(torch.float32)[None]
         t = make_trimap(a, r.trimap_source, r.band_radius) if trimap is None else trimap.to(a)[None]
@@ -197,7 +210,11 @@ class CutoutPipeline:
                 from .vitmatte import load_vitmatte
                 self._vitmatte = r.vitmatte if r.vitmatte is not None else load_vitmatte(device=self.device)
             return refine_alpha(x[None], a, t, method="vitmatte", model=self._vitmatte, should_stop=should_stop)[0]
-        return refine_alpha(x[None], a, t, method=r.method, radius=r.radius, eps=r.eps, should_stop=should_stop)[0]
+        # the map the alpha was predicted at sets the fit's scale: the predictor's for its own alpha, the
+        # caller's word for a given one, else refine_alpha measures it on the mask
+        working_size = getattr(self.predictor, "working_size", None) if predicted else r.working_size
+        return refine_alpha(x[None], a, t, method=r.method, radius=r.radius, eps=r.eps, working_size=working_size,
+                            should_stop=should_stop)[0]
 
     # -- batches and streams ---------------------------------------------------------------------
 
@@ -264,8 +281,10 @@ class CutoutPipeline:
             if maps is not None:
                 _check_maps(name, maps, batch.sizes)
         batch_size = self._batch_size(batch_size)
+        predicted = False
         if stabilizer is not None:  # the network's pass (with the progress), then the colours on the steady alpha
             held = stabilizer.held
+            predicted = alpha is None
             alpha = self.steady_alpha(images, stabilizer, alpha, batch_size=batch_size, progress=progress,
                                       should_stop=should_stop, out_device=out_device)
             if held or len(alpha) != total:
@@ -275,7 +294,7 @@ class CutoutPipeline:
         for start, end, chunk in batch.chunks(batch_size, self.device):
             check_stop(should_stop, start, total)
             self._cut_chunk(chunk, _slice(alpha, start, end, self.device), _slice(trimap, start, end, self.device),
-                            should_stop, out, start)
+                            should_stop, out, start, predicted)
             report(progress, end, total)
         return out.result()
 

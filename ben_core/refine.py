@@ -32,7 +32,7 @@ from .callbacks import Progress, ShouldStop, check_stop, report
 from .guided_filter import fast_guided_filter, guided_filter
 from .trimap import auto_trimap
 
-__all__ = ["refine_alpha", "default_radius", "mask_softness", "fit_scale", "DEFAULT_EPS", "DEFAULT_SCALE",
+__all__ = ["refine_alpha", "default_radius", "mask_softness", "fit_scale", "check_working_size", "DEFAULT_EPS", "DEFAULT_SCALE",
            "DEFAULT_UNKNOWN_WEIGHT", "DEFAULT_FIT_RADIUS", "DEFAULT_FIT_SIGMA", "DEFAULT_APPLY_SIGMA",
            "SOFTNESS_QUANTILE", "METHODS"]
 
@@ -145,6 +145,14 @@ def fit_scale(alpha: torch.Tensor, unknown: torch.Tensor | None = None) -> float
     return max(1.0, mask_softness(alpha, unknown))
 
 
+def check_working_size(working_size) -> None:
+    """Raise ValueError unless ``working_size`` (the side of the square map a mask was predicted at) is an
+    int >= 1."""
+    if isinstance(working_size, bool) or not isinstance(working_size, int) or working_size < 1:
+        raise ValueError(f"working_size must be an int >= 1 (the side of the map the mask came from), "
+                         f"got {working_size!r}")
+
+
 def _guided_refine_one(image: torch.Tensor, alpha: torch.Tensor, trimap: torch.Tensor, radius: int | None,
                        eps: float, unknown_weight: float, strip_rows: int, scale: float | None,
                        working_size: int | None) -> torch.Tensor:
@@ -254,9 +262,7 @@ def refine_alpha(image: torch.Tensor, alpha: torch.Tensor, trimap: torch.Tensor 
                            or not math.isfinite(sc)):
         raise ValueError(f"scale must be a number >= 1 (or None for the measured default), got {scale!r}")
     if working_size is not None:
-        if isinstance(working_size, bool) or not isinstance(working_size, int) or working_size < 1:
-            raise ValueError(f"working_size must be an int >= 1 (the side of the map the mask came from), "
-                             f"got {working_size!r}")
+        check_working_size(working_size)
         if sc is not None:
             raise TypeError("give scale or working_size, not both (working_size sets the scale)")
     out = torch.empty_like(alpha)

@@ -93,6 +93,55 @@ def test_refinement_with_given_alpha_and_trimap():
     assert torch.all(cut.alpha[trimap == 1] == 1) and torch.all(cut.alpha[trimap == 0] == 0)
 
 
+def soft_scene(h=150, w=200, seed=5):
+    """Frames ``[2, h, w, 3]`` whose red channel (SoftRed's alpha) is a soft blob, with texture around it."""
+    s = make_synthetic_matte(h, w, seed=seed, model_size=40)
+    rgb = s["image"].permute(0, 2, 3, 1)
+    return torch.cat([rgb, rgb.flip(2)]).clamp(0, 1)
+
+
+def test_predicted_alpha_is_refined_at_the_predictors_working_size():
+    """The pipeline knows the map its own alpha was predicted at: the refinement fits there (refine_alpha's
+    working_size), not at the scale it would measure on the mask. A given alpha is measured, unless the
+    Refinement names its working size; an alpha the pipeline predicts keeps the predictor's."""
+    pred = predictor()  # working size 64 for 200 px wide frames: fit at 1/3.125
+    imgs = soft_scene()
+    rgb = imgs.permute(0, 3, 1, 2)
+    alpha = pred.predict_alpha(imgs)
+    trimap = make_trimap(alpha)
+    known = refine_alpha(rgb, alpha, trimap, working_size=64)
+    measured = refine_alpha(rgb, alpha, trimap)
+    assert not torch.allclose(known, measured, atol=1e-4)  # the two scales give different mattes here
+    opts = CutoutOptions(refine=Refinement(), foreground=False)
+    torch.testing.assert_close(CutoutPipeline(pred, opts).run(imgs).alpha, known, atol=0, rtol=0)
+    told = CutoutOptions(refine=Refinement(working_size=512), foreground=False)  # about given masks only
+    torch.testing.assert_close(CutoutPipeline(pred, told).run(imgs).alpha, known, atol=0, rtol=0)
+    # a given alpha: measured, or the caller's working size
+    torch.testing.assert_close(CutoutPipeline(None, opts).run(imgs, alpha).alpha, measured, atol=0, rtol=0)
+    mine = CutoutOptions(refine=Refinement(working_size=64), foreground=False)
+    torch.testing.assert_close(CutoutPipeline(None, mine).run(imgs, alpha).alpha, known, atol=0, rtol=0)
+    torch.testing.assert_close(CutoutPipeline(pred, opts).run(imgs, alpha).alpha, measured, atol=0, rtol=0)
+
+
+def test_steadied_alpha_is_refined_at_the_predictors_working_size():
+    """Video frames steadied by a stabiliser are still the pipeline's own prediction: refined at its size."""
+    from ben_core.temporal import AlphaStabilizer, stabilize_alpha
+
+    pred = predictor()
+    imgs = soft_scene()
+    steady = stabilize_alpha(imgs.permute(0, 3, 1, 2), pred.predict_alpha(imgs))
+    want = refine_alpha(imgs.permute(0, 3, 1, 2), steady, make_trimap(steady), working_size=64)
+    cut = CutoutPipeline(pred, CutoutOptions(refine=Refinement(), foreground=False)).run(
+        imgs, stabilizer=AlphaStabilizer())
+    torch.testing.assert_close(cut.alpha, want, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1.5, True, "1024"])
+def test_refinement_working_size_is_checked(bad):
+    with pytest.raises(ValueError, match="working_size"):
+        Refinement(working_size=bad)
+
+
 def test_chunking_and_streaming_give_the_same_result():
     imgs = images(5, 24, 30, seed=2)
     ref = CutoutPipeline(predictor(batch_size=5)).run(imgs)
