@@ -42,6 +42,28 @@ def _cutout_inputs() -> list:
     ]
 
 
+#: The mask_working_size combo's options: measure the mask, or the square size BEN2 made it at.
+MASK_WORKING_SIZES = ["auto"] + widgets.WORKING_SIZES
+
+
+def _mask_working_size_input():
+    """The ``mask_working_size`` combo (Refine Mask; advanced, optional, last: saved workflows load)."""
+    return comfy_env.advanced(io.Combo.Input(
+        "mask_working_size", options=MASK_WORKING_SIZES, default="auto", optional=True,
+        tooltip="The size of the square map the mask was predicted at, so the guided filter fits its colour "
+                "models where the mask's own detail ends. For a mask from Remove Background (BEN2) pick its "
+                "working_size (1024 by default). auto: read from the mask's edge softness (SAM, painted and other "
+                "masks; fuzzy hair can read too soft). Not used by vitmatte."))
+
+
+def mask_working_size_setting(value) -> "int | None":
+    """The ``working_size`` ``ben_core`` takes for the widget value: None for auto, else the int. Raises
+    ValueError naming the widget for an unknown value, before any slow work."""
+    if str(value) not in MASK_WORKING_SIZES:
+        raise ValueError(f"mask_working_size must be one of {MASK_WORKING_SIZES}, got {value!r}")
+    return None if str(value) == "auto" else int(value)
+
+
 def _image_and_mask() -> list:
     return [
         io.Image.Input("image", tooltip="The images the mask belongs to (the guide for the refinement)."),
@@ -59,11 +81,12 @@ def _outputs() -> list:
 
 
 def refine(image, mask, method, radius, eps, trimap_source, band_radius, refine_foreground, output_mode,
-           background_colour, trimap) -> "io.NodeOutput":
+           background_colour, trimap, working_size="auto") -> "io.NodeOutput":
     """Both nodes' work: IMAGE ``[B,H,W,C]`` + MASK (+ optional trimap MASK) -> ``(mask [B,H,W], image
-    [B,H,W,3|4])``, every image refined on ComfyUI's compute device. Widget values are checked first,
-    before any slow work."""
+    [B,H,W,3|4])``, every image refined on ComfyUI's compute device. ``working_size``: the
+    mask_working_size widget's value. Widget values are checked first, before any slow work."""
     bg = widgets.background(output_mode, background_colour)
+    size = mask_working_size_setting(working_size)
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     if trimap_source not in TRIMAP_SOURCES:
@@ -75,6 +98,7 @@ def refine(image, mask, method, radius, eps, trimap_source, band_radius, refine_
     device = comfy_env.torch_device()  # both methods run per image on ComfyUI's compute device
     refinement = Refinement(method=method, trimap_source=trimap_source, band_radius=int(band_radius) or None,
                             radius=int(radius) or None, eps=float(eps) or None,
+                            working_size=size if method == "guided" else None,
                             vitmatte=model_cache.vitmatte_model(device) if method == "vitmatte" else None)
     pipeline = CutoutPipeline(None, CutoutOptions(foreground=bool(refine_foreground), background=bg,
                                                   refine=refinement), device=device)
@@ -105,21 +129,23 @@ class BEN2RefineMask(io.ComfyNode):
                                        "here)."),
                 comfy_env.advanced(io.Int.Input(
                     "radius", default=0, min=0, max=256,
-                    tooltip="Guided-filter window radius in pixels; 0 = automatic (shorter image side / 45, measured "
-                            "best). Not used by vitmatte.")),
+                    tooltip="Guided-filter window radius in image pixels; 0 = automatic (2 pixels of the resolution "
+                            "the colour models are fitted at: about 2 x image side / the mask's working size, "
+                            "measured best). Not used by vitmatte.")),
                 comfy_env.advanced(io.Float.Input(
                     "eps", default=0.0, min=0.0, max=1.0, step=0.000001, round=0.000001,
                     tooltip="Guided-filter regularisation (smaller follows image edges more closely); "
                             f"0 = automatic ({DEFAULT_EPS:g}). Not used by vitmatte.")),
-            ] + _trimap_inputs() + _cutout_inputs(),
+            ] + _trimap_inputs() + _cutout_inputs() + [_mask_working_size_input()],
             outputs=_outputs(),
         )
 
     @classmethod
     def execute(cls, image, mask, method="guided", radius=0, eps=0.0, trimap_source="auto", band_radius=0,
-                refine_foreground=True, output_mode="RGBA", background_colour="#FFFFFF", trimap=None):
+                refine_foreground=True, output_mode="RGBA", background_colour="#FFFFFF", trimap=None,
+                mask_working_size="auto"):
         return refine(image, mask, method, radius, eps, trimap_source, band_radius, refine_foreground, output_mode,
-                      background_colour, trimap)
+                      background_colour, trimap, mask_working_size)
 
 
 class BEN2RefineMaskViTMatte(io.ComfyNode):

@@ -621,6 +621,34 @@ def test_refine_mask_uses_a_given_trimap():
     assert torch.all(refined[big == 1.0] == 1.0) and torch.all(refined[big == 0.0] == 0.0)
 
 
+def test_refine_mask_working_size_sets_the_fit_scale():
+    """mask_working_size (advanced, optional, the last widget): auto measures the mask's softness; a size
+    fits the colour models at image side / size, as ben_core.refine_alpha(working_size=) does."""
+    synthetic = importlib.import_module("benchmarks.synthetic_matting")
+    refine_alpha = sub("ben_core.refine").refine_alpha
+    make_trimap = sub("ben_core.trimap").make_trimap
+    s = synthetic.make_synthetic_matte(450, 600, seed=2, model_size=96)  # soft: measured scale ~6
+    img, mask = s["image"].permute(0, 2, 3, 1).contiguous(), s["coarse"]
+    rgb = img.permute(0, 3, 1, 2)
+    tri = make_trimap(mask)
+    got = {size: refine(img, mask, "guided", 0, 0.0, "auto", 0, False, "RGBA", "#FFFFFF",
+                        mask_working_size=size)[0] for size in ("auto", "512")}
+    torch.testing.assert_close(got["auto"], refine_alpha(rgb, mask, tri), atol=0, rtol=0)
+    torch.testing.assert_close(got["512"], refine_alpha(rgb, mask, tri, working_size=512), atol=0, rtol=0)
+    assert not torch.allclose(got["auto"], got["512"], atol=1e-4)
+    # the default is auto: a workflow saved without the widget refines as before
+    torch.testing.assert_close(refine(img, mask, "guided", 0, 0.0, "auto", 0, False, "RGBA", "#FFFFFF")[0],
+                               got["auto"], atol=0, rtol=0)
+    cls = sub("nodes.refine_mask").BEN2RefineMask
+    opts = widget(cls, "mask_working_size")[1]
+    assert opts["options"] == ["auto", "1024", "768", "512"] and opts["default"] == "auto" and opts["advanced"]
+    info = node_info(cls)
+    assert "mask_working_size" in info["input"]["optional"]
+    assert list(info["input_order"]["optional"])[-1] == "mask_working_size"
+    with pytest.raises(ValueError, match="mask_working_size"):
+        refine(img, mask, "guided", 0, 0.0, "auto", 0, False, "RGBA", "#FFFFFF", mask_working_size="2048")
+
+
 # ---------------------------------------------------------------- real network, synthetic weights
 
 @pytest.mark.slow
@@ -696,6 +724,8 @@ def test_vitmatte_node_is_experimental_and_matches_refine_mask(monkeypatch):
     got = outputs(rm.BEN2RefineMaskViTMatte.execute(img, mask, "band", 4, False, "RGBA", "#FFFFFF"))
     want = refine(img, mask, "vitmatte", 0, 0.0, "band", 4, False, "RGBA", "#FFFFFF")
     assert all(torch.equal(a, b) for a, b in zip(got, want))
+    sized = refine(img, mask, "vitmatte", 0, 0.0, "band", 4, False, "RGBA", "#FFFFFF", mask_working_size="1024")
+    assert all(torch.equal(a, b) for a, b in zip(sized, want))  # not used by vitmatte (as radius and eps)
 
 
 def test_vitmatte_is_loaded_once_and_handed_to_comfy_model_management(monkeypatch):
