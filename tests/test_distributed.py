@@ -85,7 +85,9 @@ def test_stage_turns_a_batch_of_files_into_rows(tmp_path, checkpoint):
 def test_local_ray_two_actors_write_what_the_cli_writes(tmp_path, checkpoint):
     src = _folder(tmp_path)
     env = dict(os.environ, PYTHONPATH=str(REPO), RAY_ADDRESS="")
-    common = ["--checkpoint", str(checkpoint), "--working-size", "512", "-q"]
+    # fp32: 1-CPU actors run torch on one thread, the CLI on two; fp32 gives the same bytes either way, bf16
+    # (what auto picks on CPUs with native bf16) does not
+    common = ["--checkpoint", str(checkpoint), "--working-size", "512", "--dtype", "fp32", "-q"]
     r = subprocess.run([sys.executable, "-m", "ben_core.distributed", str(src), "-o", str(tmp_path / "ray"),
                         "--actors", "2", "--report", str(tmp_path / "r.jsonl"), *common],
                        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
