@@ -662,6 +662,8 @@ def test_load_ben_and_remove_background_with_synthetic_checkpoint(tmp_path, monk
     save_file(synth_sd(0), str(models / "BEN" / "synth.safetensors"))
     monkeypatch.setitem(sys.modules, "folder_paths", make_folder_paths(str(models)))
     pack = load_pack()
+    # auto is fp32 on a CPU without native bf16 (bf16 where it has it: tests/test_devices.py)
+    monkeypatch.setattr(sub("ben_core.devices"), "cpu_native_bf16", lambda: False)
     loader = pack.NODE_CLASS_MAPPINGS["BEN2_LoadModel"]
     assert "synth.safetensors" in widget(loader, "model_name")[1]["options"]
     model, bg_model = outputs(loader.execute("synth.safetensors", "cpu", "auto", False))
