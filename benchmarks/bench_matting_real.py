@@ -29,8 +29,11 @@ Methods (``--methods``): ``coarse`` (the coarse alpha as is), ``snapped`` (the c
 confidence trimap's sure pixels set to exactly 0/1, no filtering: what ``refine_alpha`` does outside the
 band), ``guided`` (``refine_alpha(image, coarse)`` with every default; ``guided:radius=5,eps=1e-3``
 passes keyword arguments; ``guided:working_size=model`` passes each image's model map side, what a pipeline
-that made the mask knows; ``guided:scale=3.75`` is 0.4's default), and external callables ``path/to/file.py:func`` or ``package.module:func``,
-called as ``func(image [1,3,H,W], coarse [1,H,W]) -> alpha [1,H,W]`` (float 0..1, CPU tensors).
+that made the mask knows; ``guided:scale=3.75`` is 0.4's default; ``t_low``, ``t_high``, ``t_min``, ``t_max``
+make the confidence trimap with those thresholds, as Show Trimap's sliders do: ``guided:t_low=0.03,t_high=0.97``
+refines every pixel between the limits), and external callables ``path/to/file.py:func`` or
+``package.module:func``, called as ``func(image [1,3,H,W], coarse [1,H,W]) -> alpha [1,H,W]`` (float 0..1, CPU
+tensors). The evaluation band is always that of the default confidence trimap, whatever a method's trimap.
 
 Metrics (alpha in 0..1; the usual matting-benchmark definitions, as in the Deep Image Matting evaluation
 code of Xu et al. 2017):
@@ -93,6 +96,8 @@ BLUR_SIGMA = 1.0             # blur of the coarse map at model resolution (px)
 OPEN_PX = 3                  # opening size at model resolution for the "hard" variant
 VARIANTS = ("model", "hard")
 DEFAULT_METHODS = ("coarse", "snapped", "guided")
+#: Keys of a guided spec that set the confidence trimap's thresholds (Show Trimap's sliders), not refine_alpha's.
+TRIMAP_KEYS = ("t_low", "t_high", "t_min", "t_max")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -294,7 +299,11 @@ def resolve_method(spec: str):
             for item in filter(None, spec.split(":", 1)[1].split(",")):
                 k, _, v = item.partition("=")
                 kw[k.strip()] = _parse_value(v.strip())
-        return lambda img, c: refine_alpha(img, c, **kw)
+        tkw = {k: kw.pop(k) for k in TRIMAP_KEYS if k in kw}
+        if not tkw:  # refine_alpha's own trimap (auto_trimap: the confidence trimap of a soft coarse alpha)
+            return lambda img, c: refine_alpha(img, c, **kw)
+        # the confidence trimap with these thresholds, as Show Trimap's sliders make it
+        return lambda img, c: refine_alpha(img, c, confidence_trimap(c, **tkw)[0], **kw)
     if ":" in spec:
         target, _, fname = spec.rpartition(":")
         if target.endswith(".py"):

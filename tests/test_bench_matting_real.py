@@ -93,6 +93,22 @@ def test_model_side_palette_mattes_and_working_size_model(tmp_path, monkeypatch)
     assert all(np.isnan(r["img_conn"]) for r in recs)
 
 
+def test_guided_spec_with_trimap_thresholds():
+    """t_low/t_high/t_min/t_max in a guided spec make the confidence trimap (Show Trimap's sliders) that
+    refine_alpha gets; the other keys still go to refine_alpha."""
+    import torch
+
+    from ben_core.refine import refine_alpha
+    from ben_core.trimap import confidence_trimap
+    from benchmarks.synthetic_matting import make_synthetic_matte
+    s = make_synthetic_matte(90, 120, seed=3, model_size=24)
+    img, c = s["image"], s["coarse"]
+    got = bmr.resolve_method("guided:t_low=0.03,t_high=0.97,working_size=40")(img, c)
+    want = refine_alpha(img, c, confidence_trimap(c, t_low=0.03, t_high=0.97)[0], working_size=40)
+    assert torch.equal(got, want)
+    assert not torch.equal(got, bmr.resolve_method("guided:working_size=40")(img, c))  # the trimap mattered
+
+
 def test_fullres_composite_contracts():
     from benchmarks import fullres_composite as fc
     rng = np.random.default_rng(1)
