@@ -4,8 +4,9 @@ experimental: its quality on real photos is unmeasured here).
 
 Without a trimap input the node makes one per image with ``ben_core.trimap.make_trimap``
 (``trimap_source``): ``confidence`` (the BEN paper's confidence trimap), ``band`` (an unknown band of
-``band_radius`` pixels around the mask edge, for hard 0/1 masks) or ``auto`` (confidence for a soft mask
-such as BEN2's, the band for a hard one: SAM, a painted mask...), so masks from any node get refined edges.
+``band_radius`` pixels around the mask edge, for hard 0/1 masks) or ``auto`` (for a soft mask such as
+BEN2's every pixel it is unsure of, 0.03 < mask < 0.97; the band for a hard one: SAM, a painted mask...), so
+masks from any node get refined edges.
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ def _trimap_inputs() -> list:
     return [
         io.Combo.Input("trimap_source", options=list(TRIMAP_SOURCES), default="auto",
                        tooltip="Only used when no trimap is connected. confidence: BEN paper trimap of the mask; band: "
-                               "unknown band of band_radius px around the mask edge (for hard masks); auto: confidence "
-                               "for soft masks (BEN2), band for hard 0/1 masks (SAM, painted...)."),
+                               "unknown band of band_radius px around the mask edge (for hard masks); auto (best measured): "
+                               "every pixel a soft mask (BEN2) is unsure of, 0.03 < mask < 0.97; band for hard 0/1 "
+                               "masks (SAM, painted...)."),
         comfy_env.advanced(io.Int.Input(
             "band_radius", default=0, min=0, max=1024,
             tooltip="Half-width in pixels of the unknown band around the mask edge (band, and auto for hard masks); "

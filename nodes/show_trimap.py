@@ -52,7 +52,10 @@ class BEN2ShowTrimap(io.ComfyNode):
                          "the thresholds widen step by step (down to t_min / up to t_max) until at least "
                          "min_unknown_fraction of the image is unknown. The preview below the node lets you try "
                          "thresholds in the browser; the values you pick are written back into the widgets for the "
-                         "next run."),
+                         "next run. For Refine Mask, start at the limits (t_low 0.03, t_high 0.97: every pixel the "
+                         "mask is unsure of, what Refine Mask uses when no trimap is connected): measured best on real "
+                         "photos; the paper's 0.10 / 0.90 start makes fuzzy hair and translucent parts sure, and "
+                         "Refine Mask snaps them to 0 / 1."),
             search_aliases=["trimap", "confidence", "matting", "unknown band"],
             is_output_node=True,  # runs (and sends its preview) even when nothing is connected to its outputs
             inputs=[

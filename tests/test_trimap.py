@@ -229,7 +229,8 @@ def test_make_trimap_sources():
     assert torch.equal(tri_hard, make_trimap(hard, "band", 0))  # a hard mask gets the edge band
     soft = _soft_disc(64, 64)
     tri_soft = make_trimap(soft, "auto", 0)
-    assert torch.equal(tri_soft, make_trimap(soft, "confidence", 0))
+    assert torch.equal(tri_soft, auto_trimap(soft))
+    assert not torch.equal(tri_soft, make_trimap(soft, "confidence", 0))  # the paper's start is narrower
     assert default_band_radius(1000, 3000) == 11 and default_band_radius(64, 64) == 2
     both = torch.cat([hard, soft])
     assert torch.equal(make_trimap(both, "auto", 0), auto_trimap(both))
@@ -256,3 +257,21 @@ def test_min_unknown_fraction_equals_the_pixel_count_rule():
         confidence_trimap(probs, min_unknown_fraction=1.5)
     with pytest.raises(TypeError, match="not both"):
         confidence_trimap(probs, min_unknown=3, min_unknown_fraction=0.1)
+
+
+def test_auto_trimap_of_a_soft_mask_is_every_unsure_pixel():
+    """auto (the refinement's default): a soft mask's pixels strictly between t_min and t_max are unknown,
+    >= t_max foreground, <= t_min background, whatever N_min (written out here, not through
+    confidence_trimap); the paper's 0.10 / 0.90 start calls a translucent 0.92 sure instead."""
+    g = torch.Generator().manual_seed(4)
+    soft = torch.rand(2, 48, 64, generator=g)
+    soft[:, :8] = 0.92                               # a translucent flag
+    soft[0, 8, :4] = torch.tensor([0.03, 0.97, 0.0300001, 0.9699999])  # the limits themselves
+    want = torch.where(soft.double() >= 0.97, 1.0, torch.where(soft.double() <= 0.03, 0.0, 0.5)).float()
+    got = auto_trimap(soft)
+    assert torch.equal(got, want)
+    assert got[0, 8, :4].tolist() == [0.0, 1.0, 0.5, 0.5]
+    assert bool((got[:, :8] == 0.5).all())
+    assert bool((make_trimap(soft, "confidence")[:, :8] == 1).all())  # the paper's trimap snaps the flag
+    half = soft.half()
+    assert got.dtype == soft.dtype and auto_trimap(half).dtype == torch.float16
