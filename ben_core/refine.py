@@ -16,7 +16,7 @@ The public BEN2 weights ship no refiner network, so the refinement is ours:
   same on an 800 px and an 8000 px photo. Defaults measured on real photos with hand-made ground truth at
   ~800 px and at their full 6-9 MP resolution (``python -m benchmarks.bench_matting_real``) and on
   synthetic data (``python -m benchmarks.bench_matting``). An explicit ``scale`` keeps the behaviour of
-  0.4 (radius ~min(H, W)/45, no blurs).
+  the earlier default's behaviour (radius ~min(H, W)/45, no blurs; that default was ``scale=3.75``).
 * ``method="vitmatte"``: the ViTMatte network through ``transformers`` (see :mod:`ben_core.vitmatte`).
 
 Only pixels with ``trimap == 0.5`` change; sure foreground/background come out exactly 1/0. Without a
@@ -44,8 +44,8 @@ DEFAULT_UNKNOWN_WEIGHT = 0.3
 #: eps of the guided filter (guide in 0..1 RGB): measured best with the fast filter on real photos (1e-4 and
 #: 1e-3 cut the band error less); at scale 1, 1e-5 and 1e-4 measured within 2% on the synthetic data.
 DEFAULT_EPS = 1e-5
-#: The 0.4 default of ``scale`` (fit at 1/3.75 of the resolution, radius ~min(H, W)/45); a caller that
-#: passes ``scale=DEFAULT_SCALE`` gets 0.4's refinement. The default now measures the scale (fit_scale).
+#: The earlier default of ``scale`` (fit at 1/3.75 of the resolution, radius ~min(H, W)/45); a caller that
+#: passes ``scale=DEFAULT_SCALE`` gets that refinement. The default now measures the scale (fit_scale).
 DEFAULT_SCALE = 3.75
 #: Window radius of the local fits, in pixels of the fit's resolution (measured: 1-2 best at 800 px and
 #: at full resolution; the full-resolution default is ``round(DEFAULT_FIT_RADIUS * scale)``).
@@ -59,7 +59,7 @@ DEFAULT_APPLY_SIGMA = 0.7
 
 
 def default_radius(height: int, width: int) -> int:
-    """The 0.4 guided-filter radius (used with an explicit ``scale``) for an image of ``height x width``:
+    """The earlier default's guided-filter radius (used with an explicit ``scale``) for an image of ``height x width``:
     ``max(2, round(min(H, W) / 45))``.
 
     Chosen by measurement (synthetic benchmark at 960x540 / 1920x1080 and the lemur photo, coarse
@@ -159,7 +159,7 @@ def _guided_refine_one(image: torch.Tensor, alpha: torch.Tensor, trimap: torch.T
     """[3,H,W], [H,W], [H,W] -> refined [H,W] (float, unknown pixels only changed; clamped).
 
     ``scale`` None: fit at ``max(H, W) / working_size`` (at least 1), or at :func:`fit_scale` when
-    ``working_size`` is None too, with small windows and blurred guides; a number: the 0.4 behaviour
+    ``working_size`` is None too, with small windows and blurred guides; a number: the earlier default's behaviour
     (``radius`` None -> :func:`default_radius`)."""
     unk = trimap == 0.5
     out = trimap.to(alpha.dtype).clone()
@@ -221,7 +221,7 @@ def refine_alpha(image: torch.Tensor, alpha: torch.Tensor, trimap: torch.Tensor 
         scale: fit the local colour models at 1/scale of the resolution and apply them at full resolution.
             Default None: measured per image on the coarse alpha (:func:`fit_scale`), with small windows and
             a guide blurred to the coarse alpha's softness. A number (>= 1; 1 = the plain full-resolution
-            filter) keeps the 0.4 behaviour: radius ~min(H, W)/45, no blurs (0.4's default was 3.75).
+            filter) keeps the earlier behaviour: radius ~min(H, W)/45, no blurs (the earlier default was 3.75).
         working_size: side of the square map the coarse alpha was predicted at, when known (BEN2: the
             Remove Background node's working size, 1024 by default): the fit then runs at
             ``max(H, W) / working_size`` instead of the measured scale. Not together with ``scale``.

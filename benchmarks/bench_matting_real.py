@@ -26,14 +26,14 @@ full-resolution photo, e.g. 3280 px at 1/3.2; the full-resolution alphamatting.c
 :mod:`benchmarks.fullres_composite`).
 
 Methods (``--methods``): ``coarse`` (the coarse alpha as is), ``snapped`` (the coarse alpha with the
-confidence trimap's sure pixels set to exactly 0/1, no filtering: what ``refine_alpha`` does outside the
-band), ``guided`` (``refine_alpha(image, coarse)`` with every default; ``guided:radius=5,eps=1e-3``
+sure pixels of ``refine_alpha``'s own trimap, :func:`ben_core.trimap.auto_trimap`, set to exactly 0/1, no
+filtering: what ``refine_alpha`` does outside its band), ``guided`` (``refine_alpha(image, coarse)`` with every default; ``guided:radius=5,eps=1e-3``
 passes keyword arguments; ``guided:working_size=model`` passes each image's model map side, what a pipeline
-that made the mask knows; ``guided:scale=3.75`` is 0.4's default; ``t_low``, ``t_high``, ``t_min``, ``t_max``
-make the confidence trimap with those thresholds, as Show Trimap's sliders do: ``guided:t_low=0.03,t_high=0.97``
-refines every pixel between the limits), and external callables ``path/to/file.py:func`` or
+that made the mask knows; ``guided:scale=3.75`` is the earlier default; ``t_low``, ``t_high``, ``t_min``, ``t_max``
+make the confidence trimap with those thresholds, as Show Trimap's sliders do: ``guided:t_low=0.1,t_high=0.9``
+the paper's start, narrower than the default trimap), and external callables ``path/to/file.py:func`` or
 ``package.module:func``, called as ``func(image [1,3,H,W], coarse [1,H,W]) -> alpha [1,H,W]`` (float 0..1, CPU
-tensors). The evaluation band is always that of the default confidence trimap, whatever a method's trimap.
+tensors). The evaluation band is always that of the paper's confidence trimap (below), whatever a method's trimap.
 
 Metrics (alpha in 0..1; the usual matting-benchmark definitions, as in the Deep Image Matting evaluation
 code of Xu et al. 2017):
@@ -86,7 +86,7 @@ import torch
 import torch.nn.functional as F
 
 from ben_core.refine import refine_alpha
-from ben_core.trimap import confidence_trimap
+from ben_core.trimap import auto_trimap, confidence_trimap
 
 from .synthetic_matting import coarsen_alpha, gaussian_blur
 
@@ -290,7 +290,7 @@ def resolve_method(spec: str):
         return lambda img, c: c.clone()
     if spec == "snapped":
         def snapped(img, c):
-            tri = confidence_trimap(c)[0]
+            tri = auto_trimap(c)  # refine_alpha's own trimap
             return torch.where(tri == 0.5, c, tri)
         return snapped
     if spec == "guided" or spec.startswith("guided:"):
@@ -572,21 +572,37 @@ def main(argv=None) -> None:
     ap.add_argument("--plot", help="draw band MSE per image (x coarse) to this image file (needs matplotlib)")
     ap.add_argument("--json", help="write every record to this JSON file")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    ap.add_argument("--from-json", metavar="JSON",
+                    help="print the tables (and --plot) of a run saved with --json instead of measuring; its "
+                         "methods and variants, not --methods/--variants")
     ap.add_argument("--child-4k", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child_4k:
         _child_4k(*args.child_4k)
         return
-    if not args.data_dir:
-        ap.error("DATA_DIR is required")
-    if "coarse" not in args.methods:
-        args.methods = ["coarse"] + args.methods  # the reference of every comparison
-    pairs = load_pairs(args.data_dir, set(args.names) if args.names else None)
-    log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    recs = evaluate(pairs, args.methods, args.variants, args.model_factor, args.blur_sigma, args.open_px, log,
-                    args.model_side, not args.no_conn)
-    print(f"# Real-photo matting benchmark ({len(pairs)} images from {args.data_dir}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads)\n")
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        recs, fourk_saved = saved["records"], saved.get("fourk")
+        for key in ("methods", "variants", "model_side", "model_factor", "blur_sigma", "open_px", "data_dir"):
+            setattr(args, key, saved["settings"][key])
+        if "coarse" not in args.methods:
+            args.methods = ["coarse"] + args.methods
+        n_images = len({r["image"] for r in recs})
+        args.time_4k, args.time_size, args.json = False, [], None
+        print(f"# Real-photo matting benchmark ({n_images} images from {args.data_dir}; read from "
+              f"{args.from_json})\n")
+    else:
+        if not args.data_dir:
+            ap.error("DATA_DIR is required")
+        if "coarse" not in args.methods:
+            args.methods = ["coarse"] + args.methods  # the reference of every comparison
+        pairs = load_pairs(args.data_dir, set(args.names) if args.names else None)
+        log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+        recs = evaluate(pairs, args.methods, args.variants, args.model_factor, args.blur_sigma, args.open_px, log,
+                        args.model_side, not args.no_conn)
+        fourk_saved = None
+        print(f"# Real-photo matting benchmark ({len(pairs)} images from {args.data_dir}; torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads)\n")
     side = f"{args.model_side}" if args.model_side else f"round(max(H, W) / {args.model_factor:g})"
     print(f"Coarse alpha: model map side {side}, blur sigma {args.blur_sigma:g} "
           f"model px; hard variant opened with {args.open_px}x{args.open_px} model px. Band = confidence-trimap "
@@ -615,6 +631,9 @@ def main(argv=None) -> None:
         print(f"## Timing at {', '.join(sizes)} (first image upscaled, coarse from a 1024 map; fresh subprocess "
               f"per method; load average before: {os.getloadavg()[0]:.2f})\n")
         print(fourk_table(fourk), "\n")
+    elif fourk_saved:
+        print("## Timing (as saved)\n")
+        print(fourk_table(fourk_saved), "\n")
     if args.json:
         Path(args.json).write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "child_4k"},
                                                "records": recs, "fourk": fourk}, indent=1))

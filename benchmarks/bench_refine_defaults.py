@@ -3,7 +3,7 @@
 
 Prints band MSE (inside the confidence trimap's unknown band, against the true alpha) of the coarse alpha,
 of ``refine_alpha(scale=1, eps=1e-4)`` (the 0.3.0 default: the colour models fitted at full resolution),
-of ``refine_alpha(scale=3.75)`` (0.4: fitted at 1/3.75, eps 1e-5) and of ``refine_alpha()`` (today: fitted
+of ``refine_alpha(scale=3.75)`` (the earlier default: fitted at 1/3.75, eps 1e-5) and of ``refine_alpha()`` (today: fitted
 at the coarse alpha's measured softness, small windows, blurred guides), with the cut against the coarse
 alpha. The real-photo half of the evidence is ``benchmarks/bench_matting_real.py``.
 """
@@ -27,7 +27,7 @@ def main() -> None:
     img, gt, _ = load_lemur()
     H, W = gt.shape[-2:]
     cases.append(("lemur", img, coarsen_alpha(gt, model_size=round(max(H, W) / 3.75)), gt))
-    print("| case | coarse band MSE | 0.3.0 default (scale 1, eps 1e-4) | 0.4 default (scale 3.75, eps 1e-5) | "
+    print("| case | coarse band MSE | 0.3.0 default (scale 1, eps 1e-4) | scale-3.75 default (eps 1e-5) | "
           "default now (measured scale) |")
     print("|---|---|---|---|---|")
     for name, img, coarse, gt in cases:

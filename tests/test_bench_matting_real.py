@@ -47,6 +47,10 @@ def test_runs_on_a_folder_and_prints_the_tables(tmp_path, capsys):
     recs = json.loads((tmp_path / "r.json").read_text())["records"]
     assert {(r["image"], r["variant"], r["method"]) for r in recs} == {
         (i, v, m) for i in ("a", "b") for v in ("model", "hard") for m in ("coarse", "guided")}
+    # the saved run prints the same tables again, without the data folder
+    bmr.main(["--from-json", str(tmp_path / "r.json"), "--no-per-image"])
+    again = capsys.readouterr().out
+    assert again.split("## Averages")[1] == out.split("## Averages")[1].split("## Per image, coarse variant `model`, every")[0]
 
 
 def test_ratio_table_counts_and_medians():
@@ -103,8 +107,8 @@ def test_guided_spec_with_trimap_thresholds():
     from benchmarks.synthetic_matting import make_synthetic_matte
     s = make_synthetic_matte(90, 120, seed=3, model_size=24)
     img, c = s["image"], s["coarse"]
-    got = bmr.resolve_method("guided:t_low=0.03,t_high=0.97,working_size=40")(img, c)
-    want = refine_alpha(img, c, confidence_trimap(c, t_low=0.03, t_high=0.97)[0], working_size=40)
+    got = bmr.resolve_method("guided:t_low=0.1,t_high=0.9,working_size=40")(img, c)
+    want = refine_alpha(img, c, confidence_trimap(c, t_low=0.1, t_high=0.9)[0], working_size=40)
     assert torch.equal(got, want)
     assert not torch.equal(got, bmr.resolve_method("guided:working_size=40")(img, c))  # the trimap mattered
 
