@@ -131,9 +131,9 @@ class BEN2RefineMask(io.ComfyNode):
                                        "here)."),
                 comfy_env.advanced(io.Int.Input(
                     "radius", default=0, min=0, max=256,
-                    tooltip="Guided-filter window radius in image pixels; 0 = automatic (2 pixels of the resolution "
-                            "the colour models are fitted at: about 2 x image side / the mask's working size, "
-                            "measured best). Not used by vitmatte.")),
+                    tooltip="Guided-filter window radius in image pixels; 0 = automatic (measured best: 3x3 windows at the "
+                            "resolution the colour models are fitted at, i.e. a radius of about image side / the "
+                            "mask's working size in image pixels). Not used by vitmatte.")),
                 comfy_env.advanced(io.Float.Input(
                     "eps", default=0.0, min=0.0, max=1.0, step=0.000001, round=0.000001,
                     tooltip="Guided-filter regularisation (smaller follows image edges more closely); "
