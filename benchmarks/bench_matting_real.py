@@ -300,7 +300,7 @@ def resolve_method(spec: str):
                 k, _, v = item.partition("=")
                 kw[k.strip()] = _parse_value(v.strip())
         tkw = {k: kw.pop(k) for k in TRIMAP_KEYS if k in kw}
-        if not tkw:  # refine_alpha's own trimap (auto_trimap: the confidence trimap of a soft coarse alpha)
+        if not tkw:  # refine_alpha's own trimap (auto_trimap)
             return lambda img, c: refine_alpha(img, c, **kw)
         # the confidence trimap with these thresholds, as Show Trimap's sliders make it
         return lambda img, c: refine_alpha(img, c, confidence_trimap(c, **tkw)[0], **kw)
@@ -529,7 +529,8 @@ def time_4k(pair, methods, H=2160, W=3840) -> list[dict]:
         torch.save({"image": img4.contiguous(), "coarse": c4.contiguous()}, p)
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         for m in methods:
-            r = subprocess.run([sys.executable, "-m", "benchmarks.bench_matting_real", "--child-4k", p, m],
+            spec = m.replace("working_size=model", "working_size=1024")  # the map c4 was made at
+            r = subprocess.run([sys.executable, "-m", "benchmarks.bench_matting_real", "--child-4k", p, spec],
                                capture_output=True, text=True, cwd=str(REPO), env=env, check=False)
             if r.returncode != 0:
                 raise RuntimeError(f"4K run of {m} failed:\n{r.stderr}")
@@ -621,6 +622,9 @@ def main(argv=None) -> None:
             print(per_image_table(recs, var), "\n")
     fourk = None
     sizes = (["3840x2160"] if args.time_4k else []) + list(args.time_size)
+    if args.json:  # the records now, so a failed timing run below loses nothing
+        Path(args.json).write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "child_4k"},
+                                               "records": recs, "fourk": None}, indent=1))
     if sizes:
         fourk = []
         for spec in sizes:

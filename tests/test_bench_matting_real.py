@@ -131,3 +131,15 @@ def test_fullres_composite_contracts():
         assert np.array_equal(x, c)
     with pytest.raises(ValueError, match="mode"):
         fc.make_image(img_lr, a_lr, a_hr, mode="nope")
+
+
+def test_timing_children_take_every_method_spec():
+    """--time-size runs each method in a fresh process; working_size=model there is the 1024 map the timed
+    coarse alpha is made from (it failed with 'model' before)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    pair = ("x", torch.rand(1, 3, 48, 64, generator=g), (torch.rand(1, 48, 64, generator=g) > 0.5).float())
+    rows = bmr.time_4k(pair, ["coarse", "guided:working_size=model"], H=60, W=80)
+    assert [r["method"] for r in rows] == ["coarse", "guided:working_size=model"]
+    assert all(r["size"] == [60, 80] and r["time_s"] >= 0 and r["peak_rss_mb"] > 0 for r in rows)
