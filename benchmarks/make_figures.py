@@ -148,14 +148,14 @@ def memory_plot(path: Path) -> None:
 
 
 def band_mse_plot(path: Path) -> None:
-    """Band MSE per image: the coarse alpha, the 0.3.0 default and the default now."""
+    """Band MSE per image: the coarse alpha, the earlier default (scale 3.75) and the default now."""
     plt = _pyplot()
     rows = doc_table("refinement.md", "| image | band MSE coarse")
     names = [r[0] for r in rows]
     values = np.array([_numbers(r[1])[:3] for r in rows])
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(10, 3.6), dpi=120)
-    for k, (label, colour) in enumerate((("coarse", "tab:gray"), ("0.3.0 default", "tab:blue"),
+    for k, (label, colour) in enumerate((("coarse", "tab:gray"), ("earlier default (scale 3.75)", "tab:blue"),
                                          ("default now", "tab:green"))):
         ax.bar(x + (k - 1) * 0.27, values[:, k], width=0.27, color=colour, label=label)
     ax.set_xticks(x, [n.replace("GT", "") for n in names], fontsize=8)
