@@ -15,8 +15,8 @@ The public BEN2 weights ship no refiner network, so the refinement is ours:
   applied to is lightly smoothed (sensor noise times the fitted slopes). So the refinement behaves the
   same on an 800 px and an 8000 px photo. Defaults measured on real photos with hand-made ground truth at
   ~800 px and at their full 6-9 MP resolution (``python -m benchmarks.bench_matting_real``) and on
-  synthetic data (``python -m benchmarks.bench_matting``). An explicit ``scale`` keeps the behaviour of
-  the earlier default's behaviour (radius ~min(H, W)/45, no blurs; that default was ``scale=3.75``).
+  synthetic data (``python -m benchmarks.bench_matting``). An explicit ``scale`` keeps the
+  earlier default's behaviour (radius ~min(H, W)/45, no blurs; that default was ``scale=3.75``).
 * ``method="vitmatte"``: the ViTMatte network through ``transformers`` (see :mod:`ben_core.vitmatte`).
 
 Only pixels with ``trimap == 0.5`` change; sure foreground/background come out exactly 1/0. Without a

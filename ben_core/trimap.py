@@ -270,8 +270,8 @@ def auto_trimap(alpha: torch.Tensor, band_radius: int | None = None) -> torch.Te
 
     Why not the paper's 0.10 / 0.90 start: that trimap calls pixels sure that a soft mask is not sure of
     (fuzzy hair, a translucent flag at alpha ~0.9), and the refinement then snaps them to 0 / 1. On 27 real
-    photos at full resolution, refined from the limits, 26 images end at most 0.6x the coarse band MSE
-    instead of 22 and none gets a worse whole-image SAD (from the paper's start one got 1.4x worse);
+    photos at full resolution, refined from the limits, 24 images end at most 0.6x the coarse band MSE
+    instead of 20 and none gets a worse whole-image SAD (from the paper's start one got 1.4x worse);
     measured in docs/refinement.md, ``python -m benchmarks.bench_matting_real``.
 
     A map is hard when fewer than a tenth of the paper's N_min of its pixels lie strictly between
