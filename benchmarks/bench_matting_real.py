@@ -283,6 +283,11 @@ def _parse_value(v: str):
     return {"none": None, "true": True, "false": False}.get(v.lower(), v)
 
 
+def with_model_side(spec: str, side: int) -> str:
+    """``spec`` with ``working_size=model`` replaced by the model map side ``side`` it stands for."""
+    return spec.replace("working_size=model", f"working_size={side}")
+
+
 def resolve_method(spec: str):
     """A callable ``fn(image [1,3,H,W], coarse [1,H,W]) -> alpha [1,H,W]`` for a method spec (see the
     module docstring)."""
@@ -360,7 +365,7 @@ def evaluate(pairs, methods, variants, model_factor=MODEL_FACTOR, blur_sigma=BLU
     the metrics of :func:`all_metrics`, ``time_s`` and ``peak_mb``. A method spec with
     ``working_size=model`` gets the model map side of each image's coarse alpha (what a pipeline that made
     the mask knows). ``conn=False`` skips the connectivity error (NaN; it costs ~20 s per 7 MP image)."""
-    fns = {m: resolve_method(m.replace("working_size=model", "working_size=1")) for m in methods}
+    fns = {m: resolve_method(with_model_side(m, 1)) for m in methods}  # checks every spec up front
     recs = []
     for name, img, gt in pairs:
         gt_np = gt[0].double().numpy()
@@ -373,7 +378,7 @@ def evaluate(pairs, methods, variants, model_factor=MODEL_FACTOR, blur_sigma=BLU
             unknown = int((tri == 0.5).sum())
             for m, fn in fns.items():
                 if "working_size=model" in m:
-                    fn = resolve_method(m.replace("working_size=model", f"working_size={S}"))
+                    fn = resolve_method(with_model_side(m, S))
                 pred, dt, peak = run_method(fn, img, c)
                 r = {"image": name, "variant": var, "method": m, "size": list(gt.shape[-2:]),
                      "band_px": int(band.sum()), "unknown_px": unknown, "time_s": dt, "peak_mb": peak}
@@ -529,7 +534,7 @@ def time_4k(pair, methods, H=2160, W=3840) -> list[dict]:
         torch.save({"image": img4.contiguous(), "coarse": c4.contiguous()}, p)
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         for m in methods:
-            spec = m.replace("working_size=model", "working_size=1024")  # the map c4 was made at
+            spec = with_model_side(m, 1024)  # the map c4 was made at
             r = subprocess.run([sys.executable, "-m", "benchmarks.bench_matting_real", "--child-4k", p, spec],
                                capture_output=True, text=True, cwd=str(REPO), env=env, check=False)
             if r.returncode != 0:
@@ -586,8 +591,6 @@ def main(argv=None) -> None:
         recs, fourk_saved = saved["records"], saved.get("fourk")
         for key in ("methods", "variants", "model_side", "model_factor", "blur_sigma", "open_px", "data_dir"):
             setattr(args, key, saved["settings"][key])
-        if "coarse" not in args.methods:
-            args.methods = ["coarse"] + args.methods
         n_images = len({r["image"] for r in recs})
         args.time_4k, args.time_size, args.json = False, [], None
         print(f"# Real-photo matting benchmark ({n_images} images from {args.data_dir}; read from "
@@ -622,10 +625,15 @@ def main(argv=None) -> None:
             print(per_image_table(recs, var), "\n")
     fourk = None
     sizes = (["3840x2160"] if args.time_4k else []) + list(args.time_size)
-    if args.json:  # the records now, so a failed timing run below loses nothing
-        Path(args.json).write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "child_4k"},
-                                               "records": recs, "fourk": None}, indent=1))
+
+    def save(fourk_rows) -> None:
+        if args.json:
+            Path(args.json).write_text(json.dumps({"settings": {k: v for k, v in vars(args).items()
+                                                                if k != "child_4k"},
+                                                   "records": recs, "fourk": fourk_rows}, indent=1))
+
     if sizes:
+        save(None)  # the records now, so a failed timing run below loses nothing
         fourk = []
         for spec in sizes:
             w, _, h = spec.lower().partition("x")
@@ -638,9 +646,7 @@ def main(argv=None) -> None:
     elif fourk_saved:
         print("## Timing (as saved)\n")
         print(fourk_table(fourk_saved), "\n")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "child_4k"},
-                                               "records": recs, "fourk": fourk}, indent=1))
+    save(fourk)
 
 
 if __name__ == "__main__":
