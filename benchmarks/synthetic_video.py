@@ -8,14 +8,29 @@
 * ``subject4``: the camera is still, the subject moves 4 px per frame over the background, its hair
   swaying (non-rigid motion, occlusion and disocclusion of the background);
 * ``cut``: a cut to another shot (another background, the subject elsewhere and smaller), in which the
-  subject then moves 2 px per frame.
+  subject then moves 2 px per frame;
+* ``track3`` / ``track8``: a tracking shot: the camera follows the subject, which walks 3 / 8 px per frame
+  through the scene, so the subject stays put in the picture while the background slides behind it;
+* ``counter``: the subject walks 4 px per frame one way while the camera pans 3 px per frame the other
+  (7 px per frame in the picture, the background 3 px the other way).
+
+:data:`SHOTS` names the clips the benchmark runs, each a set of segments and a look (``make_clip``'s
+``noise``, ``background`` and ``subject``): ``classic`` (the first five segments above, sensor noise,
+textured subject and background: the clip of the 0.3 benchmark, unchanged), ``tracking`` (still,
+``track3``, ``track8``, ``counter``, ``cut``: clean frames, no sensor noise), ``plain`` (a subject with
+little texture of its own, a plain-coloured cloth, crossing a still textured background: still,
+``subject4``, ``counter``, ``cut``, clean) and ``defocused`` (the tracking segments over a smooth,
+defocused background, clean).
 
 The subject is a soft-edged head (ellipse) with ~40 thin, semi-transparent hair strands (0.6-2 px wide,
 opacity 0.35-0.95) over a textured background; its own, fainter texture (skin / cloth) moves with it. Frames are
-``alpha * F + (1 - alpha) * B`` plus a little sensor noise. :func:`simulate_model` makes a per-frame
-prediction that errs the way a per-frame network does: a stable part (the truth coarsened as a 1024-wide
-model sees it) and a part that changes every frame, concentrated where the truth is uncertain (edges,
-strands), and a few faint false-positive blobs in the background: it flickers.
+``alpha * F + (1 - alpha) * B`` plus a little sensor noise (none in clean clips). :func:`simulate_model`
+makes a per-frame prediction that errs the way a per-frame network does: a stable part (the truth
+coarsened as a 1024-wide model sees it) and a part that changes every frame, concentrated where the truth
+is uncertain (edges, strands), and a few faint false-positive blobs in the background: it flickers. With
+``edge_jitter`` the silhouette itself wobbles too, as a network's does (the new shots: that, and no background blobs): the edge band moves in and out by
+a smooth random displacement (up to ``edge_jitter`` px) from frame to frame, so the flicker lives where
+the pixels mix subject and background.
 
 :func:`temporal_metrics` gives, for a prediction against the truth and per segment: dtSSD (RMS over
 pixels of the temporal-gradient error ``(p_t - p_{t-1}) - (g_t - g_{t-1})``, x 100, averaged over frame
@@ -30,14 +45,28 @@ import torch
 
 from .synthetic_matting import _smooth_noise, coarsen_alpha, gaussian_blur
 
-__all__ = ["SEGMENTS", "MOVING_SEGMENTS", "make_clip", "simulate_model", "temporal_metrics"]
+__all__ = ["SEGMENTS", "MOVING_SEGMENTS", "SHOTS", "make_clip", "make_shot", "simulate_model", "temporal_metrics"]
 
 SEGMENTS = ("still", "pan3", "pan8", "subject4", "cut")
-MOVING_SEGMENTS = ("pan3", "pan8", "subject4", "cut")
+MOVING_SEGMENTS = ("pan3", "pan8", "subject4", "cut", "track3", "track8", "counter")
 # per segment: (camera px/frame (+ = the view moves right, the scene left), subject px/frame (x, y) in the
 # scene, hair sway amplitude). pan3 and pan8 go opposite ways, so the subject stays in view.
 _MOTION = {"still": (0, (0, 0), 0.0), "pan3": (-3, (0, 0), 0.0), "pan8": (8, (0, 0), 0.0),
-           "subject4": (0, (4, 0), 0.12), "cut": (0, (2, -1), 0.05)}
+           "subject4": (0, (4, 0), 0.12), "cut": (0, (2, -1), 0.05),
+           "track3": (3, (3, 0), 0.05), "track8": (8, (8, 0), 0.05), "counter": (-3, (4, 0), 0.05)}
+
+# the new shots' model: its flicker lives in the edge band (the silhouette wobbles), no background blobs,
+# so that the whole frame's dtSSD is the edge's
+_EDGE_MODEL = {"edge_jitter": 1.0, "blobs": 0.0}
+#: The benchmark's clips: name -> make_clip keywords (segments and look) and simulate_model keywords.
+SHOTS = {
+    "classic": ({"segments": SEGMENTS}, {}),
+    "tracking": ({"segments": ("still", "track3", "track8", "counter", "cut"), "noise": 0.0}, _EDGE_MODEL),
+    "plain": ({"segments": ("still", "subject4", "counter", "cut"), "noise": 0.0, "subject": "plain"},
+              _EDGE_MODEL),
+    "defocused": ({"segments": ("still", "track3", "track8", "counter", "cut"), "noise": 0.0,
+                   "background": "defocused"}, _EDGE_MODEL),
+}
 
 
 def _texture(g: torch.Generator, h: int, w: int) -> torch.Tensor:
@@ -86,29 +115,44 @@ def _strands(g: torch.Generator, k: int = 40) -> torch.Tensor:
     ], dim=1)
 
 
-def make_clip(height: int = 360, width: int = 640, frames_per_segment: int = 24, seed: int = 0) -> dict:
-    """A synthetic clip (see the module docstring). Returns ``frames`` [T,3,H,W] and ``alpha`` [T,H,W]
-    float32 0..1, ``segment``: a list of T names from :data:`SEGMENTS`, and ``fps`` (24)."""
+def make_clip(height: int = 360, width: int = 640, frames_per_segment: int = 24, seed: int = 0,
+              segments: tuple = SEGMENTS, noise: float = 0.01, background: str = "textured",
+              subject: str = "textured") -> dict:
+    """A synthetic clip (see the module docstring). ``segments``: names from ``_MOTION`` in order (a ``cut``
+    only last); ``noise``: the sensor noise's standard deviation (0: clean frames); ``background``:
+    ``"textured"`` or ``"defocused"`` (the same texture blurred smooth, sigma 6 px at 360 rows);
+    ``subject``: ``"textured"`` (skin / cloth) or ``"plain"`` (one colour, faint shading). Returns
+    ``frames`` [T,3,H,W] and ``alpha`` [T,H,W] float32 0..1, ``segment``: a list of T segment names, and
+    ``fps`` (24). The defaults give the ``classic`` clip."""
+    if any(name not in _MOTION for name in segments) or "cut" in segments[:-1]:
+        raise ValueError(f"segments must be names from {tuple(_MOTION)}, a 'cut' only last; got {segments!r}")
+    if background not in ("textured", "defocused") or subject not in ("textured", "plain"):
+        raise ValueError(f"background: textured|defocused, subject: textured|plain; got {background!r}, {subject!r}")
     g = torch.Generator().manual_seed(seed)
     n = frames_per_segment
     cams = [0]  # the camera's position (px) after each segment of the first shot
-    for name in SEGMENTS[:-1]:
-        cams.append(cams[-1] + _MOTION[name][0] * n)
+    for name in segments:
+        if name != "cut":
+            cams.append(cams[-1] + _MOTION[name][0] * n)
     cam_lo, span = min(cams), max(cams) - min(cams)
     shots = []
     for radius_frac, cx_frac, cy_frac in ((0.2, 0.35, 0.62), (0.14, 0.3, 0.6)):  # the first shot; the one after the cut
         radius = height * radius_frac
         pad = int(math.ceil(radius * 2.5))
-        shots.append({
-            "bg": _texture(g, height, width + span + 8),
-            "fg": (torch.tensor([0.75, 0.55, 0.35]).view(3, 1, 1) + 0.15 * _smooth_noise(g, 3, 2 * pad, 2 * pad, cells=5)
-                   + 0.06 * _smooth_noise(g, 1, 2 * pad, 2 * pad, cells=max(8, pad // 3))).clamp(0, 1),
-            "pad": pad, "radius": radius, "strands": _strands(g),
-            "x": round(width * cx_frac), "y": round(height * cy_frac)})
+        bg = _texture(g, height, width + span + 8)
+        if background == "defocused":
+            bg = gaussian_blur(bg[None], 6.0 * height / 360)[0]
+        fg = (torch.tensor([0.75, 0.55, 0.35]).view(3, 1, 1) + 0.15 * _smooth_noise(g, 3, 2 * pad, 2 * pad, cells=5)
+              + 0.06 * _smooth_noise(g, 1, 2 * pad, 2 * pad, cells=max(8, pad // 3))).clamp(0, 1)
+        if subject == "plain":  # a plain-coloured cloth: one colour, a faint broad shading (-> +-1.5 %)
+            fg = (torch.tensor([0.30, 0.42, 0.62]).view(3, 1, 1) + 0.015 * fg.mean(dim=0, keepdim=True).sub(0.55)
+                  .div(0.2).clamp(-1, 1)).expand(3, 2 * pad, 2 * pad).clone()
+        shots.append({"bg": bg, "fg": fg, "pad": pad, "radius": radius, "strands": _strands(g),
+                      "x": round(width * cx_frac), "y": round(height * cy_frac)})
     frames, alphas, segment = [], [], []
     shot, cam = shots[0], 0
     x, y = shot["x"], shot["y"]  # the subject's position in the scene (px, integers: exact texture shifts)
-    for name in SEGMENTS:
+    for name in segments:
         pan, (vx, vy), sway_amp = _MOTION[name]
         if name == "cut":
             shot, cam = shots[1], 0
@@ -128,27 +172,44 @@ def make_clip(height: int = 360, width: int = 640, frames_per_segment: int = 24,
             if ye > ys and xe > xs:  # the subject's own texture moves with it
                 fg[:, ys:ye, xs:xe] = shot["fg"][:, ys - y0:ye - y0, xs - x0:xe - x0]
             img = a * fg + (1 - a) * bg
-            img = img + 0.01 * torch.randn(img.shape, generator=g)
+            img = img + noise * torch.randn(img.shape, generator=g)
             frames.append(img.clamp(0, 1))
             alphas.append(a)
             segment.append(name)
     return {"frames": torch.stack(frames), "alpha": torch.stack(alphas), "segment": segment, "fps": 24}
 
 
-def simulate_model(alpha: torch.Tensor, seed: int = 1, flicker: float = 0.22, model_size: int = 1024) -> torch.Tensor:
+def simulate_model(alpha: torch.Tensor, seed: int = 1, flicker: float = 0.22, model_size: int = 1024,
+                   edge_jitter: float = 0.0, blobs: float = 1.2) -> torch.Tensor:
     """A flickering per-frame prediction of ``alpha`` [T,H,W]: the truth as a ``model_size`` network sees it
     (stable) plus, per frame, smooth random error where the truth is uncertain and a few faint
-    false-positive blobs. Returns [T,H,W] float32 0..1."""
+    false-positive blobs (``blobs``: their gain; 0: none); with ``edge_jitter`` > 0 the edge band also moves in and out by a smooth random
+    displacement of up to that many pixels (first order: displacement x the stable alpha's gradient
+    magnitude), new every frame. Returns [T,H,W] float32 0..1."""
     g = torch.Generator().manual_seed(seed)
     t, h, w = alpha.shape
     stable = coarsen_alpha(alpha, model_size=min(model_size, max(h, w) // 2), blur_sigma=0.8)
     unsure = gaussian_blur((4 * stable * (1 - stable)).clamp(0, 1)[:, None], 2.0)[:, 0].clamp(0, 1)
+    if edge_jitter > 0:
+        gy, gx = torch.gradient(stable, dim=(1, 2))
+        slope = torch.sqrt(gx * gx + gy * gy)
     out = torch.empty_like(alpha)
     for i in range(t):
         noise = _smooth_noise(g, 1, h, w, cells=max(6, w // 20))[0]
-        blobs = (_smooth_noise(g, 1, h, w, cells=8)[0] - 0.6).clamp(min=0) * 1.2 * (stable[i] < 0.02)
-        out[i] = (stable[i] + flicker * noise * unsure[i] + blobs).clamp(0, 1)
+        spots = (_smooth_noise(g, 1, h, w, cells=8)[0] - 0.6).clamp(min=0) * blobs * (stable[i] < 0.02)
+        frame = stable[i] + flicker * noise * unsure[i] + spots
+        if edge_jitter > 0:
+            frame = frame + edge_jitter * _smooth_noise(g, 1, h, w, cells=max(6, w // 40))[0] * slope[i]
+        out[i] = frame.clamp(0, 1)
     return out
+
+
+def make_shot(name: str, height: int = 360, width: int = 640, frames_per_segment: int = 24, seed: int = 0) -> tuple:
+    """One of :data:`SHOTS`: ``(clip, prediction)``: :func:`make_clip`'s dict and :func:`simulate_model`'s
+    flickering alpha for it (model seed ``seed + 100``)."""
+    clip_kw, model_kw = SHOTS[name]
+    clip = make_clip(height, width, frames_per_segment, seed=seed, **clip_kw)
+    return clip, simulate_model(clip["alpha"], seed=seed + 100, **model_kw)
 
 
 def temporal_metrics(pred: torch.Tensor, gt: torch.Tensor, segment: list) -> dict:
