@@ -341,13 +341,48 @@ def is_dynamic(patcher) -> bool:
 def load_models_gpu(patchers: list, memory_required: int = 0) -> None:
     """Ask ComfyUI to put the patchers' weights on their load device (freeing other models' VRAM).
 
-    ``force_full_load``: the BEN network has plain torch layers (no comfy.ops casting), so it must be
-    loaded completely, never partially.
+    ``force_full_load``: the BEN and ViTMatte networks have plain torch layers (no comfy.ops casting, so
+    core cannot stream them), so they must be loaded completely, never partially. Core still gives every
+    model a budget of 0.1 byte under ``--novram`` (``load_models_gpu``: NO_VRAM overrides force_full_load),
+    within which ``ModelPatcher.load`` moves no plain module; a plain patcher whose weights are then not
+    all on its load device is asked for the rest as core's own ``LoadedModel.model_load`` asks for an
+    unlimited budget (``partially_load(load_device, 1e32)``): a complete load that core counts and can
+    offload again, as it does for the upscale models it moves to the GPU under every VRAM state.
+    A dynamic patcher (2026) already copies every plain module to its load device.
     """
     mm = model_management()
     if mm is None:
         return
     mm.load_models_gpu(patchers, memory_required=memory_required, force_full_load=True)
+    for patcher in patchers:
+        if is_dynamic(patcher) or same_device(weights_device(patcher.model), patcher.load_device):
+            continue
+        log.info("BEN2: core left %s's weights off %s (--novram); loading them completely",
+                 type(patcher.model).__name__, patcher.load_device)
+        patcher.partially_load(patcher.load_device, 1e32)
+
+
+def weights_device(module: torch.nn.Module) -> Optional[torch.device]:
+    """The one device that holds every parameter and buffer of ``module``; None when they are spread over
+    several devices (or there are none)."""
+    devices = {t.device for t in module.parameters()} | {t.device for t in module.buffers()}
+    first = next(iter(devices), None)
+    if first is None or any(not same_device(d, first) for d in devices):
+        return None
+    return first
+
+
+def same_device(a: Optional[torch.device], b: Optional[torch.device]) -> bool:
+    """Whether two devices are the same one (``cuda`` and ``cuda:<current>`` are); False if either is None."""
+    if a is None or b is None:
+        return False
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return (a.index or 0) == (b.index or 0)
+    index = lambda d: d.index if d.index is not None else torch.cuda.current_device()
+    return index(a) == index(b)
 
 
 def is_interrupt(exc: BaseException) -> bool:

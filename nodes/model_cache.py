@@ -60,14 +60,30 @@ class _Managed:
         self.offload_device = torch.device(offload_device) if offload_device is not None else self.device
         self.patcher = comfy_env.make_patcher(PatcherModule(net, dtype), self.device, self.offload_device,
                                               dynamic=dynamic)
+        #: Where the weights are after the last :meth:`_to_device`: where the network runs.
+        self.run_device = self.device
 
     def _to_device(self, memory_required: int = 0) -> torch.nn.Module:
         """Put the weights on ``self.device`` (through ComfyUI when present, asking it to free
-        ``memory_required`` bytes for activations); returns ``net``."""
-        if self.patcher is not None:
-            comfy_env.load_models_gpu([self.patcher], memory_required)
-        else:
+        ``memory_required`` bytes for activations); returns ``net``.
+
+        Afterwards :attr:`run_device` is where every weight really is, which the inputs must follow: the
+        load device, unless a core left them elsewhere (then they are all put back on the offload device by
+        core's own ``detach`` if they were spread over two devices, and the network runs there, with a
+        warning), so a VRAM state never produces a device mismatch."""
+        if self.patcher is None:
             self.net.to(self.device)
+            self.run_device = self.device
+            return self.net
+        comfy_env.load_models_gpu([self.patcher], memory_required)
+        where = comfy_env.weights_device(self.net)
+        if where is None:
+            self.patcher.detach()
+            where = comfy_env.weights_device(self.net) or self.offload_device
+        if not comfy_env.same_device(where, self.device):
+            log.warning("BEN2: ComfyUI left %s's weights on %s instead of %s; running it there",
+                        type(self.net).__name__, where, self.device)
+        self.run_device = where
         return self.net
 
 
@@ -168,10 +184,10 @@ class LoadedBEN(_Managed):
         from ..ben_core.predictor import BENPredictor
 
         net = self.prepare(batch_size, working_size)
-        key = (batch_size, working_size)
+        key = (batch_size, working_size, str(self.run_device))
         if key not in self._predictors:
-            self._predictors[key] = BENPredictor(net, device=self.device, dtype=self.dtype, working_size=working_size,
-                                                 batch_size=batch_size, compile=self.compile)
+            self._predictors[key] = BENPredictor(net, device=self.run_device, dtype=self.dtype,
+                                                 working_size=working_size, batch_size=batch_size, compile=self.compile)
         return self._predictors[key]
 
     def working_size_for(self, image_size: Optional[int]) -> int:

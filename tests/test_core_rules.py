@@ -13,12 +13,13 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import types
 
 import pytest
 import torch
 
-from comfy_stub import (InterruptProcessingException, LegacyInterruptProcessingException, apply_custom_paths,
-                        install_comfy, make_folder_paths)
+from comfy_stub import (VRAM_STATES, InterruptProcessingException, LegacyInterruptProcessingException,
+                        apply_custom_paths, install_comfy, make_folder_paths)
 from helpers import PACK_NAME, tiny_vitmatte
 from test_nodes import (_no_comfy, _synthetic_checkpoint, CoreRemoveBackground, edge_scene,  # noqa: F401
                         half_white, outputs, refine, remove, standin_model, sub)
@@ -155,12 +156,158 @@ def test_load_ben_with_dynamic_vram_assigns_on_a_gpu_and_copies_on_the_cpu(tmp_p
     assert mask.shape == (1, 40, 56) and torch.isfinite(mask).all()
 
 
+# ------------------------------------------------------------------------------------- VRAM states
+
+#: The patchers the pack's networks get: BEN with dynamic VRAM (2026), BEN on a 2026 core without it, BEN
+#: with torch.compile + CUDA graphs (the plain patcher everywhere), BEN on 0.3.64, ViTMatte (plain).
+NETWORKS = ("ben-dynamic", "ben-plain", "ben-cuda-graphs", "ben-0.3.64", "vitmatte")
+
+
+def _network_under(monkeypatch, vram, kind):
+    """``(loaded, run)`` for one network under core's ``vram`` state: ``run()`` does what a node does before
+    computing (load through core) and returns ``(network, device its inputs go to, its patcher)``."""
+    if kind == "vitmatte":
+        pytest.importorskip("transformers")
+    dynamic = kind == "ben-dynamic"
+    comfy = install_comfy(monkeypatch, device="meta", vram=vram, dynamic=dynamic,
+                          core="0.3.64" if kind == "ben-0.3.64" else "2026")
+    env, mc = sub("nodes.comfy_env"), sub("nodes.model_cache")
+    device = env.torch_device()
+    if kind == "vitmatte":
+        vm = importlib.import_module(f"{PACK_NAME}.ben_core.vitmatte")
+        net = tiny_vitmatte(layers=1)
+        monkeypatch.setattr(vm, "load_vitmatte", lambda device="cpu", **kw: net.to(device))
+
+        def run():
+            got = mc.vitmatte_model(device)
+            patcher = next(p for p in comfy.patchers if p.model.net is got)
+            return got, next(got.parameters()).device, patcher  # vitmatte_refine's tiles go to its first parameter
+        return net, run
+    # the predictor is the pack's own (tested elsewhere) and computes nothing on "the GPU": record where it is told
+    # to run (the real one would also move a network that is elsewhere behind core's back)
+    monkeypatch.setattr(importlib.import_module(f"{PACK_NAME}.ben_core.predictor"), "BENPredictor",
+                        lambda net, device, **kw: types.SimpleNamespace(device=torch.device(device)))
+    model = mc.LoadedBEN("small.pth", small_ben().to(env.offload_device()), device, torch.float32,
+                         offload_device=env.offload_device(),
+                         compile="reduce-overhead" if kind == "ben-cuda-graphs" else None)
+
+    def run():
+        predictor = model.predictor(1, 512)
+        return model.net, predictor.device, model.patcher
+    return model, run
+
+
+@pytest.mark.parametrize("kind", NETWORKS)
+@pytest.mark.parametrize("vram", VRAM_STATES)
+def test_every_vram_state_runs_where_the_weights_are(monkeypatch, vram, kind):
+    """``--gpu-only``, ``--highvram``, normal, ``--lowvram``, ``--novram``, ``--cpu``: after core has loaded the
+    network, every weight is on the device the inputs are sent to (no device mismatch), that is the GPU
+    (``--cpu``: the CPU), and core counts every byte, so it can offload them; after core unloads everything
+    and the node runs again, the same holds. Under ``--novram`` core's budget of 0.1 byte moved no plain
+    module, so this failed before the pack asked the patcher for a complete load. (A plain patcher's weights
+    cannot be copied back from the meta "GPU": it is unloaded only where its offload device is the GPU itself
+    or the CPU; the dynamic patcher puts its CPU backups back.)"""
+    _, run = _network_under(monkeypatch, vram, kind)
+    mm = sys.modules["comfy.model_management"]
+    want = CPU if vram == "cpu" else META
+    for _ in range(2):
+        net, device, patcher = run()
+        assert device == want
+        assert tensors_on(net, "cpu" if want == META else "meta") == []
+        if want == META:
+            assert patcher in mm.loaded_models() and patcher.loaded_size() == state_bytes(net)
+        if kind == "ben-dynamic" or patcher.offload_device == want:
+            mm.unload_all_models()
+            parked = "meta" if patcher.offload_device == CPU else "cpu"
+            assert patcher.loaded_size() == 0 and tensors_on(net, parked) == []
+
+
+def test_novram_loads_cuda_graph_weights_once_and_keeps_their_tensors(monkeypatch):
+    """The CUDA-graph path under ``--novram``: the weights are put on the GPU once (one complete load) and the
+    same tensors stay there from run to run, as a recorded graph needs."""
+    model, run = _network_under(monkeypatch, "novram", "ben-cuda-graphs")
+    net, _, _ = run()
+    first = list(net.parameters()) + list(net.buffers())
+    data = [t.data_ptr() for t in first]
+    loads = []
+    real = model.patcher.load
+    model.patcher.load = lambda *a, **kw: (loads.append(kw.get("full_load")), real(*a, **kw))[1]
+    for _ in range(2):
+        net, _, _ = run()
+    assert all(a is b for a, b in zip(first, list(net.parameters()) + list(net.buffers())))
+    assert [t.data_ptr() for t in first] == data and True not in loads and tensors_on(net, "cpu") == []
+
+
+def test_weights_spread_over_two_devices_are_put_back_where_core_parks_them(monkeypatch, caplog):
+    """A core that loads part of a plain network (none of the stored ones does for these networks, but a
+    partial load is core's normal answer for models it can stream): the pack never runs a network spread over
+    two devices; core's detach puts it back on the offload device and the network runs there, with a
+    warning."""
+    install_comfy(monkeypatch, device="meta", dynamic=True)
+    mc = sub("nodes.model_cache")
+    model = mc.LoadedBEN("small.pth", small_ben(), META, torch.float32, offload_device=CPU)
+    mm = sys.modules["comfy.model_management"]
+    real = mm.load_models_gpu
+
+    def partial(models, *a, **kw):
+        real(models, *a, **kw)
+        key = next(iter(model.patcher.backup))  # one weight left on the CPU
+        sys.modules["comfy.utils"].set_attr_param(model.patcher.model, key, model.patcher.backup.pop(key))
+
+    monkeypatch.setattr(mm, "load_models_gpu", partial)
+    with caplog.at_level("WARNING", logger="ComfyUI-BEN2"):
+        predictor = model.predictor(1, 512)
+    assert predictor.device == CPU and tensors_on(model.net, "meta") == []
+    assert "running it there" in caplog.text
+
+
 # ----------------------------------------------------------------------------------------- Cancel
 
 def test_the_stand_in_interrupt_is_cores():
     assert issubclass(InterruptProcessingException, BaseException)
     assert not issubclass(InterruptProcessingException, Exception)  # 2026: `except Exception` does not catch it
     assert issubclass(LegacyInterruptProcessingException, Exception)  # 0.3.64
+
+
+@pytest.mark.parametrize("core", ["2026", "0.3.64"])
+def test_one_cancel_raises_once_as_in_core(monkeypatch, core):
+    """core's throw_exception_if_processing_interrupted clears its flag when it raises: a second check after one
+    Cancel passes, so code that swallowed the first exception would run on in core (and must fail here)."""
+    comfy = install_comfy(monkeypatch, core=core, interrupt_after=2)
+    mm = sys.modules["comfy.model_management"]
+    mm.throw_exception_if_processing_interrupted()
+    with pytest.raises(comfy.InterruptProcessingException):
+        mm.throw_exception_if_processing_interrupted()
+    assert not mm.processing_interrupted()
+    mm.throw_exception_if_processing_interrupted()  # the Cancel was spent
+    comfy.interrupt_when = lambda ns: ns.checks >= 4
+    with pytest.raises(comfy.InterruptProcessingException):
+        mm.throw_exception_if_processing_interrupted()
+    mm.throw_exception_if_processing_interrupted()
+    mm.interrupt_current_processing()
+    assert mm.processing_interrupted()
+    with pytest.raises(comfy.InterruptProcessingException):
+        sys.modules["comfy.utils"].ProgressBar(2).update(1)  # main.py's progress hook checks too
+    assert comfy.checks == 6 and not mm.processing_interrupted()
+
+
+def test_a_node_that_swallowed_the_cancel_would_run_on(monkeypatch):
+    """The stand-in is no kinder than core: a should_stop that swallows the first Cancel lets Remove Background
+    process every image (as it would in core), so the Cancel tests above prove the pack lets it through."""
+    install_comfy(monkeypatch, interrupt_after=2)
+    env = sub("nodes.comfy_env")
+    real = env.should_stop
+
+    def swallowing():
+        try:
+            return real()
+        except BaseException:
+            return False
+
+    monkeypatch.setattr(env, "should_stop", swallowing)
+    model = standin_model()
+    remove(half_white(4, 16, 16), model=model, batch_size=1)
+    assert len(model.net.seen) == 4
 
 
 @pytest.mark.parametrize("core", ["2026", "0.3.64"])

@@ -175,14 +175,24 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+#: ComfyUI's VRAM command-line states, as ``install_comfy(vram=...)`` takes them: ``--gpu-only``,
+#: ``--highvram``, none (normal), ``--lowvram``, ``--novram``, ``--cpu``.
+VRAM_STATES = ("gpu-only", "highvram", "normal", "lowvram", "novram", "cpu")
+
+
 def install_comfy(monkeypatch, device="cpu", interrupt_after=None, dynamic=False, fp16_ok=None, bf16_ok=None,
-                  intermediate_dtype=None, core="2026"):
+                  intermediate_dtype=None, core="2026", vram="normal"):
     """Install fake ``comfy``, ``comfy.model_management``, ``comfy.model_patcher``, ``comfy.utils``.
 
     Returns a namespace with: ``calls`` (list of (name, args) tuples recorded), ``progress`` (list of
     (value, total) updates), ``patchers`` (created ModelPatcher stand-ins), ``loaded`` (core's
-    ``current_loaded_models``), ``checks`` (interrupt checks so far), ``interrupt_after`` (raise the
-    interrupt on the n-th check, 1-based) and ``interrupt_when`` (``ns -> bool``, checked at every check).
+    ``current_loaded_models``), ``checks`` (interrupt checks so far), ``interrupt_after`` (the user presses
+    Cancel at the n-th check, 1-based) and ``interrupt_when`` (``ns -> bool``, checked at every check until
+    it is true once: then the user presses Cancel), ``interrupted`` (core's ``interrupt_processing`` flag) and
+    ``cancel()`` (press Cancel now: ``interrupt_current_processing()``). As in core
+    (``comfy/model_management.py`` 0.3.64 @ a125cd84 lines 1406-1430, 2026 @ 02b2b38 the same), one Cancel
+    raises once: ``throw_exception_if_processing_interrupted`` clears the flag when it raises, so code that
+    swallowed the exception would run on.
     ``ns.InterruptProcessingException`` is the class raised. As in core, every progress-bar update is also
     an interrupt check (main.py's progress hook calls ``throw_exception_if_processing_interrupted``).
 
@@ -208,24 +218,54 @@ def install_comfy(monkeypatch, device="cpu", interrupt_after=None, dynamic=False
     ``fp16_ok`` / ``bf16_ok``: ``device -> bool`` for ``should_use_fp16`` / ``should_use_bf16`` (default:
     any non-CPU device); ``intermediate_dtype``: what ``intermediate_dtype()`` returns (2026's
     ``--fp16-intermediates``; float32 otherwise).
+
+    ``vram``: one of :data:`VRAM_STATES`, the command-line flag core was started with, mapped to core's
+    ``vram_state`` as ``comfy/model_management.py`` does at import (0.3.64 @ a125cd84 lines 380-402, the same
+    in 2026 @ 02b2b38): ``--lowvram`` LOW_VRAM, ``--novram`` NO_VRAM, ``--highvram`` / ``--gpu-only``
+    HIGH_VRAM, ``--cpu`` (or a CPU torch device) DISABLED with the CPU as torch device. It decides
+    ``unet_offload_device()`` (the torch device under HIGH_VRAM, else the CPU), ``intermediate_device()``
+    (the torch device with ``--gpu-only``) and each model's weight budget in ``load_models_gpu`` (0.3.64
+    lines 668-686, 2026 the same rule): 0 (= load completely) unless LOW/NORMAL without
+    ``force_full_load`` (not modelled: the stand-in has no free-memory figures and raises), and **0.1 byte
+    under NO_VRAM even with force_full_load**, within which ``ModelPatcher.load`` moves no plain torch
+    module at all (0.3.64 lines 636-735: only a module that fits the budget, or one with
+    ``comfy_cast_weights``, which streams, is handled) yet records ``model.device = device_to``.
     """
     if core not in CORES:
         raise ValueError(f"core must be one of {CORES}")
     newer = core == "2026"
     if dynamic and not newer:
         raise ValueError("dynamic VRAM exists in 2026 cores only")
+    if vram not in VRAM_STATES:
+        raise ValueError(f"vram must be one of {VRAM_STATES}")
+    if vram == "cpu":
+        device = "cpu"  # --cpu: cpu_state CPU, get_torch_device() is the CPU
     interrupt_cls = InterruptProcessingException if newer else LegacyInterruptProcessingException
     ns = types.SimpleNamespace(calls=[], progress=[], patchers=[], checks=0, loaded=[],
                                InterruptProcessingException=interrupt_cls)
-    ns.interrupt_after, ns.interrupt_when = interrupt_after, None
+    ns.interrupt_after, ns.interrupt_when, ns.interrupted = interrupt_after, None, False
 
     comfy = types.ModuleType("comfy")
     comfy.__path__ = []  # a package
     mm = types.ModuleType("comfy.model_management")
     mm.InterruptProcessingException = interrupt_cls
     mm.get_torch_device = lambda: torch.device(device)
-    mm.intermediate_device = lambda: torch.device("cpu")
-    mm.unet_offload_device = lambda: torch.device("cpu")
+
+    class VRAMState:
+        """core's VRAMState enum (the values the stand-in uses)."""
+        DISABLED, NO_VRAM, LOW_VRAM, NORMAL_VRAM, HIGH_VRAM = 0, 1, 2, 3, 4
+
+    mm.VRAMState = VRAMState
+    if torch.device(device).type == "cpu":  # cpu_state != GPU -> DISABLED
+        mm.vram_state = VRAMState.DISABLED
+    else:
+        mm.vram_state = {"gpu-only": VRAMState.HIGH_VRAM, "highvram": VRAMState.HIGH_VRAM,
+                         "normal": VRAMState.NORMAL_VRAM, "lowvram": VRAMState.LOW_VRAM,
+                         "novram": VRAMState.NO_VRAM}[vram]
+    # intermediate_device(): the torch device with --gpu-only; unet_offload_device(): it under HIGH_VRAM
+    mm.intermediate_device = lambda: torch.device(device) if vram == "gpu-only" else torch.device("cpu")
+    mm.unet_offload_device = lambda: (torch.device(device) if mm.vram_state == VRAMState.HIGH_VRAM
+                                      else torch.device("cpu"))
     mm.is_device_type = lambda d, t: getattr(d, "type", None) == t
     mm.is_device_cpu = lambda d: mm.is_device_type(d, "cpu")
     mm.module_size = lambda m: sum(_nbytes(t) for t in m.state_dict().values())
@@ -268,10 +308,15 @@ def install_comfy(monkeypatch, device="cpu", interrupt_after=None, dynamic=False
             for old in [e for e in ns.loaded if entry.model.is_clone(e.model)]:
                 ns.loaded.remove(old)
                 old.model.detach(unpatch_all=False)
-        for entry in to_load:
-            if not force_full_load and entry.device.type != "cpu":
-                raise NotImplementedError("the stand-in loads models fully (the pack asks for force_full_load)")
-            entry.model_load(0, force_patch_weights)
+        for entry in to_load:  # model_management.py 0.3.64 lines 668-687
+            state = VRAMState.DISABLED if mm.is_device_cpu(entry.model.load_device) else mm.vram_state
+            lowvram_model_memory = 0
+            if state in (VRAMState.LOW_VRAM, VRAMState.NORMAL_VRAM) and not force_full_load:
+                raise NotImplementedError("the stand-in has no free-memory figures for a partial load (the pack "
+                                          "asks for force_full_load)")
+            if state == VRAMState.NO_VRAM:
+                lowvram_model_memory = 0.1
+            entry.model_load(lowvram_model_memory, force_patch_weights)
             ns.loaded.insert(0, entry)
 
     def free_memory(memory_required, device, keep_loaded=(), for_dynamic=False, **kw):
@@ -294,10 +339,18 @@ def install_comfy(monkeypatch, device="cpu", interrupt_after=None, dynamic=False
         for dev in dict.fromkeys(e.device for e in ns.loaded):
             free_memory(1e30, dev)
 
+    def interrupt_current_processing(value=True):
+        ns.interrupted = bool(value)
+
     def throw_exception_if_processing_interrupted():
         ns.checks += 1
-        if (ns.interrupt_after is not None and ns.checks >= ns.interrupt_after) or \
-                (ns.interrupt_when is not None and ns.interrupt_when(ns)):
+        if ns.interrupt_after is not None and ns.checks == ns.interrupt_after:
+            interrupt_current_processing()  # the user's Cancel, once
+        if ns.interrupt_when is not None and ns.interrupt_when(ns):
+            ns.interrupt_when = None
+            interrupt_current_processing()
+        if ns.interrupted:  # core: clear the flag, then raise
+            ns.interrupted = False
             raise interrupt_cls()
 
     mm.load_models_gpu = load_models_gpu
@@ -306,7 +359,9 @@ def install_comfy(monkeypatch, device="cpu", interrupt_after=None, dynamic=False
     mm.unload_all_models = unload_all_models
     mm.loaded_models = lambda only_currently_used=False: [e.model for e in ns.loaded]
     mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
-    mm.processing_interrupted = lambda: ns.interrupt_after is not None and ns.checks >= ns.interrupt_after
+    mm.processing_interrupted = lambda: ns.interrupted
+    mm.interrupt_current_processing = interrupt_current_processing
+    ns.cancel = interrupt_current_processing
 
     mp = types.ModuleType("comfy.model_patcher")
 
@@ -358,16 +413,31 @@ def install_comfy(monkeypatch, device="cpu", interrupt_after=None, dynamic=False
             return out
 
         def load(self, device_to=None, lowvram_model_memory=0, force_patch_weights=False, full_load=False):
-            if not full_load:
-                raise NotImplementedError("the stand-in loads models fully (the pack asks for force_full_load)")
-            for _, _, module, _ in self._load_list():
-                module.to(device_to)
+            """model_patcher.py 0.3.64 lines 636-735 for plain torch modules (2026: the same, with a stricter
+            fit that also counts a stream buffer): the largest modules first, a module is loaded completely
+            only if it fits the budget (or ``full_load``); a plain module never streams, so no module is
+            "lowvram" and the model counts as completely loaded, with ``model.device = device_to``, even
+            when nothing moved."""
+            mem_counter, load_completely = 0, []
+            for module_mem, _, module, _ in sorted(self._load_list(), key=lambda e: (e[0], e[1]), reverse=True):
+                if hasattr(module, "comfy_cast_weights"):
+                    raise NotImplementedError("the stand-in covers plain torch layers only")
+                if full_load or mem_counter + module_mem < lowvram_model_memory:
+                    mem_counter += module_mem
+                    load_completely.append(module)
+            for module in load_completely:
                 module.comfy_patched_weights = True
-            self.model.to(device_to)  # full load: everything, non-leaf parameters included
-            self.model.device, self.model.model_lowvram = device_to, False
-            self.model.model_loaded_weight_memory = self.model_size()
+                module.to(device_to)
+            self.model.model_lowvram = False  # lowvram_counter == 0: "loaded completely"
+            if full_load:
+                self.model.to(device_to)  # everything, non-leaf parameters included
+                mem_counter = self.model_size()
+            self.model.device = device_to
+            self.model.model_loaded_weight_memory = mem_counter
 
         def partially_load(self, device_to, extra_memory=0, force_patch_weights=False):
+            # model_patcher.py 0.3.64 lines 865-888: a completely loaded model stays; else load within what
+            # is loaded + extra_memory, completely when that exceeds the model's size
             ns.calls.append(("partially_load", self, str(device_to)))
             if not self.model.model_lowvram and self.model.model_loaded_weight_memory > 0:
                 return 0  # already loaded: nothing moves
