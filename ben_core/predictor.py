@@ -22,8 +22,11 @@ outputs on the host anyway, so nothing in between waits for the device.
 Compilation: ``compile="default"`` runs the network through ``torch.compile`` (inductor),
 ``"reduce-overhead"`` also captures CUDA graphs for each input shape, ``"max-autotune"`` tunes kernels.
 Off by default: it pays off only where it was measured to (see ``benchmarks/gpu_check.py``); compiled
-code is cached per input shape in the process and on disk by inductor across processes. The first
-call of each shape (the compilation) is timed in ``first_call_seconds``.
+code is cached per input shape in the process and on disk by inductor across processes. A compiled
+predictor sees one input shape, ``[batch_size, 3, S, S]``: a shorter last chunk is padded with copies of
+its last image (the padding's outputs are dropped), so it is compiled once, not once more per chunk length
+(each shape counts against dynamo's recompile limit, past which the network silently runs uncompiled).
+The first call of each shape (the compilation) is timed in ``first_call_seconds``.
 """
 from __future__ import annotations
 
@@ -149,6 +152,12 @@ class BENPredictor:
             model = self._fp32_model()  # the half-precision fallback (rare): eager, never compiled
             with torch.autocast(device_type=self.device.type, enabled=False):
                 return model(x.to(torch.float32))
+        n = x.shape[0]
+        if self.compile is not None and n < self.batch_size:
+            # one input shape per predictor: a shorter (last) chunk is padded with copies of its last image, so
+            # the compiled network is not compiled again for it (dynamo's recompile limit is shared by every
+            # shape the network has been compiled for); images of a batch do not affect each other
+            x = torch.cat([x, x[-1:].expand(self.batch_size - n, -1, -1, -1)])
         key = (tuple(x.shape), dtype)
         first = key not in self.first_call_seconds
         t0 = time.perf_counter()
@@ -156,6 +165,7 @@ class BENPredictor:
             logits = self._net(x.to(self._param_dtype))
         if self.compile == "reduce-overhead":  # a CUDA-graph output is overwritten by the next replay
             logits = logits.clone()
+        logits = logits[:n]
         if first:  # timing the first call of a shape costs one sync, once
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)

@@ -185,10 +185,23 @@ class LoadedBEN(_Managed):
 
         net = self.prepare(batch_size, working_size)
         key = (batch_size, working_size, str(self.run_device))
+        if key not in self._predictors and self.compile is not None:
+            self._warn_past_recompile_limit(len({k[:2] for k in self._predictors} | {key[:2]}))
         if key not in self._predictors:
             self._predictors[key] = BENPredictor(net, device=self.run_device, dtype=self.dtype,
                                                  working_size=working_size, batch_size=batch_size, compile=self.compile)
         return self._predictors[key]
+
+    def _warn_past_recompile_limit(self, shapes: int) -> None:
+        """Log a warning when ``shapes`` (batch size, working size) pairs of this compiled network pass dynamo's
+        recompile limit (each is one compilation of the same network: past the limit torch runs the new shape
+        uncompiled, silently)."""
+        config = getattr(getattr(torch, "_dynamo", None), "config", None)
+        limit = getattr(config, "recompile_limit", None) or getattr(config, "cache_size_limit", None)
+        if isinstance(limit, int) and shapes > limit:
+            log.warning("BEN2: %d batch_size/working_size pairs of one compiled network are more than torch.compile "
+                        "compiles (torch._dynamo.config.recompile_limit = %d); the new one runs uncompiled",
+                        shapes, limit)
 
     def working_size_for(self, image_size: Optional[int]) -> int:
         """The working size for a requested resolution: BEN2's native size for None, the size itself when

@@ -795,6 +795,24 @@ def test_compile_option_reaches_the_predictor_and_stays_compiled(tmp_path):
         lb.BEN2LoadModel.execute("m.pth", "cpu", "fp32", False, compile="turbo")
 
 
+def test_more_compiled_shapes_than_dynamo_compiles_are_said(tmp_path, caplog):
+    """Every (batch_size, working_size) pair of one compiled network is one more compilation of the same code;
+    past dynamo's recompile limit torch runs the new shape uncompiled without a word: the pack says so."""
+    import torch._dynamo
+
+    mc = sub("nodes.model_cache")
+    f = tmp_path / "m.pth"
+    f.write_bytes(b"1")
+    compiled = mc.get_model(str(f), "cpu", torch.float32, "default", loader=lambda *a: Bright())
+    with torch._dynamo.config.patch(recompile_limit=2), caplog.at_level("WARNING", logger="ComfyUI-BEN2"):
+        compiled.predictor(1, 512)
+        compiled.predictor(2, 512)
+        compiled.predictor(1, 512)
+        assert "recompile_limit" not in caplog.text
+        compiled.predictor(1, 768)
+    assert "3 batch_size/working_size pairs" in caplog.text and "uncompiled" in caplog.text
+
+
 # ------------------------------------------------------------------- errors name the node's inputs
 
 def test_errors_name_the_nodes_own_inputs():

@@ -485,3 +485,43 @@ def test_compiled_network_matches_eager():
     assert list(compiled.first_call_seconds) == [((1, 3, 384, 384), torch.float32)]
     with pytest.raises(ValueError, match="compile"):
         BENPredictor(net, working_size=384, compile="fast")
+
+
+class PerImageConv(torch.nn.Module):
+    """A small network whose images do not affect each other (as BEN2's in eval mode)."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.conv = torch.nn.Conv2d(3, 1, 3, padding=1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=g))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_a_compiled_predictor_is_compiled_once_whatever_the_last_chunk(monkeypatch):
+    """7 images in chunks of 3: the last chunk (1 image) is padded to 3, so torch.compile compiles the network
+    once (counted by dynamo's CompileCounter backend), not once more for the shorter shape; the padding changes
+    no output (beyond the last bits a different batch size may change)."""
+    import torch._dynamo
+    from torch._dynamo.testing import CompileCounter
+
+    counter, real_compile = CompileCounter(), torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None, dynamic=None, **kw:
+                        real_compile(model, backend=counter, dynamic=dynamic))
+    torch._dynamo.reset()
+    try:
+        net = PerImageConv().eval()
+        imgs = np.random.default_rng(5).integers(0, 256, (7, 40, 50, 3), dtype=np.uint8)
+        compiled = BENPredictor(net, working_size=64, batch_size=3, compile="default")
+        out = compiled.predict_alpha(imgs)
+        again = compiled.predict_alpha(imgs[:2])
+        eager = BENPredictor(net, working_size=64, batch_size=3).predict_alpha(imgs)
+    finally:
+        torch._dynamo.reset()
+    assert counter.frame_count == 1
+    assert list(compiled.first_call_seconds) == [((3, 3, 64, 64), torch.float32)]
+    torch.testing.assert_close(out, eager, atol=1e-6, rtol=0)  # batch 3 vs 1: the same up to summation order
+    torch.testing.assert_close(again, eager[:2], atol=1e-6, rtol=0)
