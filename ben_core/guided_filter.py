@@ -27,6 +27,9 @@ def box_sum(x: torch.Tensor, r: int, dim: int, dtype: torch.dtype | None = None)
     bool/int x gives int64; pass ``torch.int32`` for faster exact counts of a mask below 2**31 pixels).
     Returns a tensor of x's shape. Window sizes for normalising: :func:`window_count`.
     """
+    out_dtype = dtype if dtype is not None else x.dtype
+    if out_dtype.is_floating_point and out_dtype != torch.float64:
+        return _blocked_box_sum(x, r, dim, out_dtype)
     n = x.shape[dim]
     c = torch.cumsum(x, dim=dim, dtype=dtype)
     zero_shape = list(x.shape)
@@ -36,6 +39,36 @@ def box_sum(x: torch.Tensor, r: int, dim: int, dtype: torch.dtype | None = None)
     hi = torch.clamp(idx + r + 1, max=n)
     lo = torch.clamp(idx - r, min=0)
     return c.index_select(dim, hi) - c.index_select(dim, lo)
+
+
+def _blocked_box_sum(x: torch.Tensor, r: int, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`box_sum` for float32 / half results without a running sum over the whole axis: a float32
+    cumulative sum over a 4000-pixel row is ~1000 times larger than one window's sum, and the difference of
+    two such totals loses the window (float64 is not everywhere: MPS has none). Sums restart every block of
+    ``K = max(2r + 1, 64)`` elements; a window then spans at most two blocks, and one that does adds the first
+    block's total, so every term stays the size of a block's sum."""
+    x = x.movedim(dim, -1)
+    n = x.shape[-1]
+    k = max(2 * r + 1, 64)
+    nb = -(-n // k)
+    blocks = F.pad(x.to(dtype), (0, nb * k - n)).reshape(*x.shape[:-1], nb, k)
+    local = torch.cumsum(blocks, dim=-1)
+    local = torch.cat([torch.zeros_like(local[..., :1]), local], dim=-1)     # [..., nb, k + 1]: sum of the first m
+    flat = local[..., :k].reshape(*x.shape[:-1], nb * k)
+    totals = local[..., k]                                                    # [..., nb]
+    idx = torch.arange(n, device=x.device)
+
+    def prefix(i: torch.Tensor):
+        """(sum of the first i elements of i's block, i's block); the end of the axis is its last block's end."""
+        block = torch.clamp(i // k, max=nb - 1)
+        at_end = i >= nb * k
+        value = torch.where(at_end, totals[..., block], flat[..., torch.clamp(i, max=nb * k - 1)])
+        return value, block
+
+    hi, hb = prefix(torch.clamp(idx + r + 1, max=n))
+    lo, lb = prefix(torch.clamp(idx - r, min=0))
+    out = hi - lo + torch.where(hb > lb, totals[..., lb], torch.zeros((), dtype=dtype, device=x.device))
+    return out.movedim(-1, dim)
 
 
 def window_count(n: int, r: int, dtype: torch.dtype = torch.int32, device=None) -> torch.Tensor:
@@ -71,7 +104,14 @@ def _guided_strip(I: torch.Tensor, p: torch.Tensor, r: int, eps: float, w: torch
 def _mean_coefficients(I: torch.Tensor, p: torch.Tensor, r: int, eps: float,
                        w: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The box-mean coefficients ``(mean a [3,h,W], mean b [h,W])`` of the local linear models
-    ``p ~ a . I + b`` (weighted by ``w``); the filter's output is ``(mean a * I).sum(0) + mean b``."""
+    ``p ~ a . I + b`` (weighted by ``w``); the filter's output is ``(mean a * I).sum(0) + mean b``.
+
+    The second moments are taken of ``I`` and ``p`` centred on their means over the strip (the slopes do
+    not change; ``b`` is shifted back at the end), so ``E[I^2] - E[I]^2`` does not cancel away the
+    window's variance where the accumulator is float32 (MPS has no float64)."""
+    cI = I.mean(dim=(1, 2), keepdim=True)                    # [3,1,1]
+    cp = p.mean()
+    I, p = I - cI, p - cp
     mI = box_mean(I, r, w)                                   # [3,h,W]
     mp = box_mean(p, r, w)                                   # [h,W]
     cov = box_mean(I * p, r, w) - mI * mp                    # [3,h,W]
@@ -98,7 +138,8 @@ def _mean_coefficients(I: torch.Tensor, p: torch.Tensor, r: int, eps: float,
                      irg * c0 + igg * c1 + igb * c2,
                      irb * c0 + igb * c1 + ibb * c2]) / det
     b = mp - (a * mI).sum(0)
-    return box_mean(a, r), box_mean(b, r)
+    ma = box_mean(a, r)
+    return ma, box_mean(b, r) + cp - (ma * cI).sum(0)
 
 
 def _check_filter_args(guide, src, radius, eps, weight) -> None:
