@@ -14,8 +14,12 @@ makes before it copies a chunk's packets).
 
 An edited VIDEO is rendered by core itself, with its own ``save_to`` (its crop, trim and audio rules
 exactly; lossless H.264, ``crf=0``, where the core takes ``crf``) into a temporary MP4 in ComfyUI's temp
-folder, streamed, and deleted after the run. A VIDEO made of frames (Create Video), which 0.3.64 cannot
-stream, goes the same way.
+folder, streamed, and deleted after the run. A VIDEO without a stream of its own goes the same way: one
+made of frames (Create Video: ``VideoFromComponents``) or joined from several (``VideoFromList``), whose
+class leaves ``get_stream_source`` to core's base ``VideoInput``, which encodes the whole clip into an
+in-memory MP4 without ``crf`` (lossy, and as large as the clip) -- 0.3.64's cannot even do that. A VIDEO
+is streamed as it is only when its class gives its own stream: a file on disk, or the in-memory file a
+``VideoFromFile`` holds (its original bytes).
 """
 from __future__ import annotations
 
@@ -79,6 +83,13 @@ def pending_edits(video) -> List[str]:
     return edits
 
 
+def has_own_stream(video) -> bool:
+    """Whether ``video``'s class gives its own ``get_stream_source`` (``VideoFromFile``: its file or the bytes
+    it holds) rather than core's base ``VideoInput``'s, which encodes the clip into a lossy in-memory MP4."""
+    owner = next((cls for cls in type(video).__mro__ if "get_stream_source" in vars(cls)), None)
+    return owner is not None and owner.__name__ != "VideoInput"
+
+
 def _size_mismatch(video, source) -> Optional[str]:
     """Words for a VIDEO whose ``get_dimensions()`` is not its stream's size (upright or turned by a
     rotation tag), else None (also when either cannot be read)."""
@@ -118,6 +129,8 @@ def stream_source(video):
     docstring); a temporary file made for it is deleted on leaving, whatever happens."""
     edits = pending_edits(video)
     source = None
+    if not edits and not has_own_stream(video):
+        edits.append(f"no file of its own ({type(video).__name__})")
     if not edits:
         try:
             source = video.get_stream_source()
@@ -135,8 +148,8 @@ def stream_source(video):
         yield source
         return
     if edits:
-        log.info("BEN2: the VIDEO carries edits its file does not have (%s); core renders it to a temporary MP4 "
-                 "first", "; ".join(edits))
+        log.info("BEN2: the VIDEO carries edits its file does not have, or has no file (%s); core renders it "
+                 "losslessly to a temporary MP4 first", "; ".join(edits))
     folder = comfy_env.temp_directory() or tempfile.gettempdir()
     os.makedirs(folder, exist_ok=True)
     path = temporary_path(os.path.join(folder, "ben2_video_input.mp4"))

@@ -352,3 +352,40 @@ def test_cancel_mid_clip_leaves_no_file_on_either_core(tmp_path, comfy_dirs, mon
     assert 0 < len(model.net.seen) < 9
     for folder in (out_dir, temp_dir):
         assert not folder.exists() or all_files(folder) == []
+
+
+@pytest.mark.parametrize("kind", ["Create Video", "Concatenate Video"])
+def test_a_video_without_a_file_of_its_own_is_saved_losslessly_to_a_temporary_file(comfy_dirs, monkeypatch, kind):
+    """2026's VideoFromComponents / VideoFromList leave get_stream_source to the base class, which encodes the clip
+    into a lossy MP4 in memory (no crf): the pack never asks for it, it has core save the clip once with crf=0 to
+    a temporary file, streams that and removes it."""
+    import torch
+    from comfy_stub.video_types import VideoFromComponents, VideoFromList
+
+    out_dir, temp_dir = comfy_dirs
+    install_comfy(monkeypatch)
+    frames = torch.rand(3, 64, 96, 3, generator=torch.Generator().manual_seed(4))
+    video = VideoFromComponents(frames)
+    if kind == "Concatenate Video":
+        video = VideoFromList([video, VideoFromComponents(frames[:2])])  # core saves each chunk to memory here
+    before = len(video.saves)
+    run_video(video, standin_model())
+    made = video.saves[before:]
+    assert len(made) == 1 and made[0][1] == 0 and made[0][0] != "memory", made
+    assert Path(made[0][0]).parent == temp_dir and not Path(made[0][0]).exists()
+    frames_out, _ = decode(out_dir / "video" / "BEN2_00001_.webm")
+    assert len(frames_out) == (3 if kind == "Create Video" else 5)
+
+
+def test_a_video_file_held_in_memory_is_streamed_as_it_is(tmp_path, comfy_dirs, monkeypatch):
+    """A VideoFromFile over the bytes of a file gives its own stream (the original file, lossless): streamed
+    directly, nothing saved."""
+    from comfy_stub.video_types import VideoFromFile
+
+    out_dir, _ = comfy_dirs
+    install_comfy(monkeypatch)
+    held = VideoFromFile(io.BytesIO(make_clip(tmp_path / "clip.mp4", n=3).read_bytes()))
+    assert sub("nodes.video_input").has_own_stream(held)
+    monkeypatch.setattr(type(held), "save_to", lambda *a, **kw: pytest.fail("saved a VIDEO that has its own stream"))
+    run_video(held, standin_model())
+    assert len(decode(out_dir / "video" / "BEN2_00001_.webm")[0]) == 3

@@ -17,7 +17,15 @@ in 2802bf9551c8dea95c7d4607d2412e3d955e9f86), ``comfy_api/latest/_input/video_ty
 
 :class:`LaterVideoFromFile` is a later core's (whose tests expect ``as_cropped(...)
 .has_pending_frame_edits() is True``): the same class with the method answering for its crop. Not
-covered here: rotated sources (core crops after rotating), VideoFromComponents / VideoFromList.
+covered here: rotated sources (core crops after rotating).
+
+:class:`VideoFromComponents` (Create Video) and :class:`VideoFromList` (Concatenate Video) as in
+``_input_impl/video_types.py`` @ 0c6cfff: neither overrides ``get_stream_source``, so the base class's
+(``_input/video_types.py`` @ df63641) ``save_to(BytesIO())`` with the defaults runs: an H.264 MP4 in memory,
+encoded without ``crf`` (lossy). ``VideoFromList`` saves every chunk that is not a VideoFromFile to an
+in-memory MKV (core's ``__init__``); its ``save_to`` here always re-encodes (core copies packets when the
+chunks match and no ``crf`` is asked, re-encodes otherwise: with ``crf=0``, as the pack asks, both agree).
+Every ``save_to`` is recorded in ``saves`` as ``(where, crf)``, ``where`` "memory" or the path.
 """
 from __future__ import annotations
 
@@ -47,7 +55,14 @@ def normalize_crop_rect(x, y, width, height, source_width, source_height) -> Opt
 
 
 class VideoInput:
-    """The parts of core's ``VideoInput`` base class these tests need."""
+    """The parts of core's ``VideoInput`` base class these tests need (``get_stream_source``: the base's
+    default, an in-memory MP4 from ``save_to`` with the defaults)."""
+
+    def get_stream_source(self):
+        buffer = io.BytesIO()
+        self.save_to(buffer)
+        buffer.seek(0)
+        return buffer
 
     def has_pending_frame_edits(self) -> bool:
         return False
@@ -255,3 +270,84 @@ class LaterVideoFromFile(VideoFromFile):
 
     def has_pending_frame_edits(self) -> bool:
         return getattr(self, "_VideoFromFile__crop") is not None
+
+
+def _h264_options(crf, preset) -> dict:
+    """core's ``video_encoder_options`` for H.264: ``crf`` / ``preset`` only when given."""
+    options = {}
+    if crf is not None:
+        options["crf"] = str(int(crf)) if float(crf).is_integer() else str(crf)
+    if preset is not None:
+        options["preset"] = str(preset)
+    return options
+
+
+def _encode_frames(path, frames, rate, crf, preset, muxer="mp4"):
+    """Encode ``[H, W, 3]`` uint8 frames as H.264 (yuv420p) into ``path`` (a path or a BytesIO)."""
+    frames = list(frames)
+    with av.open(path, mode="w", format=muxer) as out:
+        stream = out.add_stream("libx264", rate=rate)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = _h264_options(crf, preset)
+        for img in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                                  .reformat(format="yuv420p")))
+        out.mux(stream.encode(None))
+
+
+class VideoFromComponents(VideoInput):
+    """A 2026 core's VideoFromComponents (Create Video): frames ``[N, H, W, 3]`` float 0..1 (torch) and a
+    frame rate; no ``get_stream_source`` of its own (see the module docstring)."""
+
+    def __init__(self, images, frame_rate=Fraction(12)):
+        self.__images = images
+        self.__frame_rate = Fraction(frame_rate)
+        self.saves = []
+
+    def get_components(self):
+        return self.__images, self.__frame_rate
+
+    def get_dimensions(self) -> tuple:
+        return int(self.__images.shape[2]), int(self.__images.shape[1])
+
+    def save_to(self, path, format="auto", codec="auto", metadata=None, bit_depth=None, crf=None,
+                color_space=None, preset=None):
+        self.saves.append(("memory" if isinstance(path, io.BytesIO) else str(path), crf))
+        frames = ((img * 255).clamp(0, 255).byte().cpu().numpy() for img in self.__images)
+        muxer = "matroska" if str(format) in ("mkv", "VideoContainer.MKV") else "mp4"
+        _encode_frames(path, frames, Fraction(round(self.__frame_rate * 1000), 1000), crf, preset, muxer)
+
+
+class VideoFromList(VideoInput):
+    """A 2026 core's VideoFromList (Concatenate Video; see the module docstring)."""
+
+    def __init__(self, videos):
+        self.videos = []
+        for video in videos:
+            if isinstance(video, VideoFromList):
+                self.videos.extend(video.videos)
+            elif not isinstance(video, VideoFromFile):
+                buffer = io.BytesIO()
+                video.save_to(buffer, format="mkv")
+                self.videos.append(VideoFromFile(buffer))
+            else:
+                self.videos.append(video)
+        self.saves = []
+
+    def get_dimensions(self) -> tuple:
+        return self.videos[0].get_dimensions()
+
+    def save_to(self, path, format="auto", codec="auto", metadata=None, bit_depth=None, crf=None,
+                color_space=None, preset=None):
+        self.saves.append(("memory" if isinstance(path, io.BytesIO) else str(path), crf))
+
+        def frames():
+            for video in self.videos:
+                with av.open(video.get_stream_source()) as c:
+                    for frame in c.decode(video=0):
+                        yield frame.to_ndarray(format="rgb24")
+
+        with av.open(self.videos[0].get_stream_source()) as c:
+            rate = Fraction(c.streams.video[0].average_rate or 12)
+        _encode_frames(path, frames(), rate, crf, preset)
