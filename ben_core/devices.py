@@ -9,8 +9,8 @@ from typing import Callable, Optional
 
 import torch
 
-__all__ = ["PRECISIONS", "accumulator_dtype", "cpu_native_bf16", "mps_available", "resolve_device",
-           "resolve_precision"]
+__all__ = ["PRECISIONS", "accumulator_dtype", "cpu_native_bf16", "device_native_bf16", "mps_available",
+           "resolve_device", "resolve_precision"]
 
 #: Precision names users pick from, and the torch dtype each means.
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -85,6 +85,30 @@ def cpu_native_bf16() -> bool:
     return False
 
 
+def device_native_bf16(device) -> bool:
+    """Whether ``device`` computes bf16 itself (not emulated): the CPU per :func:`cpu_native_bf16`; CUDA / ROCm
+    per ``torch.cuda.is_bf16_supported(including_emulation=False)`` (the current CUDA device: NVIDIA from
+    Ampere on); MPS from macOS 14 on (``torch.backends.mps.is_macos_or_newer(14, 0)``); XPU per
+    ``torch.xpu.is_bf16_supported()``; any other device: False. Never raises."""
+    device = torch.device(device)
+    try:
+        if device.type == "cpu":
+            return cpu_native_bf16()
+        if device.type == "cuda":
+            try:
+                return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+            except TypeError:  # a torch without the keyword
+                return bool(torch.cuda.is_bf16_supported())
+        if device.type == "mps":
+            newer = getattr(torch.backends.mps, "is_macos_or_newer", None)
+            return bool(newer(14, 0)) if newer is not None else False
+        if device.type == "xpu":
+            return bool(torch.xpu.is_bf16_supported())
+    except (RuntimeError, AssertionError, AttributeError):  # no such device in this build or machine
+        return False
+    return False
+
+
 def _default_fp16_ok(device: torch.device) -> bool:
     return device.type == "cuda"
 
@@ -104,8 +128,11 @@ def resolve_precision(name: str, device, *, fp16_ok: Optional[Callable[[torch.de
     bfloat16 where ``bf16_ok(device)`` (default: never), else float32. ComfyUI passes its own
     ``should_use_fp16`` / ``should_use_bf16`` here, so GPUs it marks fp16-broken never get fp16.
     ``"fp32"`` / ``"fp16"`` / ``"bf16"``: that dtype, except fp16 on the CPU, which becomes float32
-    with a warning (CPU half-precision convolutions are several times slower than fp32, or missing). bf16
-    on a CPU without native bf16 is kept as asked but warns that it is slow there; nothing else warns.
+    with a warning (CPU half-precision convolutions are several times slower than fp32, or missing), and
+    bf16 on another device that does not support it, which becomes float32 with a warning: ``bf16_ok(device)``
+    decides where given (ComfyUI's ``should_use_bf16``: no bf16 on NVIDIA before Ampere, AMD RDNA2 and older,
+    MPS before macOS 14, DirectML, ``--force-fp32``), else :func:`device_native_bf16`. bf16 on a CPU without
+    native bf16 is kept as asked but warns that it is slow there; nothing else warns.
     Raises ValueError for another name.
     """
     device = torch.device(device)
@@ -121,6 +148,9 @@ def resolve_precision(name: str, device, *, fp16_ok: Optional[Callable[[torch.de
         raise ValueError(f"precision must be auto or one of {list(PRECISIONS)}, got {name!r}")
     if name == "fp16" and device.type == "cpu":
         warnings.warn("fp16 on the CPU is slower than fp32 (or unsupported); using fp32", stacklevel=2)
+        return torch.float32
+    if name == "bf16" and device.type != "cpu" and not (bf16_ok or device_native_bf16)(device):
+        warnings.warn(f"bf16 is not supported on {device} (emulated or missing there); using fp32", stacklevel=2)
         return torch.float32
     if name == "bf16" and device.type == "cpu" and not cpu_native_bf16():
         warnings.warn("bf16 on this CPU (no native bf16: AVX512-BF16 / AMX) is several times slower than fp32 "

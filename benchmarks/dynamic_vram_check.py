@@ -13,8 +13,15 @@ machine), on synthetic weights written to a temporary checkpoint and loaded by L
    Refine Mask ViTMatte tiles when ``transformers`` is there): the interrupt reaches the caller, no file is
    left in the output or temp folder, and after core's offload the device holds what it held before.
 
+3. every VRAM state (``--gpu-only``, ``--highvram``, normal, ``--lowvram``, ``--novram`` as the stand-in
+   maps them, after comfy/model_management.py's load_models_gpu), and with torch.compile + CUDA graphs under
+   normal and ``--novram``: load -> run -> core unloads everything -> run again, on a narrow BENBase at
+   512: every weight on the device the inputs go to after each load, core's count of the loaded bytes,
+   identical masks, no error (a device mismatch would raise).
+
 On the CPU (``--device cpu``) core hands the network a plain ModelPatcher (its rule for CPU load devices):
-the section then runs the same steps as a smoke test, without device-memory figures.
+the section then runs the same steps as a smoke test, without device-memory figures (and without the
+CUDA-graph rows).
 """
 from __future__ import annotations
 
@@ -248,9 +255,64 @@ def _run(device, dtype, quick, log, modules, work) -> dict:
     except ImportError:
         cancels.append({"node": "Refine Mask (ViTMatte tiles)", "skipped": "transformers is not installed"})
     result["cancel"] = cancels
+    modules.undo()
+    result["vram_states"] = vram_states(device, dtype, log, work)
     result["ok"] = bool(result["vram_returned"] and result["masks_identical"]
-                        and all(r.get("ok", "skipped" in r) for r in cancels))
+                        and all(r.get("ok", "skipped" in r) for r in cancels)
+                        and all(r["ok"] for r in result["vram_states"]))
     return result
+
+
+#: The VRAM states of part 3, and those also run with torch.compile + CUDA graphs (on CUDA only).
+VRAM_STATES = ("gpu-only", "highvram", "normal", "lowvram", "novram")
+CUDA_GRAPH_STATES = ("normal", "novram")
+
+
+def vram_states(device, dtype, log, work: Path) -> list:
+    """Part 3 (see the module docstring): one row per (VRAM state, compile mode)."""
+    from collections import OrderedDict
+
+    ckpt = work / "narrow.safetensors"
+    ckpt.write_bytes(b"narrow")
+    images = torch.rand(2, 200, 264, 3, generator=torch.Generator().manual_seed(3))
+    runs = [(state, None) for state in VRAM_STATES]
+    if device.type == "cuda":
+        runs += [(state, "reduce-overhead") for state in CUDA_GRAPH_STATES]
+    rows = []
+    for state, compile_mode in runs:
+        modules = _Modules()
+        row = {"vram": state, "compile": compile_mode or "off"}
+        try:
+            install_comfy(modules, device=str(device), vram=state, dynamic=compile_mode is None)
+            mc = importlib.import_module(f"{PACK_NAME}.nodes.model_cache")
+            modules.setitem(vars(mc), "_cache", OrderedDict())
+            remove = importlib.import_module(PACK_NAME).NODE_CLASS_MAPPINGS["BEN2_RemoveBackground"]
+            mm = sys.modules["comfy.model_management"]
+            model = mc.get_model(str(ckpt), device, dtype, compile_mode, loader=_narrow_ben)
+            net = model.net
+
+            def cut():
+                mask = remove.execute(model, images, "RGBA", "#FFFFFF", False, False, 2, "512").args[1]
+                tensors = list(net.parameters()) + list(net.buffers())
+                return mask, all(t.device.type == device.type for t in tensors)
+
+            t0 = time.perf_counter()
+            first, row["weights_on_device_1"] = cut()
+            row["first_run_s"] = time.perf_counter() - t0
+            row["accounted_mib"] = model.patcher.loaded_size() / 2 ** 20
+            mm.unload_all_models()
+            second, row["weights_on_device_2"] = cut()
+            row["masks_identical"] = bool(torch.equal(first, second))
+            row["patcher"] = type(model.patcher).__name__
+            row["ok"] = row["weights_on_device_1"] and row["weights_on_device_2"] and row["masks_identical"]
+        except Exception as e:  # a device mismatch raises here: recorded, the next state still runs
+            row.update(ok=False, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300])
+        finally:
+            modules.undo()
+        rows.append(row)
+        log(f"  vram {state}, compile {row['compile']}: ok {row['ok']}" + (f" ({row['error']})" if "error" in row
+                                                                          else ""))
+    return rows
 
 
 def report_lines(r: dict) -> list:
@@ -271,6 +333,14 @@ def report_lines(r: dict) -> list:
              f"| {r['masks_identical']} |",
              f"| prepare: first / while loaded / after offload | {r['first_prepare_s']:.3f} / "
              f"{r['prepare_while_loaded_s']:.3f} / {r['prepare_after_offload_s']:.3f} s | |"]
+    for row in r.get("vram_states", []):
+        if "error" in row:
+            lines.append(f"| VRAM state {row['vram']}, compile {row['compile']} | {row['error']} | False |")
+        else:
+            lines.append(f"| VRAM state {row['vram']}, compile {row['compile']} ({row['patcher']}): weights on the "
+                         f"device after load / after reload, core counts {row['accounted_mib']:.1f} MiB, masks "
+                         f"identical, first run {row['first_run_s']:.2f} s | {row['weights_on_device_1']} / "
+                         f"{row['weights_on_device_2']}, {row['masks_identical']} | {row['ok']} |")
     for row in r["cancel"]:
         if "skipped" in row:
             lines.append(f"| Cancel mid-run: {row['node']} | skipped: {row['skipped']} | |")

@@ -15,13 +15,15 @@ alone; the synthetic weights and the stored conformance vectors come from ``test
    ``torch.compile`` vs ``torch.compile`` + CUDA graphs (compile rows as the time budget allows; the
    first call, i.e. the compilation, is timed separately);
 4. the Remove Background path: a batch of 1080p images on the host through ``CutoutPipeline``
-   (predict -> foreground colours -> RGBA composite -> back to the host), seconds per image;
+   (predict -> foreground colours -> RGBA composite -> back to the host), seconds per image, and the CUDA
+   peak besides the weights against what the node asks ComfyUI for (``ben_core.memory``: calibrates it);
 5. upstream ``BEN2.py`` (``--upstream``, loaded with the CPU benchmark's loader) on the same weights,
    side by side with ours at batch 1 and 16, run last (it sets global torch state at import);
 6. dynamic VRAM and Cancel (benchmarks/dynamic_vram_check.py): the nodes through the stand-in of a 2026
    core with dynamic VRAM: load -> run -> offload -> run again (device memory held and returned, identical
    masks, seconds of each prepare), and a Cancel in the middle of every long node (no file left, the
-   device memory back after core's offload).
+   device memory back after core's offload); then every VRAM state (normal and --novram also with CUDA
+   graphs): load -> run -> unload -> reload -> run, weights where the inputs go, identical masks.
 
 7. the video stabiliser (``ben_core.temporal``, causal and bidirectional) on 1080p frames on the device
    (the optical flow itself runs on the host): ms per frame, beside the Remove Background path's.
@@ -52,6 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a file as well as with -m
     sys.path.insert(0, str(REPO))
 
+from ben_core import memory  # noqa: E402
 from ben_core.model.ben2 import IMAGENET_MEAN, IMAGENET_STD, BENBase, checkpoint_filter_fn  # noqa: E402
 from ben_core.pipeline import CutoutOptions, CutoutPipeline  # noqa: E402
 from ben_core.predictor import BENPredictor  # noqa: E402
@@ -286,17 +289,24 @@ def bench_remove_background(model: BENBase, device: torch.device, dtype: torch.d
     pipeline.run(images[:batch])  # warm-up
     sync(device)
     reset_peak(device)
+    before = torch.cuda.memory_allocated(device) if device.type == "cuda" else None  # weights and constants
     t = time.perf_counter()
     cut = pipeline.run(images)
     sync(device)
     seconds = time.perf_counter() - t
+    # the memory the node asks ComfyUI for besides the weights (ben_core.memory) against what this run took
+    half_copies = sum(p.numel() * 2 for p in model.parameters()) if dtype != torch.float32 else 0
+    estimate = memory.cutout_bytes(batch, size, dtype, (height, width), half_copies) / 2**20
+    used = None if before is None else peak_mib(device) - before / 2**20
     # the prefetching chunk iterator against one chunk put on the device directly
     direct = predictor.predict_chunk(images[:batch].to(device))
     diff = float((cut.alpha[:batch] - direct.cpu()).abs().max())
     return {"images": n, "size": f"{width}x{height}", "batch": batch, "working_size": size,
             "dtype": str(dtype).replace("torch.", ""), "seconds": seconds, "ms_per_image": 1e3 * seconds / n,
             "images_per_s": n / seconds, "peak_mib": peak_mib(device), "alpha_vs_direct_chunk_max_abs_diff": diff,
-            "image_shape": list(cut.image.shape)}
+            "image_shape": list(cut.image.shape), "asked_mib": estimate, "used_besides_weights_mib": used,
+            "asked_covers_used": None if used is None else bool(estimate >= used),
+            "used_over_asked": None if used is None else used / estimate}
 
 
 # ------------------------------------------------------------------------------------ 7. stabiliser
@@ -426,7 +436,11 @@ def report(result: dict) -> str:
                   f"{rb['images']} x {rb['size']}, batch {rb['batch']}, working size {rb['working_size']}, "
                   f"{rb['dtype']}: **{rb['ms_per_image']:.1f} ms / image** ({rb['images_per_s']:.1f} images/s), "
                   f"peak {_fmt(rb['peak_mib'], '.0f')} MiB; prefetched vs direct chunk max |Δalpha| "
-                  f"{rb['alpha_vs_direct_chunk_max_abs_diff']:.1e}", ""]
+                  f"{rb['alpha_vs_direct_chunk_max_abs_diff']:.1e}", "",
+                  f"Memory the node asks ComfyUI for besides the weights (ben_core.memory): "
+                  f"{rb['asked_mib']:.0f} MiB; this run used {_fmt(rb['used_besides_weights_mib'], '.0f')} MiB "
+                  f"besides the weights (ratio {_fmt(rb['used_over_asked'], '.2f')}; covered: "
+                  f"{rb['asked_covers_used']})", ""]
     up = result.get("upstream")
     if up:
         lines += ["## Upstream BEN2.py, same weights and inputs", "",

@@ -201,6 +201,16 @@ def intermediate_dtype() -> torch.dtype:
     return torch.float32
 
 
+def node_outputs(*tensors):
+    """Every IMAGE / MASK a node outputs, on ComfyUI's intermediate device and in its intermediate dtype
+    (``--gpu-only``; fp16 with ``--fp16-intermediates`` in 2026 cores): the one place the nodes convert their
+    outputs. Returns the tensors in order (a single one unwrapped); None stays None; inputs are not modified
+    (a tensor already there is returned as it is)."""
+    device, dtype = intermediate_device(), intermediate_dtype()
+    out = tuple(None if t is None else t.to(device=device, dtype=dtype) for t in tensors)
+    return out[0] if len(out) == 1 else out
+
+
 def temp_directory() -> Optional[str]:
     """ComfyUI's temp folder (served by ``/view?type=temp``, emptied at start-up); None outside ComfyUI."""
     fp = folder_paths_module()
@@ -383,6 +393,16 @@ def same_device(a: Optional[torch.device], b: Optional[torch.device]) -> bool:
         return (a.index or 0) == (b.index or 0)
     index = lambda d: d.index if d.index is not None else torch.cuda.current_device()
     return index(a) == index(b)
+
+
+def reserve(nbytes: int, device: torch.device) -> None:
+    """Ask ComfyUI to make ``nbytes`` free on ``device`` (offloading other models as needed) before work that
+    keeps no model of ours there (Refine Mask's guided filter); nothing on the CPU or outside ComfyUI."""
+    mm = model_management()
+    device = torch.device(device)
+    if mm is None or device.type == "cpu" or not hasattr(mm, "free_memory"):
+        return
+    mm.free_memory(int(nbytes), device)
 
 
 def is_interrupt(exc: BaseException) -> bool:

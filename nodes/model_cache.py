@@ -2,17 +2,23 @@
 model management.
 
 ``get_model(path, device, dtype)`` returns the same :class:`LoadedBEN` for the same file (same path,
-size and modification time), device and precision, so two Load BEN nodes or two runs reuse one copy of
-the weights; a file changed on disk is reloaded. ``vitmatte_model(device)`` does the same for Refine
-Mask's ViTMatte network. Inside ComfyUI every network is wrapped in a ``ModelPatcher`` and loaded with
-``comfy.model_management.load_models_gpu`` right before use, so ComfyUI can offload it when other
-models need the VRAM; it is never pinned on the GPU by this cache.
+size and modification time), device and precision while anything still holds it, so two Load BEN nodes
+or two runs reuse one copy of the weights; a file changed on disk is reloaded. The cache holds BEN
+networks *weakly*: their lifetime is that of the node outputs holding them, i.e. core's (its output cache
+keeps Load BEN's outputs between runs, and a 2026 core's RAM-pressure cache drops outputs holding a
+``.patcher`` first), so when core lets go of them the weights are freed, in RAM and VRAM.
+``vitmatte_model(device)`` does the same for Refine Mask's ViTMatte network, which no node output holds:
+the one ViTMatte network is kept (strongly) until another device asks for it. Inside ComfyUI every
+network is wrapped in a ``ModelPatcher`` and loaded with ``comfy.model_management.load_models_gpu`` right
+before use, so ComfyUI can offload it when other models need the VRAM; it is never pinned on the GPU by
+this cache.
 """
 from __future__ import annotations
 
 import logging
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from typing import Callable, Optional
 
@@ -22,15 +28,12 @@ from . import comfy_env
 
 log = logging.getLogger("ComfyUI-BEN2")
 
-#: Most networks kept alive at once (least recently used ones are dropped beyond this).
-MAX_CACHED = 3
+#: Most ViTMatte networks kept alive at once (one per device asked for; BEN networks are held weakly).
+MAX_STRONG = 1
 
 _lock = threading.RLock()
+#: key -> (version, weakref or the value itself when held strongly)
 _cache: "OrderedDict[tuple, object]" = OrderedDict()
-
-#: Rough activation memory of one 1024x1024 forward pass in a 2-byte dtype (bytes), for ComfyUI's
-#: free-memory request; it scales with working area, batch size and element size.
-_ACTIVATION_BYTES_1024_HALF = 1_600_000_000
 
 
 class PatcherModule(torch.nn.Module):
@@ -168,22 +171,31 @@ class LoadedBEN(_Managed):
         return (f"LoadedBEN({os.path.basename(self.path)!r}, device={self.device}, dtype={self.dtype}"
                 f"{', compile=' + self.compile if self.compile else ''})")
 
-    def memory_estimate(self, batch_size: int, working_size: int) -> int:
-        """Rough bytes of activations for one chunk (asked from ComfyUI before loading the weights)."""
-        elem = torch.tensor([], dtype=self.dtype).element_size()
-        return int(_ACTIVATION_BYTES_1024_HALF * batch_size * (working_size / 1024.0) ** 2 * elem / 2)
+    def memory_estimate(self, batch_size: int, working_size: int, image_hw: Optional[tuple] = None) -> int:
+        """Bytes asked from ComfyUI besides the weights for a chunk of ``batch_size`` images at ``working_size``
+        whose largest is ``image_hw`` = (H, W) (None: the network alone): ``ben_core.memory.cutout_bytes``
+        (measured, with its margin), plus the half-precision weight copies autocast makes over float32
+        weights."""
+        from ..ben_core import memory
 
-    def prepare(self, batch_size: int = 1, working_size: int = 1024) -> torch.nn.Module:
-        """Make sure the weights sit on ``self.device`` with room for a chunk's activations; returns ``net``."""
-        return self._to_device(self.memory_estimate(batch_size, working_size))
+        half_copies = 0
+        if self.dtype != torch.float32 and next(self.net.parameters()).dtype == torch.float32:
+            half_copies = sum(p.numel() * 2 for p in self.net.parameters())
+        return memory.cutout_bytes(batch_size, working_size, self.dtype, image_hw, half_copies)
 
-    def predictor(self, batch_size: int = 1, working_size: int = 1024):
+    def prepare(self, batch_size: int = 1, working_size: int = 1024, image_hw: Optional[tuple] = None
+                ) -> torch.nn.Module:
+        """Make sure the weights sit on ``self.device`` with room for a chunk's work (:meth:`memory_estimate`);
+        returns ``net``."""
+        return self._to_device(self.memory_estimate(batch_size, working_size, image_hw))
+
+    def predictor(self, batch_size: int = 1, working_size: int = 1024, image_hw: Optional[tuple] = None):
         """The ``ben_core`` BENPredictor over this network for these settings (weights loaded to the device
-        first). One per (batch_size, working_size) is kept, so a compiled network stays compiled from run
-        to run."""
+        first, with room for images of ``image_hw`` = (H, W), the largest; None: the network alone). One per
+        (batch_size, working_size) is kept, so a compiled network stays compiled from run to run."""
         from ..ben_core.predictor import BENPredictor
 
-        net = self.prepare(batch_size, working_size)
+        net = self.prepare(batch_size, working_size, image_hw)
         key = (batch_size, working_size, str(self.run_device))
         if key not in self._predictors and self.compile is not None:
             self._warn_past_recompile_limit(len({k[:2] for k in self._predictors} | {key[:2]}))
@@ -227,10 +239,11 @@ class LoadedBEN(_Managed):
         from .image_mask import check_image
 
         image = check_image(image)
-        pipeline = CutoutPipeline(self.predictor(1, self.working_size_for(image_size)), CutoutOptions(image=False))
+        pipeline = CutoutPipeline(self.predictor(1, self.working_size_for(image_size), tuple(image.shape[1:3])),
+                                  CutoutOptions(image=False))
         cut = pipeline.run(image, progress=comfy_env.progress_callback(image.shape[0]),
                            should_stop=comfy_env.should_stop, out_device=comfy_env.intermediate_device())
-        return cut.alpha.to(comfy_env.intermediate_dtype())
+        return comfy_env.node_outputs(cut.alpha)
 
 
 def file_key(path: str) -> tuple:
@@ -239,25 +252,41 @@ def file_key(path: str) -> tuple:
     return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
 
 
-def _cached(key: tuple, version, make: Callable[[], object]):
-    """The cached entry for ``key`` if it was made from the same ``version``, else a new one from ``make``."""
+def _cached(key: tuple, version, make: Callable[[], object], strong: bool = False):
+    """The cached entry for ``key`` if it was made from the same ``version`` and is still alive, else a new one
+    from ``make``. ``strong``: keep the value alive here (at most :data:`MAX_STRONG` such, the least recently
+    used dropped first); otherwise only a weak reference is kept and the callers' references decide."""
     with _lock:
         hit = _cache.get(key)
-        if hit is not None and hit[0] == version:
-            _cache.move_to_end(key)
-            return hit[1]
+        value = None
         if hit is not None:
+            value = hit[1] if hit[2] else hit[1]()
+        if value is not None and hit[0] == version:
+            _cache.move_to_end(key)
+            return value
+        if value is not None:
             log.info("BEN2: %s changed, reloading", key[1])
             _drop(key)
+        _cache.pop(key, None)
         value = make()
-        _cache[key] = (version, value)
-        while len(_cache) > MAX_CACHED:
-            _drop(next(iter(_cache)))
+        _cache[key] = (version, value if strong else weakref.ref(value, lambda _ref, key=key: _forget(key, _ref)),
+                       strong)
+        while sum(1 for entry in _cache.values() if entry[2]) > MAX_STRONG:
+            _drop(next(k for k, entry in _cache.items() if entry[2]))
         return value
 
 
+def _forget(key, ref) -> None:
+    """A weakly held network was freed: remove its entry (unless a newer one took the key)."""
+    with _lock:
+        entry = _cache.get(key)
+        if entry is not None and entry[1] is ref:
+            del _cache[key]
+
+
 def _drop(key) -> None:
-    _, value = _cache.pop(key, (None, None))
+    entry = _cache.pop(key, None)
+    value = None if entry is None else (entry[1] if entry[2] else entry[1]())
     patcher = getattr(value, "patcher", None)
     if patcher is not None:
         try:
@@ -298,10 +327,11 @@ def get_model(path: str, device: torch.device, dtype: torch.dtype, compile: Opti
     return _cached(("ben", fkey[0], str(device), str(dtype), compile), fkey, make)
 
 
-def vitmatte_model(device: torch.device) -> torch.nn.Module:
+def vitmatte_model(device: torch.device, image_hw: Optional[tuple] = None) -> torch.nn.Module:
     """The ViTMatte network (``hustvl/vitmatte-small-composition-1k`` from the Hugging Face cache,
-    downloaded once if missing), loaded once and returned with its weights on ``device``."""
-    from ..ben_core import vitmatte
+    downloaded once if missing), loaded once and returned with its weights on ``device``, ComfyUI asked for
+    room to refine images of ``image_hw`` = (H, W) (``ben_core.memory.vitmatte_bytes``; None: one tile)."""
+    from ..ben_core import memory, vitmatte
 
     device = torch.device(device)
     offload = comfy_env.offload_device() if device.type != "cpu" else device
@@ -309,4 +339,6 @@ def vitmatte_model(device: torch.device) -> torch.nn.Module:
     def make() -> _Managed:
         return _Managed(vitmatte.load_vitmatte(device=offload), device, torch.float32, offload_device=offload)
 
-    return _cached(("vitmatte", vitmatte.VITMATTE_REPO, str(device)), None, make)._to_device()
+    need = memory.vitmatte_bytes(image_hw) if image_hw is not None else memory.VITMATTE_TILE_BYTES
+    return _cached(("vitmatte", vitmatte.VITMATTE_REPO, str(device)), None, make,
+                   strong=True)._to_device(memory.with_margin(need))

@@ -10,6 +10,7 @@ masks from any node get refined edges.
 """
 from __future__ import annotations
 
+from ..ben_core import memory
 from ..ben_core.pipeline import CutoutOptions, CutoutPipeline, Refinement
 from ..ben_core.refine import DEFAULT_EPS, METHODS
 from ..ben_core.trimap import TRIMAP_SOURCES, snap_trimap
@@ -98,15 +99,18 @@ def refine(image, mask, method, radius, eps, trimap_source, band_radius, refine_
     if trimap is not None:
         trimap = snap_trimap(image_mask.match_mask(trimap, image, mask_name="trimap", mode="nearest"))
     device = comfy_env.torch_device()  # both methods run per image on ComfyUI's compute device
+    hw = tuple(image.shape[1:3])
+    if method == "guided":  # no model of ours there: ask core for the room the refinement needs
+        comfy_env.reserve(memory.with_margin(memory.refine_bytes(hw)), device)
     refinement = Refinement(method=method, trimap_source=trimap_source, band_radius=int(band_radius) or None,
                             radius=int(radius) or None, eps=float(eps) or None,
                             working_size=size if method == "guided" else None,
-                            vitmatte=model_cache.vitmatte_model(device) if method == "vitmatte" else None)
+                            vitmatte=model_cache.vitmatte_model(device, hw) if method == "vitmatte" else None)
     pipeline = CutoutPipeline(None, CutoutOptions(foreground=bool(refine_foreground), background=bg,
                                                   refine=refinement), device=device)
     cut = pipeline.run(image, alpha, trimap, batch_size=1, progress=comfy_env.progress_callback(image.shape[0]),
                        should_stop=comfy_env.should_stop, out_device=comfy_env.intermediate_device())
-    return io.NodeOutput(cut.alpha, cut.image)
+    return io.NodeOutput(*comfy_env.node_outputs(cut.alpha, cut.image))
 
 
 class BEN2RefineMask(io.ComfyNode):

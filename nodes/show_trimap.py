@@ -103,5 +103,4 @@ class BEN2ShowTrimap(io.ComfyNode):
                 image_ref, probs_ref, tuple(small_probs.shape), params, float(fin_low[i]), float(fin_high[i]),
                 int((trimap[i] == 0.5).sum()), tuple(probs.shape[-2:])))
         vis = visualise(rgb, trimap)
-        dev = comfy_env.intermediate_device()
-        return io.NodeOutput(trimap.contiguous().to(dev), vis.to(dev), ui={"ben2_trimap": payloads})
+        return io.NodeOutput(*comfy_env.node_outputs(trimap.contiguous(), vis), ui={"ben2_trimap": payloads})

@@ -148,6 +148,8 @@ def test_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
     assert [row["node"] for row in dv["cancel"]] == ["Remove Background", "Remove Video Background",
                                                      "Refine Mask (guided)", "Refine Mask (ViTMatte tiles)"]
     assert all(row["interrupted"] and row["files_left"] == [] for row in dv["cancel"])
+    assert [row["vram"] for row in dv["vram_states"]] == ["gpu-only", "highvram", "normal", "lowvram", "novram"]
+    assert all(row["ok"] and row["masks_identical"] for row in dv["vram_states"])  # (no CUDA-graph rows on the CPU)
     st = res["stabilizer"]
     assert [row["mode"] for row in st] == ["causal", "bidirectional"]
     assert all(row["frames_out"] == row["frames"] == 5 and row["ms_per_frame"] > 0 for row in st)
@@ -170,3 +172,12 @@ def test_bench_temporal_prints_the_segment_table_and_its_targets():
         assert f"| {seg} | dtSSD |" in out, seg
     assert "flicker-free floor" in out and "| causal: pan8 dtSSD ≤ 0.5× |" in out
     assert "| bidirectional: clip MSE ≤ 0.9× |" in out
+
+
+def test_the_memory_formula_bounds_the_measured_peaks():
+    """python -m benchmarks.bench_node_memory --quick: BEN2's activations on meta (512, batch 1, fp32 and fp16),
+    the pipeline and the refinement on a small image, a ViTMatte tile: no measured peak above ben_core.memory's
+    figure (before its margin)."""
+    from benchmarks import bench_node_memory
+
+    assert bench_node_memory.main(["--quick"]) == 0

@@ -22,7 +22,7 @@ from comfy_stub import (VRAM_STATES, InterruptProcessingException, LegacyInterru
                         apply_custom_paths, install_comfy, make_folder_paths)
 from helpers import PACK_NAME, tiny_vitmatte
 from test_nodes import (_no_comfy, _synthetic_checkpoint, CoreRemoveBackground, edge_scene,  # noqa: F401
-                        half_white, outputs, refine, remove, standin_model, sub)
+                        half_white, outputs, refine, remove, show, standin_model, sub)
 
 META = torch.device("meta")
 CPU = torch.device("cpu")
@@ -180,7 +180,7 @@ def _network_under(monkeypatch, vram, kind):
 
         def run():
             got = mc.vitmatte_model(device)
-            patcher = next(p for p in comfy.patchers if p.model.net is got)
+            patcher = next(p for p in comfy.patchers if p is not None and p.model.net is got)
             return got, next(got.parameters()).device, patcher  # vitmatte_refine's tiles go to its first parameter
         return net, run
     # the predictor is the pack's own (tested elsewhere) and computes nothing on "the GPU": record where it is told
@@ -338,7 +338,7 @@ def test_cancel_between_vitmatte_tiles(monkeypatch, core):
     tiles = []
     net.register_forward_hook(lambda *a: tiles.append(1))
     comfy.interrupt_when = lambda ns: len(tiles) >= 1
-    monkeypatch.setattr(sub("nodes.model_cache"), "vitmatte_model", lambda device: net)
+    monkeypatch.setattr(sub("nodes.model_cache"), "vitmatte_model", lambda device, image_hw=None: net)
     img = torch.full((1, 96, 1100, 3), 0.1)
     img[:, 20:76, 60:1040] = 0.9
     mask = torch.zeros(1, 96, 1100)
@@ -350,6 +350,25 @@ def test_cancel_between_vitmatte_tiles(monkeypatch, core):
     with pytest.raises(comfy.InterruptProcessingException):
         refine(img, mask, "vitmatte", 0, 0.0, "band", 4, False, "RGBA", "#FFFFFF")
     assert tiles == [1]  # one tile ran, the next was not started
+
+
+# -------------------------------------------------------------------------------- node outputs' dtype
+
+@pytest.mark.parametrize("want", [torch.float16, torch.float32])
+def test_every_node_output_follows_fp16_intermediates(monkeypatch, want):
+    """2026's --fp16-intermediates (``intermediate_dtype()`` = float16): every IMAGE and MASK the nodes output is
+    in that dtype, through one helper; without it float32, even when the inputs came in fp16."""
+    install_comfy(monkeypatch, intermediate_dtype=want if want == torch.float16 else None)
+    img, mask = edge_scene()
+    if want == torch.float32:
+        img, mask = img.half(), mask.half()
+    got = {"remove": remove(img, model=standin_model()),
+           "refine guided": refine(img, mask, "guided", 0, 0.0, "band", 4, True, "RGB", "#FFFFFF"),
+           "show trimap": show(img, mask)[0],
+           "core's Remove Background": (CoreRemoveBackground.execute(standin_model(), img.float(), 512),)}
+    wrong = {k: [t.dtype for t in v] for k, v in got.items() if any(t.dtype != want for t in v)}
+    assert wrong == {}
+    assert all(torch.isfinite(t).all() for v in got.values() for t in v)
 
 
 # ---------------------------------------------------------------------- BACKGROUND_REMOVAL consumers
@@ -402,3 +421,80 @@ def test_models_declared_in_extra_paths_yaml_are_found(tmp_path, monkeypatch):
     assert "extra_paths.yaml" in schema.description
     download = next(i for i in schema.inputs if i.id == "download_official_weights")
     assert "extra_paths.yaml" in download.tooltip
+
+
+# --------------------------------------------------------------------------- who owns the network
+
+def test_dropping_the_node_outputs_frees_the_network(tmp_path, monkeypatch):
+    """2026's RAM-pressure cache drops node outputs holding a ``.patcher`` first: once no output holds Load BEN's
+    network any more, its weights must go (the pack's cache holds them weakly; core's current_loaded_models holds
+    patchers weakly too). While an output holds it, every Load BEN of that file shares the one network."""
+    import gc
+    import weakref
+
+    comfy = install_comfy(monkeypatch, device="meta", dynamic=True)
+    mc = sub("nodes.model_cache")
+    f = tmp_path / "small.pth"
+    f.write_bytes(b"1")
+    loads = []
+
+    def loader(path, device, dtype):
+        loads.append(path)
+        return small_ben()
+
+    first = mc.get_model(str(f), META, torch.float32, loader=loader)
+    second = mc.get_model(str(f), META, torch.float32, loader=loader)  # another Load BEN node: shared
+    assert second is first and len(loads) == 1
+    first.prepare(1, 512)
+    mm = sys.modules["comfy.model_management"]
+    assert mm.loaded_models() == [first.patcher]
+    refs = [weakref.ref(x) for x in (first, first.net, first.patcher, next(first.net.parameters()))]
+    del first, second  # core drops the outputs
+    comfy.calls.clear()  # (the stand-in's own record of calls; core keeps none)
+    gc.collect()
+    assert [r() for r in refs] == [None] * 4
+    assert mm.loaded_models() == [] and len(mc._cache) == 0
+    again = mc.get_model(str(f), META, torch.float32, loader=loader)  # the next run loads it again
+    assert len(loads) == 2 and again.net is not None
+
+
+# --------------------------------------------------------------------------------- memory asked of core
+
+def test_remove_background_asks_core_for_its_chunk_and_image_size(monkeypatch):
+    """The memory a node asks ComfyUI to free besides the weights is ben_core.memory's measured formula: it grows
+    with batch, working size and the image's own size (full-resolution tensors), and in half precision over
+    float32 weights it includes autocast's half copies of the weights."""
+    comfy = install_comfy(monkeypatch)
+    mem = importlib.import_module(f"{PACK_NAME}.ben_core.memory")
+    model = standin_model()
+    remove(half_white(2, 48, 64), model=model, batch_size=2)  # working size 512
+    asked = [c[2] for c in comfy.calls if c[0] == "load_models_gpu"][-1]
+    assert asked == mem.cutout_bytes(2, 512, torch.float32, (48, 64))
+    hd, uhd = model.memory_estimate(1, 1024, (1080, 1920)), model.memory_estimate(1, 1024, (2160, 3840))
+    assert uhd > hd > model.memory_estimate(1, 1024)  # the image's own size counts
+    assert model.memory_estimate(4, 1024, (1080, 1920)) > hd > model.memory_estimate(1, 512, (1080, 1920))
+    half = sub("nodes.model_cache").LoadedBEN("h.pth", standin_model().net, CPU, torch.float16)
+    weights = sum(p.numel() for p in half.net.parameters()) * 2
+    assert half.memory_estimate(1, 1024) == mem.cutout_bytes(1, 1024, torch.float16, None, weights)
+
+
+def test_refine_mask_and_vitmatte_ask_core_for_room(monkeypatch):
+    """Refine Mask keeps no model of its own on the device: its guided filter asks core to free what it needs
+    (free_memory on a GPU, nothing on the CPU); ViTMatte asks with its load."""
+    comfy = install_comfy(monkeypatch)
+    mem = importlib.import_module(f"{PACK_NAME}.ben_core.memory")
+    env = sub("nodes.comfy_env")
+    asked = []
+    real_reserve = env.reserve
+    monkeypatch.setattr(env, "reserve", lambda n, device: (asked.append((n, device)), real_reserve(n, device))[1])
+    img, mask = edge_scene()
+    refine(img, mask, "guided", 0, 0.0, "band", 4, True, "RGBA", "#FFFFFF")
+    assert asked == [(mem.with_margin(mem.refine_bytes((64, 64))), CPU)]
+    assert not [c for c in comfy.calls if c[0] == "free_memory"]  # the CPU: nothing to free
+    real_reserve(12345, META)
+    assert comfy.calls[-1] == ("free_memory", 12345, "meta")
+    vm = importlib.import_module(f"{PACK_NAME}.ben_core.vitmatte")
+    monkeypatch.setattr(vm, "load_vitmatte", lambda device="cpu", **kw: torch.nn.Linear(2, 2))
+    sub("nodes.model_cache").vitmatte_model(CPU, (720, 1280))
+    load = [c for c in comfy.calls if c[0] == "load_models_gpu"][-1]
+    assert load[2] == mem.with_margin(mem.vitmatte_bytes((720, 1280))) > mem.VITMATTE_TILE_BYTES

@@ -94,7 +94,7 @@ def test_gpus_do_not_ask_the_cpu(monkeypatch):
     assert devices.resolve_precision("auto", cuda) == torch.float16
     assert devices.resolve_precision("auto", cuda, fp16_ok=lambda d: False) == torch.float32
     assert devices.resolve_precision("auto", cuda, fp16_ok=lambda d: False, bf16_ok=lambda d: True) == torch.bfloat16
-    assert devices.resolve_precision("bf16", cuda) == torch.bfloat16
+    assert devices.resolve_precision("bf16", cuda, bf16_ok=lambda d: True) == torch.bfloat16
     with pytest.raises(ValueError, match="precision must be auto"):
         devices.resolve_precision("int8", CPU)
 
@@ -118,3 +118,22 @@ def test_load_ben_gets_the_resolvers_answer(monkeypatch, has_bf16, expected):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_ben.resolve_precision("auto", CPU) == expected
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_only_where_the_device_computes_it(monkeypatch, native):
+    """An explicit bf16 on a GPU without bf16 (NVIDIA before Ampere: torch emulates it) becomes fp32 with a
+    warning; torch's own check decides outside ComfyUI, ComfyUI's should_use_bf16 inside."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native)
+    cuda = torch.device("cuda")
+    assert devices.device_native_bf16(cuda) is native
+    want = torch.bfloat16 if native else torch.float32
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert devices.resolve_precision("bf16", cuda) == want
+        assert devices.resolve_precision("bf16", cuda, bf16_ok=lambda d: native) == want
+    assert [str(r.message) for r in record] == ([] if native else ["bf16 is not supported on cuda (emulated or "
+                                                                   "missing there); using fp32"] * 2)
+    monkeypatch.setattr(torch.backends.mps, "is_macos_or_newer", lambda major, minor: native, raising=False)
+    assert devices.device_native_bf16(torch.device("mps")) is native
+    assert devices.device_native_bf16(torch.device("meta")) is False

@@ -361,7 +361,8 @@ NODE_PAGES = ("README.md", "docs/nodes.md", "docs/comfyui-versions.md", "docs/vi
 CORE_NAMES = {"ben_core", "custom_nodes", "define_schema", "load_models_gpu", "save_to", "should_use_fp16",
               # ComfyUI's own functions, YAML keys, status and attributes the ComfyUI versions page cites
               "apply_custom_paths", "base_path", "execution_interrupted", "position_embeddings",
-              "force_full_load", "throw_exception_if_processing_interrupted",
+              "force_full_load", "throw_exception_if_processing_interrupted", "should_use_bf16",
+              "get_stream_source", "current_loaded_models",
               # what core's BackgroundRemovalModel exposes (and Load BEN's bg_removal_model too)
               "image_size", "image_mean", "image_std", "model_type", "working_sizes", "load_device"}
 

@@ -706,7 +706,7 @@ def test_load_ben_reports_a_bad_checkpoint(tmp_path, monkeypatch):
 def test_refine_mask_vitmatte_with_a_tiny_random_network(monkeypatch):
     pytest.importorskip("transformers")
     net = tiny_vitmatte(layers=1)
-    monkeypatch.setattr(sub("nodes.model_cache"), "vitmatte_model", lambda device: net)
+    monkeypatch.setattr(sub("nodes.model_cache"), "vitmatte_model", lambda device, image_hw=None: net)
     img, mask = edge_scene()
     refined, out = refine(img, mask, "vitmatte", 0, 0.0, "band", 4, False, "RGBA", "#FFFFFF")
     tri = importlib.import_module(f"{PACK}.ben_core.trimap").make_trimap(mask, "band", 4)
@@ -717,7 +717,7 @@ def test_refine_mask_vitmatte_with_a_tiny_random_network(monkeypatch):
 def test_vitmatte_node_is_experimental_and_matches_refine_mask(monkeypatch):
     pytest.importorskip("transformers")
     net = tiny_vitmatte(layers=1)
-    monkeypatch.setattr(sub("nodes.model_cache"), "vitmatte_model", lambda device: net)
+    monkeypatch.setattr(sub("nodes.model_cache"), "vitmatte_model", lambda device, image_hw=None: net)
     rm = sub("nodes.refine_mask")
     info, plain = node_info(rm.BEN2RefineMaskViTMatte), node_info(rm.BEN2RefineMask)
     assert info["experimental"] is True and plain["experimental"] is False
@@ -878,9 +878,9 @@ def test_load_ben_feeds_core_remove_background(monkeypatch, caplog):
     assert float(mask[1, :, :20].float().mean()) < 0.05 and float(mask[1, :, 33:].float().mean()) > 0.95
     assert float(mask[2].float().max()) < 0.05  # all dark: all background, and still one mask per image
     assert model.net.seen[-1][2:] == (1024, 1024) and comfy.progress[-1] == (3, 3)
-    # the same mask as our own node at the same size (up to the fp16 intermediate)
+    # the same mask as our own node at the same size (both fp16 intermediates now)
     _, ours = remove(img, model=model, working_size="1024")
-    assert torch.allclose(mask.float(), ours, atol=1e-3)
+    assert ours.dtype == torch.float16 and torch.equal(mask, ours)
     for resolution, used in ((768, 768), (512, 512), (1000, 1024), (256, 512), (4096, 1024), (640, 768)):
         caplog.clear()
         CoreRemoveBackground.execute(model, img[:1], resolution)
@@ -927,9 +927,11 @@ def test_no_fp16_on_gpus_core_marks_fp16_broken(monkeypatch, caplog):
     assert lb.resolve_precision("auto", cuda) == torch.float32
     assert lb.resolve_precision("fp16", cuda) == torch.float32
     assert any("fp16" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
-    assert lb.resolve_precision("bf16", cuda) == torch.bfloat16  # what the user asked for, not fp16
+    with pytest.warns(UserWarning, match="bf16 is not supported"):
+        assert lb.resolve_precision("bf16", cuda) == torch.float32  # no bf16 there either (core says so)
     install_comfy(monkeypatch, device="cuda", fp16_ok=lambda d: False, bf16_ok=lambda d: True)
     assert lb.resolve_precision("auto", cuda) == torch.bfloat16
+    assert lb.resolve_precision("bf16", cuda) == torch.bfloat16  # what the user asked for, not fp16
     install_comfy(monkeypatch, device="cuda")
     assert lb.resolve_precision("auto", cuda) == torch.float16
     assert lb.resolve_precision("fp16", cuda) == torch.float16

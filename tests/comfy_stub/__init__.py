@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import sys
 import types
+import weakref
 
 import torch
 
@@ -180,6 +181,26 @@ def _nbytes(t: torch.Tensor) -> int:
 VRAM_STATES = ("gpu-only", "highvram", "normal", "lowvram", "novram", "cpu")
 
 
+class _WeakList:
+    """``ns.patchers``: every patcher made, in order, held weakly (a record must not keep a model alive that
+    core would free); an entry is None once its patcher was freed."""
+
+    def __init__(self):
+        self._refs = []
+
+    def append(self, item):
+        self._refs.append(weakref.ref(item))
+
+    def __len__(self):
+        return len(self._refs)
+
+    def __getitem__(self, index):
+        return self._refs[index]()
+
+    def __iter__(self):
+        return (ref() for ref in self._refs)
+
+
 def install_comfy(monkeypatch, device="cpu", interrupt_after=None, dynamic=False, fp16_ok=None, bf16_ok=None,
                   intermediate_dtype=None, core="2026", vram="normal"):
     """Install fake ``comfy``, ``comfy.model_management``, ``comfy.model_patcher``, ``comfy.utils``.
@@ -241,7 +262,7 @@ def install_comfy(monkeypatch, device="cpu", interrupt_after=None, dynamic=False
     if vram == "cpu":
         device = "cpu"  # --cpu: cpu_state CPU, get_torch_device() is the CPU
     interrupt_cls = InterruptProcessingException if newer else LegacyInterruptProcessingException
-    ns = types.SimpleNamespace(calls=[], progress=[], patchers=[], checks=0, loaded=[],
+    ns = types.SimpleNamespace(calls=[], progress=[], patchers=_WeakList(), checks=0, loaded=[],
                                InterruptProcessingException=interrupt_cls)
     ns.interrupt_after, ns.interrupt_when, ns.interrupted = interrupt_after, None, False
 
@@ -278,10 +299,17 @@ def install_comfy(monkeypatch, device="cpu", interrupt_after=None, dynamic=False
         raise ValueError("intermediate_dtype() exists in 2026 cores only")
 
     class LoadedModel:
-        """core's LoadedModel: one entry of current_loaded_models (equal when it holds the same patcher)."""
+        """core's LoadedModel: one entry of current_loaded_models (equal when it holds the same patcher). It
+        holds its patcher weakly (model_management.py 0.3.64 lines 448-470, ``_set_model``: ``weakref.ref``):
+        core's list keeps no model alive; an entry whose patcher was freed is dead and dropped
+        (``cleanup_models``)."""
 
         def __init__(self, patcher):
-            self.model, self.device = patcher, patcher.load_device
+            self._model, self.device = weakref.ref(patcher), patcher.load_device
+
+        @property
+        def model(self):
+            return self._model()
 
         def __eq__(self, other):
             return self.model is other.model
@@ -297,8 +325,12 @@ def install_comfy(monkeypatch, device="cpu", interrupt_after=None, dynamic=False
             self.model.detach(unpatch_weights)
             return True
 
+    def cleanup_models():
+        ns.loaded[:] = [e for e in ns.loaded if e.model is not None]
+
     def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
                         force_full_load=False):
+        cleanup_models()
         ns.calls.append(("load_models_gpu", list(models), memory_required, force_full_load))
         to_load = []
         for patcher in dict.fromkeys(models):
@@ -323,6 +355,7 @@ def install_comfy(monkeypatch, device="cpu", interrupt_after=None, dynamic=False
         """core's free_memory on a device with no free memory of its own: unload until memory_required is
         free (a dynamic model is left alone when the memory is for another dynamic model)."""
         ns.calls.append(("free_memory", memory_required, str(device)))
+        cleanup_models()
         unloaded = []
         for entry in list(ns.loaded):
             if (device is not None and entry.device != device) or entry in keep_loaded:
@@ -357,7 +390,8 @@ def install_comfy(monkeypatch, device="cpu", interrupt_after=None, dynamic=False
     mm.load_model_gpu = lambda model: load_models_gpu([model])
     mm.free_memory = free_memory
     mm.unload_all_models = unload_all_models
-    mm.loaded_models = lambda only_currently_used=False: [e.model for e in ns.loaded]
+    mm.loaded_models = lambda only_currently_used=False: [e.model for e in ns.loaded if e.model is not None]
+    mm.cleanup_models = cleanup_models
     mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
     mm.processing_interrupted = lambda: ns.interrupted
     mm.interrupt_current_processing = interrupt_current_processing
