@@ -10,9 +10,21 @@ the state lives outside, and this module follows the picture's motion instead:
   grey frames box-averaged to a longest side of about ``analysis_size``, the new one shifted to the old
   one's mean brightness: a fade is no motion), in both directions. The previous steadied alpha, and the
   colours it was steadied with (carried exactly like the alpha), are warped along the flow at full size;
-* **trust in the warp**, per pixel: the two flows must agree (forward-backward consistency; a pixel
-  whose flow leaves the frame has none, nor have its neighbours), and the carried colours must match the
-  new frame at full resolution (absolute difference over RGB less each channel's median difference,
+* **alpha belongs to the subject**: a per-frame model's flicker lives in the subject's edge band (hair,
+  the silhouette), whose pixels mix the subject with a background that may move otherwise (a tracking
+  shot: the subject stays put while the background slides; a subject walking against a pan). Neither the
+  band's flow nor its colours say where its alpha went, so within ``subject_reach`` (analysis pixels) of
+  the subject's sure foreground (the new alpha >= ``sure_foreground``, 3 analysis pixels in from its rim,
+  where the flow is the subject's own) the carried state moves with the subject: its motion is spread
+  from the inside over the band by normalised convolution. Three candidates are spread: none, the
+  picture's flow, and the flow of the frames with their alpha multiplied in, which follows the outline (a
+  plain-coloured subject has no texture of its own to follow). The one whose carried colours match the
+  subject's inside best wins; a tie, as on a plain subject, goes to the outline. The trust in the band
+  is the subject's: how well the carried colours match inside, spread like the motion, and the carried
+  alpha may not differ from the new one by more than flicker does (``alpha_low`` .. ``alpha_high``);
+* **trust in the warp** elsewhere, per pixel: the two flows must agree (forward-backward consistency; a
+  pixel whose flow leaves the frame has none, nor have its neighbours), and the carried colours must match
+  the new frame at full resolution (absolute difference over RGB less each channel's median difference,
   averaged over 3 x 3 pixels, the largest within ``window`` pixels, less the frame's noise floor: its
   median, at most half of ``motion_high``). Below ``motion_low`` the warp is trusted fully, above
   ``motion_high`` not at all. Because the colours are carried with the alpha, a carried matte that has
@@ -21,8 +33,8 @@ the state lives outside, and this module follows the picture's motion instead:
   on textureless areas; a still part keeps its sharpness). Occlusion, disocclusion, fast or non-rigid
   motion the flow misses and motion blur fail these checks, and there the new frame's alpha is taken as
   it is: no lag, no ghost edges, no smeared hair;
-* **scene cuts**: when more than ``cut_fraction`` of the pixels fail, the shot has changed and the
-  state starts again from the new frame;
+* **scene cuts**: when more than ``cut_fraction`` of the pixels fail the colour check (before the
+  subject's judgement), the shot has changed and the state starts again from the new frame;
 * **confidence**: only alpha the model is unsure of is carried. A pixel whose new alpha is sure
   (``<= sure_background`` or ``>= sure_foreground``) is passed through unchanged; between the two the
   weight rises over ``confidence_ramp`` to full.
@@ -81,7 +93,7 @@ def _import_cv2():
 
 @dataclass(frozen=True)
 class StabilizerOptions:
-    """Settings of :class:`AlphaStabilizer` (defaults chosen on ``benchmarks/bench_temporal.py``).
+    """Settings of :class:`AlphaStabilizer` (defaults chosen on ``benchmarks/bench_temporal.py``, seeds 0-2).
 
     Attributes:
         strength: the largest weight of the previous (warped) output (0 = off, < 1), reached where the warp
@@ -100,6 +112,10 @@ class StabilizerOptions:
             length); memory holds at most twice this many frames.
         sure_background, sure_foreground: new alpha at or beyond these passes through unchanged.
         confidence_ramp: alpha distance beyond the sure thresholds over which the weight rises to full.
+        subject_reach: pixels at the analysis size over which the subject's motion and trust are spread
+            from its sure inside across its edge band (0: no subject motion, the 0.3 behaviour).
+        alpha_low, alpha_high: disagreement between the carried alpha (moved with the subject) and the new
+            one (3 x 3 mean) below which the subject's trust holds fully and above which not at all.
     """
 
     strength: float = 0.85
@@ -113,7 +129,10 @@ class StabilizerOptions:
     lookahead: int = 16
     sure_background: float = 0.02
     sure_foreground: float = 0.98
-    confidence_ramp: float = 0.15
+    confidence_ramp: float = 0.05
+    subject_reach: int = 24
+    alpha_low: float = 0.4
+    alpha_high: float = 0.8
 
     def check(self) -> "StabilizerOptions":
         """Return self, or raise ValueError naming the bad setting and its range."""
@@ -142,6 +161,11 @@ class StabilizerOptions:
                              f"{self.sure_foreground!r}")
         if not self.confidence_ramp > 0.0:
             raise ValueError(f"confidence_ramp must be > 0, got {self.confidence_ramp!r}")
+        if not is_int(self.subject_reach) or self.subject_reach < 0:
+            raise ValueError(f"subject_reach must be an int >= 0 (pixels at the analysis size), got {self.subject_reach!r}")
+        if not 0.0 <= self.alpha_low < self.alpha_high:
+            raise ValueError(f"need 0 <= alpha_low < alpha_high (alpha disagreement in 0..1), got {self.alpha_low!r}, "
+                             f"{self.alpha_high!r}")
         return self
 
 
@@ -172,6 +196,25 @@ def _lands_inside(flow: torch.Tensor) -> torch.Tensor:
     return ((x > -0.5) & (x < w - 0.5) & (y > -0.5) & (y < h - 0.5)).to(flow.dtype)
 
 
+# a plain subject's inside matches every candidate motion as well: its outline's motion wins such a tie
+# unless another candidate matches better by this share of motion_low
+_TIE_MARGIN = 0.5
+
+
+def _box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
+    """``[h, w]`` -> ``[h, w]``: the mean over a (2r+1)^2 box, twice (close to a Gaussian of sigma ~ 0.8 r), the
+    box cut at the border (only pixels inside count)."""
+    y = x[None, None]
+    for _ in range(2):
+        y = F.avg_pool2d(y, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+    return y[0, 0]
+
+
+def _upsample(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``[C, h', w']`` -> ``[C, h, w]`` (bilinear)."""
+    return F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+
+
 def _match_brightness(grey: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """``grey`` (uint8) shifted so that its mean brightness is the ``reference``'s: optical flow assumes
     constant brightness, and a fade or an exposure change would otherwise read as motion."""
@@ -199,8 +242,8 @@ class _Buffered:
     def __init__(self, alpha: torch.Tensor, forward: torch.Tensor, rgb: torch.Tensor):
         self.alpha, self.forward = alpha.to(torch.float16), forward.to(torch.float16)
         self.rgb = rgb.mul(255.0).round_().to(torch.uint8)
-        # (flow from this frame to the next, its consistency), both at the analysis size; or
-        # (None, None) without motion compensation
+        # the motion from this frame to the next (see AlphaStabilizer._motion); () without motion
+        # compensation
         self.link: Optional[tuple] = None
 
 
@@ -306,6 +349,26 @@ class AlphaStabilizer:
         """``[2, h, w]`` float32 flow at the analysis size with ``a(x) ~ b(x + flow(x))``."""
         return torch.from_numpy(self._dis.calc(a, b, None)).to(device).permute(2, 0, 1).contiguous()
 
+    def _motion(self, cur: tuple, prev: tuple, device) -> tuple:
+        """Both motions between two frames, each given as (grey, premultiplied grey) analysis images:
+        ``(forward, backward)``, each ``(flow, its consistency, subject flow, its consistency)`` at the analysis
+        size; forward maps this frame into the previous one (``cur(x) ~ prev(x + flow(x))``), backward the
+        previous one into this (what the backward pass carries along)."""
+        out = []
+        for a, b in zip(cur, prev):
+            to_prev = self._flow(a, b, device)
+            to_cur = self._flow(b, a, device)
+            out.append((to_prev, self._consistency(to_prev, to_cur), to_cur, self._consistency(to_cur, to_prev)))
+        (f, fc, b, bc), (sf, sfc, sb, sbc) = out
+        return (f, fc, sf, sfc), (b, bc, sb, sbc)
+
+    @staticmethod
+    def _premultiplied(grey: np.ndarray, alpha: torch.Tensor) -> np.ndarray:
+        """The analysis image ``grey`` (uint8 ``[h, w]``) with ``alpha`` (``[H, W]``, box-averaged to ``h x w``)
+        multiplied in, the grey lifted to 64..255 so that a dark subject still shows its outline."""
+        small = F.adaptive_avg_pool2d(alpha[None, None].float(), grey.shape)[0, 0].cpu().numpy()
+        return (small * (64.0 + grey.astype(np.float32) * (191.0 / 255.0))).round().astype(np.uint8)
+
     def _consistency(self, flow: torch.Tensor, back: torch.Tensor) -> torch.Tensor:
         """``[h, w]`` in 0..1 at the analysis size: how well ``flow`` (this frame -> the other) and ``back``
         (the other -> this) agree: going there and back should end where it began."""
@@ -349,21 +412,50 @@ class AlphaStabilizer:
         unsure = (alpha - mid).abs_().neg_().add_(half).div_(o.confidence_ramp).clamp_(0.0, 1.0)
         return unsure.mul_(trust).mul_(o.strength)
 
+    def _inside(self, alpha: torch.Tensor, size: tuple) -> torch.Tensor:
+        """``[h, w]`` in 0..1 at the analysis ``size``: the new frame's sure foreground well inside the subject
+        (its alpha box-averaged to the analysis size, eroded by 3 px there, ramped up to full at
+        ``sure_foreground``): the subject's rim is left out, its flow is pulled towards the background's
+        (the flow's patches straddle it)."""
+        o = self.options
+        small = F.adaptive_avg_pool2d(alpha[None, None], size)
+        small = -F.max_pool2d(-small, 7, stride=1, padding=3)[0, 0]
+        lo = o.sure_foreground - o.confidence_ramp
+        return small.sub_(lo).div_(o.sure_foreground - lo).clamp_(0.0, 1.0)
+
+    def _spread(self, x: torch.Tensor, weight: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+        """Normalised convolution at the analysis size: the ``weight``-ed mean of ``x`` (``[..., h, w]``) within
+        ``subject_reach`` (``support``: the weight's own mean there, see :func:`_box_mean`)."""
+        r = self.options.subject_reach
+        flat = x.reshape(-1, *x.shape[-2:])
+        out = torch.stack([_box_mean(c * weight, r) for c in flat]).div_(support.clamp(min=1e-6))
+        return out.reshape(x.shape)
+
     def _carry(self, alpha: torch.Tensor, rgb: torch.Tensor, carried_alpha: torch.Tensor,
-               carried_rgb: torch.Tensor, flow: Optional[torch.Tensor], consistent: Optional[torch.Tensor]):
+               carried_rgb: torch.Tensor, motion: Optional[tuple]):
         """One step of the recursion (either direction): the carried alpha and colours (``[H, W]``,
-        ``[3, H, W]``) are warped along ``flow`` (analysis size; None: where they are) into this frame and
-        blended with its ``alpha`` and ``rgb`` by ``strength * trust * unsure``. The colours are carried
-        the same way as the alpha, so a carried matte that drifts from the picture shows as a colour
-        mismatch and is let go. Returns ``(alpha, rgb, share of untrusted pixels as a 0-d tensor)``."""
+        ``[3, H, W]``) are warped into this frame and blended with its ``alpha`` and ``rgb`` by
+        ``strength * trust * unsure``. Returns ``(alpha, rgb, share of untrusted pixels as a 0-d tensor)``.
+
+        Away from the subject they move along ``flow`` (analysis size; None: they stay where they are),
+        trusted where the carried colours match the frame. Within ``subject_reach`` of the subject's sure
+        foreground they move with the subject (:meth:`_subject_flow`): the edge band's own pixels mix the
+        subject with a background that may move otherwise, so neither their flow nor their colours say
+        where the alpha went. There the trust is the subject's: how well the colours carried with it match
+        inside, extended over the band like its flow, and the carried alpha must not disagree with the new
+        one by more than flicker does (``alpha_low`` .. ``alpha_high``): a missed motion or a swaying strand
+        is let go. The share of untrusted pixels (the cut test) is the first, colour-only judgement's."""
         h, w = alpha.shape
         step = max(1, int((h * w / 250_000) ** 0.5))  # ~250k pixels give a frame's medians plenty well
         mismatch = self._mismatch(rgb, carried_rgb, step)
-        if flow is not None:
+        if motion is None:
+            trust = self._colour_trust(mismatch, step)
+        else:
+            flow, consistent = motion[:2]
             fh, fw = flow.shape[1:]
-            full = F.interpolate(flow[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-            full[0].mul_(w / fw)
-            full[1].mul_(h / fh)
+            scale = torch.tensor([w / fw, h / fh], dtype=flow.dtype, device=flow.device).view(2, 1, 1)
+            full = _upsample(flow, h, w).mul_(scale)
+            state = (carried_alpha, carried_rgb)
             moved_alpha = _warp(carried_alpha[None], full)[0]
             moved_rgb = _warp(carried_rgb, full)
             moved_mismatch = self._mismatch(rgb, moved_rgb, step)
@@ -373,15 +465,73 @@ class AlphaStabilizer:
             carried_alpha = torch.where(stay, carried_alpha, moved_alpha)
             carried_rgb = torch.where(stay, carried_rgb, moved_rgb)
             mismatch = torch.minimum(mismatch, moved_mismatch)
-            consistent = F.interpolate(consistent[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-            trust = self._colour_trust(mismatch, step).mul_(torch.where(stay, 1.0, consistent))
-        else:
-            trust = self._colour_trust(mismatch, step)
+            consistent_full = _upsample(consistent[None], h, w)[0]
+            trust = self._colour_trust(mismatch, step).mul_(torch.where(stay, 1.0, consistent_full))
+            if self.options.subject_reach > 0:
+                untrusted = (trust < 0.5).float().mean()
+                carried_alpha, carried_rgb, trust = self._carry_subject(
+                    alpha, rgb, state, (carried_alpha, carried_rgb, trust), motion, step)
+                return self._blend(alpha, rgb, carried_alpha, carried_rgb, trust) + (untrusted,)
         untrusted = (trust < 0.5).float().mean()
+        return self._blend(alpha, rgb, carried_alpha, carried_rgb, trust) + (untrusted,)
+
+    def _carry_subject(self, alpha, rgb, state, background, motion, step):
+        """Near the subject, the carried ``state`` (alpha, colours) moved with the subject and the subject's
+        trust (see :meth:`_carry`), blended into the ``background`` judgement (alpha, colours, trust) by how
+        near the subject each pixel is.
+
+        The subject's motion is one of three candidates, each spread from the subject's inside over the
+        band: none, the picture's flow, and the flow of the frames with their alpha multiplied in (which
+        follows the outline: a plain-coloured subject has no texture of its own to follow). The candidate
+        whose carried colours match the subject's inside best wins; a tie, as on a plain subject, goes to
+        the outline's motion."""
+        o = self.options
+        h, w = alpha.shape
+        flow, consistent, outline, outline_consistent = motion
+        fh, fw = flow.shape[1:]
+        inside = self._inside(alpha, (fh, fw))
+        support = _box_mean(inside, o.subject_reach)
+        scale = torch.tensor([w / fw, h / fh], dtype=flow.dtype, device=flow.device).view(2, 1, 1)
+        best = None
+        for k, (f, c) in enumerate(((None, None), (flow, consistent), (outline, outline_consistent))):
+            if f is None:
+                moved_alpha, moved_rgb = state
+            else:
+                wf = inside * c
+                spread = self._spread(f, wf, _box_mean(wf, o.subject_reach))
+                full = _upsample(spread, h, w).mul_(scale)
+                moved_alpha, moved_rgb = _warp(state[0][None], full)[0], _warp(state[1], full)
+            mismatch = self._mismatch(rgb, moved_rgb, step)
+            inner = F.adaptive_avg_pool2d(mismatch[None, None], (fh, fw))[0, 0]
+            score = _upsample(self._spread(inner, inside, support)[None], h, w)[0]
+            if k == 2:
+                score -= _TIE_MARGIN * o.motion_low
+            if best is None:
+                best = [score, moved_alpha, moved_rgb, mismatch]
+            else:
+                better = score < best[0]
+                best[0] = torch.where(better, score, best[0])
+                best[1] = torch.where(better, moved_alpha, best[1])
+                best[2] = torch.where(better[None], moved_rgb, best[2])
+                best[3] = torch.where(better, mismatch, best[3])
+        _, s_alpha, s_rgb, mismatch = best
+        inner_trust = F.adaptive_avg_pool2d(self._colour_trust(mismatch, step)[None, None], (fh, fw))[0, 0]
+        band = self._spread(inner_trust, inside, support)
+        r = o.subject_reach
+        near = F.max_pool2d(inside[None, None], 2 * r + 1, stride=1, padding=r)[0, 0]
+        up = _upsample(torch.stack([band, near]), h, w)
+        disagree = F.avg_pool2d(F.pad((s_alpha - alpha).abs_()[None, None], [1] * 4, mode="replicate"), 3, stride=1)[0, 0]
+        s_trust = _ramp_down(disagree, o.alpha_low, o.alpha_high).mul_(up[0].clamp_(0.0, 1.0))
+        near_full = up[1]
+        bg_alpha, bg_rgb, bg_trust = background
+        return (torch.lerp(bg_alpha, s_alpha, near_full), torch.lerp(bg_rgb, s_rgb, near_full),
+                torch.lerp(bg_trust, s_trust, near_full))
+
+    def _blend(self, alpha, rgb, carried_alpha, carried_rgb, trust):
         wgt = self._weight(alpha, trust)
         out = torch.sub(carried_alpha, alpha).mul_(wgt).add_(alpha)
         colour = torch.sub(carried_rgb, rgb).mul_(wgt).add_(rgb)
-        return out, colour, untrusted
+        return out, colour
 
     def _step(self, rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """The forward (causal) recursion for one frame; in bidirectional mode it also buffers the frame."""
@@ -389,20 +539,20 @@ class AlphaStabilizer:
         a = alpha.to(torch.float32).clamp(0.0, 1.0)  # a new tensor: the state never aliases the caller's
         out, colour, link = a, cur.rgb, None
         if self._prev is not None and self.options.strength > 0.0:
-            to_prev = to_cur = consistent = None
+            motion = back = None
             if self._dis is not None and min(cur.grey.shape) >= 12:  # DIS needs 12 px; a tiny clip goes without
                 grey = _match_brightness(cur.grey, self._prev.grey)  # a fade is no motion
-                to_prev = self._flow(grey, self._prev.grey, a.device)  # cur(x) ~ prev(x + to_prev(x))
-                to_cur = self._flow(self._prev.grey, grey, a.device)
-                consistent = self._consistency(to_prev, to_cur)
-            steady, steady_rgb, untrusted = self._carry(a, cur.rgb, self._prev_out, self._prev_colour, to_prev,
-                                                        consistent)
+                # the picture's motion, and the subject's: the frames with their alpha (the previous frame's
+                # steadied) multiplied in, so a background sliding behind the subject is no motion of its
+                motion, back = self._motion((grey, self._premultiplied(cur.grey, a)),
+                                            (self._prev.grey, self._premultiplied(self._prev.grey, self._prev_out)),
+                                            a.device)
+            steady, steady_rgb, untrusted = self._carry(a, cur.rgb, self._prev_out, self._prev_colour, motion)
             if bool(untrusted > self.options.cut_fraction):  # one host sync a frame
                 self.cuts += 1  # a new shot: start again from this frame (in both directions)
             else:
                 out, colour = steady, steady_rgb
-                if self.mode == "bidirectional":
-                    link = (to_cur, None if to_cur is None else self._consistency(to_cur, to_prev))
+                link = back if back is not None else ()  # () = linked, without motion compensation
         if self.mode == "bidirectional":
             if self._pending:
                 self._pending[-1].link = link
@@ -426,7 +576,7 @@ class AlphaStabilizer:
             if carried is None or it.link is None:
                 carried, carried_rgb = a, rgb
             else:
-                carried, carried_rgb, _ = self._carry(a, rgb, carried, carried_rgb, *it.link)
+                carried, carried_rgb, _ = self._carry(a, rgb, carried, carried_rgb, it.link or None)
             if i < count:
                 outs[i] = torch.add(carried, it.forward.to(torch.float32)).mul_(0.5)
         del items[:count]

@@ -81,7 +81,7 @@ def test_recursion_on_a_still_clip_matches_the_formula():
 
 def test_bidirectional_is_the_mean_of_a_forward_and_a_backward_pass():
     """Identical frames (trusted everywhere): the forward recursion as above, the same backwards from the
-    last frame, and their mean, computed here in float64 (the buffer holds float16: 1e-3)."""
+    last frame (over the float16 values the buffer holds), and their mean, computed here in float64."""
     h, w, t = 5, 7, 9
     frames = torch.rand(3, h, w, generator=torch.Generator().manual_seed(3)).expand(t, 3, h, w).clone()
     alphas = torch.rand(t, h, w, generator=torch.Generator().manual_seed(4))
@@ -92,14 +92,15 @@ def test_bidirectional_is_the_mean_of_a_forward_and_a_backward_pass():
         return a + o.strength * unsure * (prev - a)
 
     a = alphas.double()
-    fwd, bwd = [a[0]], [a[-1]]
+    held = alphas.half().double()  # the buffer holds the alpha and the forward pass as float16
+    fwd, bwd = [a[0]], [held[-1]]
     for i in range(1, t):
         fwd.append(step(a[i], fwd[-1]))
-        bwd.append(step(a[t - 1 - i], bwd[-1]))
-    want = (torch.stack(fwd) + torch.stack(bwd[::-1])) / 2
+        bwd.append(step(held[t - 1 - i], bwd[-1]))
+    want = (torch.stack(fwd).half().double() + torch.stack(bwd[::-1])) / 2
     got = stabilize_alpha(frames, alphas, mode="bidirectional", lookahead=16)  # one block: the whole clip
     assert got.shape == alphas.shape and got.dtype == torch.float32
-    torch.testing.assert_close(got.double(), want, atol=1e-3, rtol=0)
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("mode", ["causal", "bidirectional"])
@@ -144,6 +145,77 @@ def test_a_pan_is_followed_flicker_damped_without_lag():
     err = ((steady[2:] - truth[2:]) ** 2)[ring[2:]].mean()
     assert err < 0.5 * ((pred[2:] - truth[2:]) ** 2)[ring[2:]].mean()  # closer to the truth, not lagging it
     assert AlphaStabilizer().flow_used == "dis"
+
+
+def _subject_shot(t=10, h=72, w=120, subject_step=0, background_step=4, plain=False, seed=0):
+    """A clean clip (no sensor noise): a textured background sliding ``background_step`` px per frame to the
+    right, and a soft-edged disc (textured, or one plain colour) moving ``subject_step`` px per frame in the
+    picture. The disc's edge band flickers as a per-frame network's does: the edge moves in and out by up to
+    1 px, a new random amount in each of 8 sectors, every frame. Returns frames, true alpha, flickering alpha."""
+    span = abs(background_step) * t + 8
+    big = _texture(h, w + span, seed)
+    own = _texture(h, w + abs(subject_step) * t + 40, seed + 3) * 0.5 + 0.3
+    yy = torch.arange(h, dtype=torch.float32).view(h, 1)
+    xx = torch.arange(w, dtype=torch.float32).view(1, w)
+    g = torch.Generator().manual_seed(seed + 1)
+    frames, truth, pred = [], [], []
+    for i in range(t):
+        off = background_step * (t - i) if background_step > 0 else -background_step * i
+        bg = big[:, :, off:off + w]
+        cx = w / 2 - subject_step * t / 2 + subject_step * i
+        r = torch.sqrt((xx - cx) ** 2 + (yy - h / 2) ** 2)
+        theta = torch.atan2(yy - h / 2, xx - cx)
+        a = torch.sigmoid((16 - r) / 1.5)
+        if plain:
+            fg = torch.tensor([0.2, 0.35, 0.7]).view(3, 1, 1).expand(3, h, w)
+        else:  # the disc's own texture moves with it
+            s0 = int(round(subject_step * t / 2 - subject_step * i)) + 20
+            fg = own[:, :, s0:s0 + w]
+        frames.append(a * fg + (1 - a) * bg)
+        truth.append(a)
+        jitter = (torch.rand(8, generator=g) * 2 - 1)[((theta + math.pi) / (2 * math.pi) * 8).long().clamp(0, 7)]
+        pred.append(torch.sigmoid((16 + jitter - r) / 1.5))
+    return torch.stack(frames).clamp(0, 1), torch.stack(truth), torch.stack(pred)
+
+
+def _band_flicker(x, truth):
+    """Mean |temporal-gradient error| over the pixels where the truth is unsure (from the 3rd frame on)."""
+    ring = (truth > 0.05) & (truth < 0.95)
+    return float(((x[2:] - truth[2:]) - (x[1:-1] - truth[1:-1]))[ring[2:]].abs().mean())
+
+
+def _band_error(x, truth):
+    ring = (truth > 0.05) & (truth < 0.95)
+    return float(((x[2:] - truth[2:]) ** 2)[ring[2:]].mean())
+
+
+@pytest.mark.parametrize("mode", ["causal", "bidirectional"])
+@pytest.mark.parametrize("background_step", [3, 8])
+def test_a_still_subject_under_a_panning_background_keeps_its_matte(mode, background_step):
+    """A tracking shot: the subject stays put in the picture while the background slides behind it. Its edge
+    band mixes the subject with a moving background, yet its matte is the subject's: the flicker is damped
+    there as on a still shot, and the matte stays where the truth is."""
+    frames, truth, pred = _subject_shot(background_step=background_step)
+    steady = stabilize_alpha(frames, pred, mode=mode)
+    assert _band_flicker(steady, truth) < 0.5 * _band_flicker(pred, truth)
+    assert _band_error(steady, truth) < 0.6 * _band_error(pred, truth)
+
+
+@pytest.mark.parametrize("mode", ["causal", "bidirectional"])
+@pytest.mark.parametrize("plain", [False, True])
+def test_a_moving_subject_s_matte_moves_with_it_not_with_the_background(mode, plain):
+    """The subject walks 4 px per frame one way while the camera pans 3 px per frame the other (the subject
+    textured, or one plain colour with no texture of its own to follow): its matte goes with the subject,
+    so the flicker is damped without lag or ghost edge (the error in the edge band falls, it does not grow)."""
+    frames, truth, pred = _subject_shot(subject_step=4, background_step=-3, plain=plain)
+    steady = stabilize_alpha(frames, pred, mode=mode)
+    # a plain subject's motion is read off its flickering outline alone: less is steadied
+    assert _band_flicker(steady, truth) < (0.8 if plain else 0.6) * _band_flicker(pred, truth)
+    assert _band_error(steady, truth) < 0.8 * _band_error(pred, truth)
+    # no ghost: where the disc was two frames ago and the background is now, nothing of the disc is carried
+    uncovered = (truth[:-2] > 0.5) & (truth[2:] < 0.1)
+    assert int(uncovered.sum()) > 20
+    assert float((steady[2:] - pred[2:])[uncovered].max()) < 0.08  # a ghost edge would carry tens of percent
 
 
 def test_disoccluded_background_takes_the_new_alpha():
@@ -297,6 +369,8 @@ def test_reset_starts_a_new_clip_and_sizes_must_match():
     ({"window": 4}, "window"), ({"analysis_size": 8}, "analysis_size"), ({"flow": "farneback"}, "flow"),
     ({"flow_tolerance": 0}, "flow_tolerance"), ({"cut_fraction": 0}, "cut_fraction"), ({"lookahead": 0}, "lookahead"),
     ({"sure_background": 0.9, "sure_foreground": 0.1}, "sure_background"), ({"confidence_ramp": 0}, "confidence_ramp"),
+    ({"subject_reach": -1}, "subject_reach"), ({"subject_reach": 2.5}, "subject_reach"),
+({"alpha_low": 0.5, "alpha_high": 0.5}, "alpha_low"),
     ({"mode": "both"}, "mode"),
 ])
 def test_bad_options_name_the_setting(kwargs, match):
@@ -337,8 +411,9 @@ def test_synthetic_clip_meets_the_targets_at_small_size():
     steady = stabilize_alpha(clip["frames"], pred)
     raw = temporal_metrics(pred, clip["alpha"], clip["segment"])
     st = temporal_metrics(steady, clip["alpha"], clip["segment"])
-    for name in ("still",) + MOVING_SEGMENTS:
+    moving = [name for name in MOVING_SEGMENTS if name in raw]
+    for name in ["still"] + moving:
         assert st[name]["dtssd"] <= 0.5 * raw[name]["dtssd"], name
-    for name in MOVING_SEGMENTS:
+    for name in moving:
         assert st[name]["moving_edge_mse"] <= 1.05 * raw[name]["moving_edge_mse"], name
     assert st["clip"]["mse"] <= 0.9 * raw["clip"]["mse"]
