@@ -45,7 +45,8 @@ import torch
 
 from .synthetic_matting import _smooth_noise, coarsen_alpha, gaussian_blur
 
-__all__ = ["SEGMENTS", "MOVING_SEGMENTS", "SHOTS", "make_clip", "make_shot", "simulate_model", "temporal_metrics"]
+__all__ = ["SEGMENTS", "MOVING_SEGMENTS", "SHOTS", "make_clip", "make_shot", "simulate_model", "stable_alpha",
+           "temporal_metrics"]
 
 SEGMENTS = ("still", "pan3", "pan8", "subject4", "cut")
 MOVING_SEGMENTS = ("pan3", "pan8", "subject4", "cut", "track3", "track8", "counter")
@@ -179,16 +180,26 @@ def make_clip(height: int = 360, width: int = 640, frames_per_segment: int = 24,
     return {"frames": torch.stack(frames), "alpha": torch.stack(alphas), "segment": segment, "fps": 24}
 
 
+def stable_alpha(alpha: torch.Tensor, model_size: int = 1024, coarsen: float = 2.0) -> torch.Tensor:
+    """The part of :func:`simulate_model`'s prediction that does not flicker: the truth ``alpha`` [T,H,W] as a
+    network that sees the clip's longest side at ``max(H, W) / coarsen`` px (at most ``model_size``) outputs
+    it. Its own temporal error is the flicker-free floor no stabiliser removes. Returns [T,H,W] 0..1."""
+    t, h, w = alpha.shape
+    return coarsen_alpha(alpha, model_size=min(model_size, round(max(h, w) / coarsen)), blur_sigma=0.8)
+
+
 def simulate_model(alpha: torch.Tensor, seed: int = 1, flicker: float = 0.22, model_size: int = 1024,
-                   edge_jitter: float = 0.0, blobs: float = 1.2) -> torch.Tensor:
+                   edge_jitter: float = 0.0, blobs: float = 1.2, coarsen: float = 2.0) -> torch.Tensor:
     """A flickering per-frame prediction of ``alpha`` [T,H,W]: the truth as a ``model_size`` network sees it
     (stable) plus, per frame, smooth random error where the truth is uncertain and a few faint
     false-positive blobs (``blobs``: their gain; 0: none); with ``edge_jitter`` > 0 the edge band also moves in and out by a smooth random
     displacement of up to that many pixels (first order: displacement x the stable alpha's gradient
-    magnitude), new every frame. Returns [T,H,W] float32 0..1."""
+    magnitude), new every frame. ``coarsen``: the clip's longest side over the side the model sees (2: a
+    1024 network on a 2048-wide clip; its stable error is what no stabiliser removes, see
+    ``bench_temporal``'s flicker-free floor). Returns [T,H,W] float32 0..1."""
     g = torch.Generator().manual_seed(seed)
     t, h, w = alpha.shape
-    stable = coarsen_alpha(alpha, model_size=min(model_size, max(h, w) // 2), blur_sigma=0.8)
+    stable = stable_alpha(alpha, model_size, coarsen)
     unsure = gaussian_blur((4 * stable * (1 - stable)).clamp(0, 1)[:, None], 2.0)[:, 0].clamp(0, 1)
     if edge_jitter > 0:
         gy, gx = torch.gradient(stable, dim=(1, 2))
@@ -205,11 +216,12 @@ def simulate_model(alpha: torch.Tensor, seed: int = 1, flicker: float = 0.22, mo
 
 
 def make_shot(name: str, height: int = 360, width: int = 640, frames_per_segment: int = 24, seed: int = 0) -> tuple:
-    """One of :data:`SHOTS`: ``(clip, prediction)``: :func:`make_clip`'s dict and :func:`simulate_model`'s
-    flickering alpha for it (model seed ``seed + 100``)."""
+    """One of :data:`SHOTS`: ``(clip, prediction, stable)``: :func:`make_clip`'s dict, :func:`simulate_model`'s
+    flickering alpha for it (model seed ``seed + 100``) and that model's stable part (:func:`stable_alpha`)."""
     clip_kw, model_kw = SHOTS[name]
     clip = make_clip(height, width, frames_per_segment, seed=seed, **clip_kw)
-    return clip, simulate_model(clip["alpha"], seed=seed + 100, **model_kw)
+    stable = stable_alpha(clip["alpha"], coarsen=model_kw.get("coarsen", 2.0))
+    return clip, simulate_model(clip["alpha"], seed=seed + 100, **model_kw), stable
 
 
 def temporal_metrics(pred: torch.Tensor, gt: torch.Tensor, segment: list) -> dict:

@@ -158,20 +158,32 @@ def test_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
     assert "## Dynamic VRAM and Cancel" in md and "## Video stabiliser" in md
 
 
-def test_bench_temporal_prints_the_segment_table_and_its_targets():
-    """python -m benchmarks.bench_temporal on a tiny clip: a row per segment and metric for the four methods,
-    the flicker-free floor, the targets of both modes (the figures themselves are the benchmark's business)."""
+def test_bench_temporal_prints_the_segment_table_and_its_targets(tmp_path):
+    """python -m benchmarks.bench_temporal on tiny clips: a row per shot, segment and metric for the four methods,
+    the flicker-free floor and the flicker above it, the targets of both modes, and the tracking shot's strip
+    (the figures themselves are the benchmark's business)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    strip = tmp_path / "strip.png"
     r = subprocess.run([sys.executable, "-m", "benchmarks.bench_temporal", "--seeds", "0", "--size", "160x90",
-                        "--frames-per-segment", "5", "--no-cost"],
+                        "--frames-per-segment", "5", "--no-cost", "--shots", "classic,tracking",
+                        "--strip", str(strip)],
                        capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
     assert r.returncode in (0, 1), r.stderr  # 1: a target not met at this toy size
     out = r.stdout
-    assert "| segment | metric | per-frame | no flow | causal | bidirectional |" in out
+    assert "| shot | segment | metric | per-frame | no flow | causal | bidirectional |" in out
     for seg in ("still", "pan3", "pan8", "subject4", "cut", "clip"):
-        assert f"| {seg} | dtSSD |" in out, seg
-    assert "flicker-free floor" in out and "| causal: pan8 dtSSD ≤ 0.5× |" in out
-    assert "| bidirectional: clip MSE ≤ 0.9× |" in out
+        assert f"| classic | {seg} | dtSSD |" in out, seg
+    for seg in ("track3", "track8", "counter"):
+        assert f"| tracking | {seg} | flicker above the floor |" in out, seg
+    assert "flicker-free floor" in out and "| causal: classic pan8 dtSSD ≤ 0.5× |" in out
+    assert "| bidirectional: tracking track8 flicker above the floor ≤ 0.5× |" in out
+    assert "| bidirectional: tracking clip MSE ≤ 0.9× |" in out and "| causal: tracking still dtSSD ≤ 0.4× |" in out
+    from PIL import Image
+
+    assert Image.open(strip).size[0] > 100
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.bench_temporal", "--shots", "nope", "--no-cost"],
+                         capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
+    assert bad.returncode == 2 and "unknown shot" in bad.stderr
 
 
 def test_the_memory_formula_bounds_the_measured_peaks():
