@@ -48,9 +48,9 @@ chunk gives bit-identical results for any chunking, equal to :func:`stabilize_al
 back) and returns the mean of the two passes. The backward pass runs over blocks of ``lookahead``
 frames, each with ``lookahead`` frames of future behind it, so a frame comes out ``lookahead`` to
 ``2 * lookahead - 1`` frames after it went in and memory holds at most ``2 * lookahead`` frames (their
-alpha and forward pass as float16, their colours as uint8: about 14 MB a 1080p frame), whatever the
-length of the clip. (The backward weights fall as ``strength ** k``, 0.85 ** 16 = 7 %, so a longer
-look-ahead changes little.)
+alpha and forward pass as float16, their colours as uint8: about 14 MB a 1080p frame; their two motions
+to the next frame at the analysis size, 2 MB more), whatever the length of the clip. (The backward
+weights fall as ``strength ** k``, 0.85 ** 16 = 7 %, so a longer look-ahead changes little.)
 
 ``flow="none"`` skips the optical flow (the frames are compared where they are: flicker is damped only
 where the picture is still); ``"auto"`` (the default) uses OpenCV when it is installed and otherwise
