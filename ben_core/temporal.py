@@ -204,10 +204,55 @@ _TIE_MARGIN = 0.5
 def _box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
     """``[h, w]`` -> ``[h, w]``: the mean over a (2r+1)^2 box, twice (close to a Gaussian of sigma ~ 0.8 r), the
     box cut at the border (only pixels inside count)."""
-    y = x[None, None]
+    # a box cut at the border is separable exactly (its pixel count is the row's times the column's); each
+    # 1-D pass is a difference of running sums (float64: no drift over a row), whatever the reach
+    y = x
     for _ in range(2):
-        y = F.avg_pool2d(y, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
-    return y[0, 0]
+        y = _running_mean(_running_mean(y, r, -1), r, -2)
+    return y
+
+
+def _running_mean(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """``x`` averaged along ``dim`` over the ``2r+1`` values centred on each (only those inside count)."""
+    n = x.shape[dim]
+    sums = F.pad(x.to(torch.float64).movedim(dim, -1).cumsum(-1), (1, 0))
+    at = torch.arange(n, device=x.device)
+    hi, lo = (at + r + 1).clamp_(max=n), (at - r).clamp_(min=0)
+    out = (sums[..., hi] - sums[..., lo]).div_((hi - lo).to(torch.float64))
+    return out.to(x.dtype).movedim(-1, dim)
+
+
+def _running_max(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """The largest of the ``2r+1`` values along ``dim`` centred on each (cut at the border): windows doubled
+    ``log2(2r+1)`` times, then two overlapping ones (exact, and cheap whatever ``r``)."""
+    if r == 0:
+        return x
+    pad = [0, 0] * (x.dim() - 1 - dim % x.dim()) + [r, r]
+    m = F.pad(x, pad, value=float("-inf"))
+    length, p = 2 * r + 1, 1
+    while 2 * p <= length:
+        size = m.shape[dim] - p
+        m = torch.maximum(m.narrow(dim, 0, size), m.narrow(dim, p, size))
+        p *= 2
+    n = x.shape[dim]
+    return torch.maximum(m.narrow(dim, 0, n), m.narrow(dim, length - p, n))
+
+
+def _box_max(x: torch.Tensor, r: int) -> torch.Tensor:
+    """``[h, w]`` -> ``[h, w]``: the largest value within a (2r+1)^2 box (cut at the border)."""
+    return _running_max(_running_max(x, r, -1), r, -2)
+
+
+def _box_min(x: torch.Tensor, r: int) -> torch.Tensor:
+    """``[h, w]`` -> ``[h, w]``: the smallest value within a (2r+1)^2 box (cut at the border)."""
+    return _box_max(x.neg(), r).neg_()
+
+
+def _mean3(x: torch.Tensor) -> torch.Tensor:
+    """``[h, w]`` -> ``[h, w]``: the mean over 3 x 3 pixels, the border repeated."""
+    p = F.pad(x[None, None], [1] * 4, mode="replicate")[0, 0]
+    rows = p[:-2] + p[1:-1] + p[2:]
+    return (rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]).div_(9.0)
 
 
 def _upsample(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -379,7 +424,7 @@ class AlphaStabilizer:
         consistent = _ramp_down(err, slack + o.flow_tolerance ** 2, slack + (3 * o.flow_tolerance) ** 2)
         consistent.mul_(_lands_inside(flow))
         # a failure also distrusts its 3 x 3 neighbours: flow is least sure right beside an occlusion
-        return -F.max_pool2d(-consistent[None, None], 3, stride=1, padding=1)[0, 0]
+        return _box_min(consistent, 1)
 
     @staticmethod
     def _mismatch(new: torch.Tensor, moved: torch.Tensor, step: int) -> torch.Tensor:
@@ -389,8 +434,7 @@ class AlphaStabilizer:
         over 3 x 3 pixels."""
         diff = new - moved
         diff -= diff[:, ::step, ::step].reshape(3, -1).median(dim=1).values.view(3, 1, 1)
-        mismatch = diff.abs_().mean(dim=0, keepdim=True)[None]
-        return F.avg_pool2d(F.pad(mismatch, [1] * 4, mode="replicate"), 3, stride=1)[0, 0]
+        return _mean3(diff.abs_().mean(dim=0))
 
     def _colour_trust(self, mismatch: torch.Tensor, step: int) -> torch.Tensor:
         """``[H, W]`` in 0..1 from :meth:`_mismatch`: less the frame's noise floor (its median mismatch: sensor
@@ -400,7 +444,7 @@ class AlphaStabilizer:
         floor = mismatch[::step, ::step].median().clamp(max=0.5 * o.motion_high)  # 0-d: no host sync
         r = o.window // 2
         if r:
-            mismatch = F.max_pool2d(mismatch[None, None], o.window, stride=1, padding=r)[0, 0]
+            mismatch = _box_max(mismatch, r)
         return _ramp_down(mismatch.sub(floor).clamp_(min=0.0), o.motion_low, o.motion_high)
 
     def _weight(self, alpha: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
@@ -418,8 +462,7 @@ class AlphaStabilizer:
         ``sure_foreground``): the subject's rim is left out, its flow is pulled towards the background's
         (the flow's patches straddle it)."""
         o = self.options
-        small = F.adaptive_avg_pool2d(alpha[None, None], size)
-        small = -F.max_pool2d(-small, 7, stride=1, padding=3)[0, 0]
+        small = _box_min(F.adaptive_avg_pool2d(alpha[None, None], size)[0, 0], 3)
         lo = o.sure_foreground - o.confidence_ramp
         return small.sub_(lo).div_(o.sure_foreground - lo).clamp_(0.0, 1.0)
 
@@ -456,8 +499,8 @@ class AlphaStabilizer:
             scale = torch.tensor([w / fw, h / fh], dtype=flow.dtype, device=flow.device).view(2, 1, 1)
             full = _upsample(flow, h, w).mul_(scale)
             state = (carried_alpha, carried_rgb)
-            moved_alpha = _warp(carried_alpha[None], full)[0]
-            moved_rgb = _warp(carried_rgb, full)
+            moved = _warp(torch.cat((carried_alpha[None], carried_rgb)), full)  # one grid for both
+            moved_alpha, moved_rgb = moved[0], moved[1:]
             moved_mismatch = self._mismatch(rgb, moved_rgb, step)
             # where the carried state fits as well unmoved, it stays where it is: flow is guesswork where the
             # picture has no texture (and a still part keeps its sharpness: no resampling)
@@ -500,7 +543,8 @@ class AlphaStabilizer:
                 wf = inside * c
                 spread = self._spread(f, wf, _box_mean(wf, o.subject_reach))
                 full = _upsample(spread, h, w).mul_(scale)
-                moved_alpha, moved_rgb = _warp(state[0][None], full)[0], _warp(state[1], full)
+                moved = _warp(torch.cat((state[0][None], state[1])), full)
+                moved_alpha, moved_rgb = moved[0], moved[1:]
             mismatch = self._mismatch(rgb, moved_rgb, step)
             inner = F.adaptive_avg_pool2d(mismatch[None, None], (fh, fw))[0, 0]
             score = _upsample(self._spread(inner, inside, support)[None], h, w)[0]
@@ -518,9 +562,9 @@ class AlphaStabilizer:
         inner_trust = F.adaptive_avg_pool2d(self._colour_trust(mismatch, step)[None, None], (fh, fw))[0, 0]
         band = self._spread(inner_trust, inside, support)
         r = o.subject_reach
-        near = F.max_pool2d(inside[None, None], 2 * r + 1, stride=1, padding=r)[0, 0]
+        near = _box_max(inside, r)
         up = _upsample(torch.stack([band, near]), h, w)
-        disagree = F.avg_pool2d(F.pad((s_alpha - alpha).abs_()[None, None], [1] * 4, mode="replicate"), 3, stride=1)[0, 0]
+        disagree = _mean3((s_alpha - alpha).abs_())
         s_trust = _ramp_down(disagree, o.alpha_low, o.alpha_high).mul_(up[0].clamp_(0.0, 1.0))
         near_full = up[1]
         bg_alpha, bg_rgb, bg_trust = background

@@ -417,3 +417,23 @@ def test_synthetic_clip_meets_the_targets_at_small_size():
     for name in moving:
         assert st[name]["moving_edge_mse"] <= 1.05 * raw[name]["moving_edge_mse"], name
     assert st["clip"]["mse"] <= 0.9 * raw["clip"]["mse"]
+
+
+@pytest.mark.parametrize("h, w, r", [(5, 7, 1), (9, 4, 3), (30, 41, 12), (6, 8, 24)])
+def test_the_fast_window_filters_equal_torch_s_pooling(h, w, r):
+    from ben_core import temporal
+
+    x = torch.rand(h, w, generator=torch.Generator().manual_seed(h * w + r))
+    k = 2 * r + 1
+    if k <= 2 * min(h, w) + 1:  # torch's pooling refuses a pad wider than half its kernel only; larger r: below
+        want_max = F.max_pool2d(x[None, None], k, stride=1, padding=r)[0, 0]
+        assert torch.equal(temporal._box_max(x, r), want_max)
+        assert torch.equal(temporal._box_min(x, r), -F.max_pool2d(-x[None, None], k, stride=1, padding=r)[0, 0])
+        once = F.avg_pool2d(x[None, None], k, stride=1, padding=r, count_include_pad=False)
+        twice = F.avg_pool2d(once, k, stride=1, padding=r, count_include_pad=False)[0, 0]
+        torch.testing.assert_close(temporal._box_mean(x, r), twice, rtol=0, atol=1e-6)
+    if r >= max(h, w):  # the window covers the whole picture from every pixel
+        assert torch.equal(temporal._box_max(x, r), torch.full_like(x, x.max().item()))
+        torch.testing.assert_close(temporal._box_mean(x, r), torch.full_like(x, x.mean().item()), rtol=0, atol=1e-6)
+    want3 = F.avg_pool2d(F.pad(x[None, None], [1] * 4, mode="replicate"), 3, stride=1)[0, 0]
+    torch.testing.assert_close(temporal._mean3(x), want3, rtol=0, atol=1e-6)
