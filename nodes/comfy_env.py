@@ -11,9 +11,10 @@ dynamic VRAM, ``intermediate_dtype``) are used where present and left out where 
 
 Model folder: ``BEN`` (``ComfyUI/models/BEN``), every checkpoint extension ben_core reads. Paths that
 the yaml declared for ``BEN`` are kept, in their order; ours is appended (or put first only if nothing was
-there). Which yaml: 2026 cores read ``extra_paths.yaml`` and ignore ``extra_model_paths.yaml`` when both
-exist (``main.py``'s ``apply_custom_paths``), older ones ``extra_model_paths.yaml``; either way core applies
-it to ``folder_paths`` before custom nodes are imported, and this module only ever reads ``folder_paths``.
+there). Which yaml: some 2026 cores read ``extra_paths.yaml`` and ignore ``extra_model_paths.yaml`` when both
+exist (``main.py``'s ``apply_custom_paths`` @ 02018c7eb588), others (@ 4f8cf3e29518) and 0.3.64
+``extra_model_paths.yaml`` only; either way core applies it to ``folder_paths`` before custom nodes are
+imported, and this module only ever reads ``folder_paths``.
 
 Interrupts: ComfyUI's ``InterruptProcessingException`` is a ``BaseException`` in 2026 cores and an
 ``Exception`` in 0.3.64; code that turns errors into messages re-raises it first (:func:`is_interrupt`).

@@ -79,7 +79,8 @@ class BEN2LoadModel(io.ComfyNode):
             display_name="Load BEN (BEN2)",
             category=widgets.CATEGORY,
             description=("Loads a BEN2 background-removal network from ComfyUI/models/BEN (also folders declared as "
-                         "'BEN' in extra_paths.yaml, or extra_model_paths.yaml on older ComfyUI). The network is "
+                         "'BEN' in the extra-paths yaml your ComfyUI reads: extra_model_paths.yaml, or extra_paths.yaml on "
+                         "the newer cores that read it). The network is "
                          "loaded once and shared by every node and run that asks for the same file, device and "
                          "precision, and ComfyUI may offload it when other models need the VRAM. Its second output "
                          "feeds core's Remove Background node."),
