@@ -250,9 +250,7 @@ def _box_min(x: torch.Tensor, r: int) -> torch.Tensor:
 
 def _mean3(x: torch.Tensor) -> torch.Tensor:
     """``[h, w]`` -> ``[h, w]``: the mean over 3 x 3 pixels, the border repeated."""
-    p = F.pad(x[None, None], [1] * 4, mode="replicate")[0, 0]
-    rows = p[:-2] + p[1:-1] + p[2:]
-    return (rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]).div_(9.0)
+    return F.avg_pool2d(F.pad(x[None, None], [1] * 4, mode="replicate"), 3, stride=1)[0, 0]
 
 
 def _upsample(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
