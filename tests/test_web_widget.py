@@ -210,10 +210,10 @@ def page(browser, server):
 # pre-existing callbacks (to check chaining), make a node, and read canvas pixels.
 SETUP_JS = """
 (opts) => {
-  const { withDOMWidget = true, values, nodeData = { name: "BEN2_ShowTrimap" } } = opts;
+  const { withDOMWidget = true, plainWidgets = false, values, nodeData = { name: "BEN2_ShowTrimap" } } = opts;
   const ext = app.extensions.find((e) => e.name === "BEN2.TrimapPreview");
   if (!ext) throw new Error("extension BEN2.TrimapPreview was not registered");
-  const NodeType = fakeNode.makeNodeType({ withDOMWidget });
+  const NodeType = fakeNode.makeNodeType({ withDOMWidget, plainWidgets });
   const log = (window.protoLog = []);
   NodeType.prototype.onNodeCreated = function () { log.push("created"); };
   NodeType.prototype.onExecuted = function (m) { log.push(["executed", Object.keys(m)]); };
@@ -250,8 +250,8 @@ def node_values():
     return {k: DEFAULTS[k] for k in ("t_low", "t_high", "t_min", "t_max", "min_unknown_fraction")}
 
 
-def setup_node(page, payloads, with_dom=True):
-    page.evaluate(SETUP_JS, {"withDOMWidget": with_dom, "values": node_values()})
+def setup_node(page, payloads, with_dom=True, plain_widgets=False):
+    page.evaluate(SETUP_JS, {"withDOMWidget": with_dom, "plainWidgets": plain_widgets, "values": node_values()})
     page.evaluate("(m) => node.onExecuted(m)", {"ben2_trimap": payloads, "images": []})
     page.wait_for_function("node.ben2TrimapPreview.root.dataset.ready !== '0'", timeout=10000)
     assert page.evaluate("node.ben2TrimapPreview.root.dataset.ready") == "1", page.evaluate(
@@ -322,6 +322,23 @@ def test_renders_three_regions_and_unknown_count(page):
     set_mode(page, "mask")
     grey = [round(int(codes[y, x]) * 255 / 65535) for x, y in (FG_PT, MID_PT, BG_PT)]
     assert [p[:3] for p in page.evaluate(PIXELS_JS, [FG_PT, MID_PT, BG_PT])] == [[g] * 3 for g in grey]
+
+
+@pytest.mark.parametrize("plain_widgets", [False, True], ids=["frontend-widgets", "plain-object-widgets"])
+def test_a_slider_edit_is_committed_like_a_canvas_edit(page, plain_widgets):
+    """Undo, the workflow's "modified" mark and Vue-rendered nodes follow the graph's version and
+    onWidgetChanged: a slider edit must advance them once per change, as an edit on the canvas does."""
+    setup_node(page, [make_payload()], plain_widgets=plain_widgets)
+    before = page.evaluate("node.graph._version")
+    move_slider(page, "t_low", 0.5)
+    assert widget_value(page, "t_low") == 0.5
+    assert page.evaluate("node.widgetChangedLog") == [["t_low", 0.5, DEFAULTS["t_low"]]]
+    assert page.evaluate("node.graph._version") == before + 1
+    move_slider(page, "t_low", 0.5)  # the same value again: no edit
+    assert page.evaluate("node.graph._version") == before + 1
+    move_slider(page, "t_high", 0.6)
+    assert page.evaluate("node.widgetChangedLog")[-1] == ["t_high", 0.6, DEFAULTS["t_high"]]
+    assert page.evaluate("node.graph._version") == before + 2
 
 
 def test_slider_recomputes_trimap_and_writes_node_widgets(page):

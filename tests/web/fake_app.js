@@ -2,7 +2,7 @@
 // Records what extensions register so the test can call their hooks like the frontend does.
 export const app = {
   extensions: [],
-  canvas: { fake: true },
+  canvas: { fake: true, graph_mouse: [0, 0] },
   registerExtension(ext) {
     if (!ext || typeof ext.name !== "string") throw new TypeError("extension needs a name");
     if (this.extensions.some((e) => e.name === ext.name)) throw new Error(`extension ${ext.name} registered twice`);

@@ -69,6 +69,24 @@ STATE = """
 """
 
 
+WATCH_COMMITS = """
+() => { const n = window.showNode; window.__ben2Changed = [];
+  const orig = n.onWidgetChanged;
+  n.onWidgetChanged = function (name, value, oldValue, widget) {
+    window.__ben2Changed.push([name, value, oldValue]);
+    return orig?.apply(this, arguments);
+  }; }
+"""
+
+COMMIT_STATE = """
+() => { const app = window.comfyAPI.app.app;
+  const wf = app.extensionManager?.workflow?.activeWorkflow ?? app.workflowManager?.activeWorkflow;
+  const g = app.graph;
+  return { version: g._version ?? g.version ?? null, changed: window.__ben2Changed ?? [],
+           undo: wf?.changeTracker?.undoQueue?.length ?? null, modified: wf?.isModified ?? null }; }
+"""
+
+
 def main(url: str, shot: str | None, vue_nodes: bool = False) -> int:
     chromium = shutil.which("chromium")
     ok = True
@@ -110,6 +128,11 @@ def main(url: str, shot: str | None, vue_nodes: bool = False) -> int:
             page.screenshot(path=shot)
             page.evaluate("window.showNode.ben2TrimapPreview.setMode('trimap')")
 
+        # how an edit is committed: the graph's version, node.onWidgetChanged, the undo queue, "modified"
+        page.evaluate(WATCH_COMMITS)
+        c0 = page.evaluate(COMMIT_STATE)
+        print("before the slider edit:", json.dumps(c0))
+
         # move the t_low slider like a user would (real pointer input on the range element)
         slider = page.locator("input[data-param=t_low]")
         slider.scroll_into_view_if_needed()
@@ -120,6 +143,19 @@ def main(url: str, shot: str | None, vue_nodes: bool = False) -> int:
         s2 = page.evaluate(STATE)
         print("after slider click:", json.dumps({k: v for k, v in s2.items() if k != "colours"}))
         ok &= s2["tLowWidget"] != 0.1 and s2["unknown"] != s1["unknown"]
+        page.wait_for_timeout(500)  # the change tracker compares states after the pointer is released
+        c1 = page.evaluate(COMMIT_STATE)
+        print("after the slider edit:", json.dumps(c1))
+        committed = (c1["version"] is not None and c1["version"] > c0["version"]
+                     and ["t_low", s2["tLowWidget"], 0.1] in c1["changed"])
+        undo_ok = c1["undo"] is not None and c1["undo"] > c0["undo"] and c1["modified"] is True
+        print("slider edit committed (graph version, onWidgetChanged):", committed, " undo step and modified:", undo_ok)
+        ok &= committed and undo_ok
+        if vue_nodes:  # the Vue-rendered node shows its own t_low widget: it must show the slider's value
+            shown = page.evaluate("""() => Array.from(document.querySelectorAll(
+                `[data-node-id='${window.showNode.id}'] input`)).map((i) => i.value)""")
+            print("Vue node's inputs show:", shown)
+            ok &= any(v and float(v) == s2["tLowWidget"] for v in shown if v.replace(".", "", 1).isdigit())
         wf = page.evaluate("""() => { const app = window.comfyAPI.app.app;
             const ser = app.graph.serialize(); return ser.nodes.find((n) => n.type === 'BEN2_ShowTrimap').widgets_values; }""")
         prompt = page.evaluate("""async () => { const app = window.comfyAPI.app.app; const p = await app.graphToPrompt();
@@ -155,6 +191,33 @@ def main(url: str, shot: str | None, vue_nodes: bool = False) -> int:
                                      window.showNode.ben2TrimapPreview.values.t_high]""")
         print("after editing the node's t_high in the UI (widget, preview slider, preview value):", th, "clicked:", clicked)
         ok &= clicked and th[0] != 0.9 and th[0] == th[2]
+
+        # undo brings the edits back, node widget and preview alike (the frontend reloads the graph: new nodes)
+        if undo_ok:
+            page.evaluate("window.__beforeUndo = window.comfyAPI.app.app.graph.serialize()")
+            # focus the graph canvas, away from the nodes (the keybindings ignore keys typed into inputs)
+            spot = page.evaluate("""() => { const r = window.comfyAPI.app.app.canvas.canvas.getBoundingClientRect();
+                                           return [r.left + r.width * 0.5, r.top + r.height * 0.85]; }""")
+            page.mouse.click(spot[0], spot[1])
+            undone = 0
+            while page.evaluate(COMMIT_STATE)["undo"] > c0["undo"] and undone < 10:
+                page.keyboard.press("Control+z")
+                page.wait_for_timeout(400)
+                undone += 1
+            u = page.evaluate("""() => { const n = window.comfyAPI.app.app.graph._nodes.find((m) => m.type === 'BEN2_ShowTrimap');
+                return [n.widgets.find((w) => w.name === 't_low').value, n.ben2TrimapPreview?.values.t_low ?? null,
+                        Number(n.ben2TrimapPreview?.root.querySelector('input[data-param=t_low]').value)]; }""")
+            print("after undo (node widget, preview value, preview slider):", u)
+            ok &= u == [0.1, 0.1, 0.1]
+            for _ in range(undone):  # redo, so the second run below uses the slider's value
+                page.keyboard.press("Control+y")
+                page.wait_for_timeout(400)
+            redo = page.evaluate("""() => { const app = window.comfyAPI.app.app;
+                window.showNode = app.graph._nodes.find((m) => m.type === 'BEN2_ShowTrimap');
+                const n = window.showNode, w = (k) => n.widgets.find((x) => x.name === k).value;
+                return [w('t_low'), w('t_high'), n.ben2TrimapPreview?.values.t_low ?? null]; }""")
+            print(f"after {undone} undo and redo steps (t_low, t_high, preview t_low):", redo)
+            ok &= redo == [s2["tLowWidget"], th[0], s2["tLowWidget"]]
 
         # second run must use the slider's value
         page.evaluate("window.showNode.ben2TrimapPreview.root.dataset.ready = '0'; window.comfyAPI.app.app.queuePrompt(0, 1)")

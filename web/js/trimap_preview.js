@@ -387,8 +387,7 @@ export class TrimapPreview {
     }
     this.writing = true;
     try {
-      w.value = value;
-      w.callback?.call(w, w.value, app?.canvas, this.node);
+      commitWidgetValue(w, value, this.node);
     } finally {
       this.writing = false;
     }
@@ -406,6 +405,32 @@ export class TrimapPreview {
     this.payloads = [];
     this.decoded = this.image = this.result = null;
   }
+}
+
+/**
+ * Change a node widget's value the way the frontend commits an edit on the canvas, so undo, the
+ * workflow's "modified" mark and Vue-rendered nodes (Nodes 2.0) see it: the widget's own setValue where it
+ * has one (litegraph's BaseWidget: value, bound property, callback, node.onWidgetChanged, graph version);
+ * for plain-object widgets the same steps by hand. Exported for tests.
+ * @param {object} widget a node widget
+ * @param {number} value the new value
+ * @param {object} node the widget's node
+ */
+export function commitWidgetValue(widget, value, node) {
+  const canvas = app?.canvas;
+  if (typeof widget.setValue === "function" && canvas) {
+    widget.setValue(value, { node, canvas });
+    return;
+  }
+  const oldValue = widget.value;
+  if (value === oldValue) return;
+  widget.value = value;
+  widget.callback?.call(widget, widget.value, canvas, node);
+  node.onWidgetChanged?.(widget.name ?? "", value, oldValue, widget);
+  const graph = node.graph;
+  if (!graph) return;
+  if (typeof graph.incrementVersion === "function") graph.incrementVersion();
+  else graph._version = (graph._version ?? 0) + 1;
 }
 
 function previewOf(node, defaults) {
