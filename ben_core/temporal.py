@@ -21,7 +21,9 @@ the state lives outside, and this module follows the picture's motion instead:
   plain-coloured subject has no texture of its own to follow). The one whose carried colours match the
   subject's inside best wins; a tie, as on a plain subject, goes to the outline. The trust in the band
   is the subject's: how well the carried colours match inside, spread like the motion, and the carried
-  alpha may not differ from the new one by more than flicker does (``alpha_low`` .. ``alpha_high``);
+  alpha may not differ from the new one by more than flicker does (``alpha_low`` .. ``alpha_high``). A
+  band pixel whose own motion (below) is trusted at least as much keeps it (a rigid pan: subject and
+  background move together, and the per-pixel flow is exact where the spread one resamples);
 * **trust in the warp** elsewhere, per pixel: the two flows must agree (forward-backward consistency; a
   pixel whose flow leaves the frame has none, nor have its neighbours), and the carried colours must match
   the new frame at full resolution (absolute difference over RGB less each channel's median difference,
@@ -525,7 +527,8 @@ class AlphaStabilizer:
         band: none, the picture's flow, and the flow of the frames with their alpha multiplied in (which
         follows the outline: a plain-coloured subject has no texture of its own to follow). The candidate
         whose carried colours match the subject's inside best wins; a tie, as on a plain subject, goes to
-        the outline's motion."""
+        the outline's motion. A pixel whose own (background) judgement trusts its per-pixel motion at least
+        as much keeps that: in a rigid pan the per-pixel flow is exact, the spread one resamples."""
         o = self.options
         h, w = alpha.shape
         flow, consistent, outline, outline_consistent = motion
@@ -566,6 +569,12 @@ class AlphaStabilizer:
         s_trust = _ramp_down(disagree, o.alpha_low, o.alpha_high).mul_(up[0].clamp_(0.0, 1.0))
         near_full = up[1]
         bg_alpha, bg_rgb, bg_trust = background
+        # where the pixel's own motion is trusted at least as much (a rigid pan: subject and background move
+        # together), it is kept: per-pixel flow is exact there, the spread one is smooth and resamples
+        pixel = bg_trust >= s_trust
+        s_alpha = torch.where(pixel, bg_alpha, s_alpha)
+        s_rgb = torch.where(pixel[None], bg_rgb, s_rgb)
+        s_trust = torch.maximum(bg_trust, s_trust)
         return (torch.lerp(bg_alpha, s_alpha, near_full), torch.lerp(bg_rgb, s_rgb, near_full),
                 torch.lerp(bg_trust, s_trust, near_full))
 
