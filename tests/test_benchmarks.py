@@ -136,7 +136,7 @@ def test_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
     assert res["correctness"]["fp32_vs_stored"]["512"]["ok"]
     assert res["correctness"]["nan_fallback"]["ok"] and res["correctness"]["nan_fallback"]["fallback_count"] == 1
     sites = {row["site"] for row in res["attention"]}
-    assert sites == {"swin.WindowAttention.forward", "decoder.grouped_attention"}
+    assert sites == {"swin.WindowAttention.forward", "ops.attention"}  # the decoder calls SDPA through ops.attention
     assert sum(row["calls_per_forward"] for row in res["attention"]) > 0
     assert all(row["backends"]["math"]["ok"] for row in res["attention"])
     eager = [row for row in res["throughput"] if row.get("mode") == "eager"]
@@ -193,3 +193,20 @@ def test_the_memory_formula_bounds_the_measured_peaks():
     from benchmarks import bench_node_memory
 
     assert bench_node_memory.main(["--quick"]) == 0
+
+
+def test_bench_forward_ops_prints_the_floor_and_the_operator_groups(capsys):
+    """The forward's breakdown runs end to end (512: the blocked attention is not used there, so both
+    interleaved medians come from the same kernels) and prints the floor table and the groups."""
+    from benchmarks import bench_forward_ops
+
+    assert bench_forward_ops.main(["--size", "512", "--repeats", "1", "--ab", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| bf16 |" in out and "| fp32 |" in out and "× floor" in out
+    groups = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ") and " s | " in line
+              and "%" in line]
+    assert {"attention", "linear (GEMM)", "convolution"} <= set(groups)
+    assert "interleaved bf16 forwards, median of 1" in out
+    from ben_core.model import ops
+
+    assert ops._BLOCKED_MIN_SCORES == 1 << 24  # the benchmark put the threshold back

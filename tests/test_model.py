@@ -191,6 +191,50 @@ def test_no_attention_matrix_is_materialised():
     assert any("scaled_dot_product" in n for n in names)
 
 
+def _attention_inputs(lq, lk, c, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(1, 3, n, c, generator=g) for n in (lq, lk, lk))
+    return q.to(dtype), k.to(dtype), v.to(dtype)
+
+
+def test_attention_is_sdpa_except_large_bf16_on_the_cpu(monkeypatch):
+    q, k, v = _attention_inputs(600, 300, 32, torch.float32)
+    assert torch.equal(ops_module.attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
+    monkeypatch.setattr(ops_module, "_BLOCKED_MIN_SCORES", 10 ** 9)  # small bf16: SDPA itself
+    qb, kb, vb = _attention_inputs(600, 300, 32, torch.bfloat16)
+    assert torch.equal(ops_module.attention(qb, kb, vb), F.scaled_dot_product_attention(qb, kb, vb))
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_blocked_bf16_attention_matches_fp32_attention(monkeypatch, autocast):
+    """The blocked path (a softmax per block of 256 queries, probabilities in bf16): every query block,
+    the last one shorter, equals float32 attention of the same bf16 inputs within bf16 rounding, as closely
+    as the flash kernel does; under autocast too; non-contiguous inputs (the decoder passes transposed
+    views) give the same."""
+    monkeypatch.setattr(ops_module, "_BLOCKED_MIN_SCORES", 1000)
+    q, k, v = _attention_inputs(600, 300, 32, torch.bfloat16)  # 600 = 2 full blocks of 256 + 88
+    exact = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    flash = F.scaled_dot_product_attention(q, k, v)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = ops_module.attention(q, k, v)
+        strided = ops_module.attention(q.transpose(1, 2).contiguous().transpose(1, 2), k, v)
+    assert out.dtype == torch.bfloat16 and out.shape == (1, 3, 600, 32)
+    err = (out.float() - exact).abs()
+    assert err.max().item() <= max(4 * (flash.float() - exact).abs().max().item(), 0.02)
+    assert err.mean().item() <= 2 * (flash.float() - exact).abs().mean().item() + 1e-3
+    for rows in (slice(0, 256), slice(256, 512), slice(512, 600)):
+        assert (out[:, :, rows].float() - exact[:, :, rows]).abs().max().item() <= 0.02
+    assert torch.equal(strided, out)
+
+
+def test_attention_with_gradients_is_sdpa(monkeypatch):
+    monkeypatch.setattr(ops_module, "_BLOCKED_MIN_SCORES", 1000)
+    q, k, v = _attention_inputs(300, 300, 16, torch.bfloat16)
+    q.requires_grad_(True)
+    out = ops_module.attention(q, k, v)
+    assert torch.equal(out, F.scaled_dot_product_attention(q, k, v)) and out.requires_grad
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
 def test_other_dtypes_run_and_agree(dtype):
     m = small_model()

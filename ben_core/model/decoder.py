@@ -6,7 +6,8 @@ top-left, top-right, bottom-left, bottom-right) followed by the half-resolution 
 MCLM/MCRM take grouped channels-last tensors ``[B, 5, h, w, C]`` and process all ``B`` images
 at once; conv blocks take ``[N, C, H, W]`` and run channels-last.
 
-Attention uses :func:`torch.nn.functional.scaled_dot_product_attention`; the projections' state-dict
+Attention uses :func:`torch.nn.functional.scaled_dot_product_attention` (:func:`.ops.attention`: large bf16
+cross-attentions on the CPU in query blocks); the projections' state-dict
 keys are those of :class:`torch.nn.MultiheadAttention` (``in_proj_weight``, ``in_proj_bias``,
 ``out_proj.*``) so the official checkpoint loads unchanged.
 """
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layout import from_nhwc, quadrants, stitch, to_nhwc
-from .ops import gelu_, instance_norm_gelu_
+from .ops import attention, gelu_, instance_norm_gelu_
 from .state_keys import keep_official_keys
 
 __all__ = ["ConvNormGELU", "PackedProjection", "MultiheadProjections", "MCLM", "MCRM", "sine_position_encoding"]
@@ -133,7 +134,7 @@ def grouped_attention(mods: Sequence[MultiheadProjections], query: Tensor, key: 
     q = proj(query, "q", lq)
     k = proj(key, "k", lk)
     v = proj(value, "v", lk)
-    out = F.scaled_dot_product_attention(q, k, v)  # [B, G, Lq, C]
+    out = attention(q, k, v)  # [B, G, Lq, C]
     out = out.transpose(0, 1).reshape(g, b * lq, c)
     out = _grouped_linear(out, _stacked_projection(mods, "out"))
     return out.view(g, b, lq, c).transpose(0, 1)
