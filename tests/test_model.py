@@ -227,6 +227,13 @@ def test_blocked_bf16_attention_matches_fp32_attention(monkeypatch, autocast):
     assert torch.equal(strided, out)
 
 
+def test_attention_under_torch_compile_tracing_is_sdpa(monkeypatch):
+    monkeypatch.setattr(ops_module, "_BLOCKED_MIN_SCORES", 1000)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    q, k, v = _attention_inputs(300, 300, 16, torch.bfloat16)
+    assert torch.equal(ops_module.attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
+
+
 def test_attention_with_gradients_is_sdpa(monkeypatch):
     monkeypatch.setattr(ops_module, "_BLOCKED_MIN_SCORES", 1000)
     q, k, v = _attention_inputs(300, 300, 16, torch.bfloat16)

@@ -43,11 +43,13 @@ def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     (``Lq * Lk >= 2**24``, BEN2's decoder cross-attentions of 16384 queries over 5376 keys at 1024): there
     blocks of 256 queries run as two bf16 GEMMs around a softmax whose probabilities are stored in bf16,
     which the CPU's flash kernel takes 1.6x as long for (1.03 s against 0.65 s a call on 2 cores). The
-    result differs from the flash kernel's by bf16 rounding of the probabilities.
+    result differs from the flash kernel's by bf16 rounding of the probabilities. Under ``torch.compile``
+    (and with gradients) it is SDPA.
     """
     lq, lk = q.shape[-2], k.shape[-2]
     if (q.device.type != "cpu" or q.dtype != torch.bfloat16 or lq * lk < _BLOCKED_MIN_SCORES
-            or (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))):
+            or (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
+            or torch.compiler.is_compiling()):  # a compiler fuses SDPA itself; the loop would unroll 64 blocks
         return F.scaled_dot_product_attention(q, k, v)
     with torch.autocast("cpu", enabled=False):  # autocast would run the softmax in float32
         k_t = k.to(q.dtype).transpose(-1, -2)
