@@ -70,6 +70,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .devices import accumulator_dtype
+
 __all__ = ["StabilizerOptions", "AlphaStabilizer", "make_stabilizer", "stabilize_alpha", "TemporalDependencyError", "MODES", "FLOWS"]
 
 log = logging.getLogger("ben_core")
@@ -207,7 +209,7 @@ def _box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
     """``[h, w]`` -> ``[h, w]``: the mean over a (2r+1)^2 box, twice (close to a Gaussian of sigma ~ 0.8 r), the
     box cut at the border (only pixels inside count)."""
     # a box cut at the border is separable exactly (its pixel count is the row's times the column's); each
-    # 1-D pass is a difference of running sums (float64: no drift over a row), whatever the reach
+    # 1-D pass is a difference of running sums, whatever the reach
     y = x
     for _ in range(2):
         y = _running_mean(_running_mean(y, r, -1), r, -2)
@@ -217,10 +219,11 @@ def _box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
 def _running_mean(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
     """``x`` averaged along ``dim`` over the ``2r+1`` values centred on each (only those inside count)."""
     n = x.shape[dim]
-    sums = F.pad(x.to(torch.float64).movedim(dim, -1).cumsum(-1), (1, 0))
+    acc = accumulator_dtype(x.device)  # float64 (no drift over a row), float32 on MPS
+    sums = F.pad(x.to(acc).movedim(dim, -1).cumsum(-1), (1, 0))
     at = torch.arange(n, device=x.device)
     hi, lo = (at + r + 1).clamp_(max=n), (at - r).clamp_(min=0)
-    out = (sums[..., hi] - sums[..., lo]).div_((hi - lo).to(torch.float64))
+    out = (sums[..., hi] - sums[..., lo]).div_((hi - lo).to(acc))
     return out.to(x.dtype).movedim(-1, dim)
 
 

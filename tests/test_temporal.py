@@ -463,3 +463,17 @@ def test_the_fast_window_filters_equal_torch_s_pooling(h, w, r):
         torch.testing.assert_close(temporal._box_mean(x, r), torch.full_like(x, x.mean().item()), rtol=0, atol=1e-6)
     want3 = F.avg_pool2d(F.pad(x[None, None], [1] * 4, mode="replicate"), 3, stride=1)[0, 0]
     torch.testing.assert_close(temporal._mean3(x), want3, rtol=0, atol=1e-6)
+
+
+def test_the_running_sums_use_the_device_s_accumulator(monkeypatch):
+    """MPS has no float64: the box filter's running sums take ben_core.devices' accumulator for the
+    tensor's device (float32 there) and stay within float32 rounding of torch's pooling."""
+    from ben_core import temporal
+
+    asked = []
+    monkeypatch.setattr(temporal, "accumulator_dtype", lambda device: asked.append(device) or torch.float32)
+    x = torch.rand(40, 64, generator=torch.Generator().manual_seed(5))
+    once = F.avg_pool2d(x[None, None], 25, stride=1, padding=12, count_include_pad=False)
+    want = F.avg_pool2d(once, 25, stride=1, padding=12, count_include_pad=False)[0, 0]
+    torch.testing.assert_close(temporal._box_mean(x, 12), want, rtol=0, atol=1e-5)
+    assert asked and all(torch.device(d) == x.device for d in asked)
