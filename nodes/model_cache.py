@@ -258,9 +258,7 @@ def _cached(key: tuple, version, make: Callable[[], object], strong: bool = Fals
     used dropped first); otherwise only a weak reference is kept and the callers' references decide."""
     with _lock:
         hit = _cache.get(key)
-        value = None
-        if hit is not None:
-            value = hit[1] if hit[2] else hit[1]()
+        value = _alive(hit)
         if value is not None and hit[0] == version:
             _cache.move_to_end(key)
             return value
@@ -276,6 +274,14 @@ def _cached(key: tuple, version, make: Callable[[], object], strong: bool = Fals
         return value
 
 
+def _alive(entry) -> Optional[object]:
+    """The value of a cache entry ``(version, value or weak reference, strong)``; None if there is no entry or
+    its weakly held value was freed."""
+    if entry is None:
+        return None
+    return entry[1] if entry[2] else entry[1]()
+
+
 def _forget(key, ref) -> None:
     """A weakly held network was freed: remove its entry (unless a newer one took the key)."""
     with _lock:
@@ -285,8 +291,7 @@ def _forget(key, ref) -> None:
 
 
 def _drop(key) -> None:
-    entry = _cache.pop(key, None)
-    value = None if entry is None else (entry[1] if entry[2] else entry[1]())
+    value = _alive(_cache.pop(key, None))
     patcher = getattr(value, "patcher", None)
     if patcher is not None:
         try:
