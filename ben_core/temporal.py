@@ -70,7 +70,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .devices import accumulator_dtype
+from .guided_filter import box_mean
 
 __all__ = ["StabilizerOptions", "AlphaStabilizer", "make_stabilizer", "stabilize_alpha", "TemporalDependencyError", "MODES", "FLOWS"]
 
@@ -207,24 +207,8 @@ _TIE_MARGIN = 0.5
 
 def _box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
     """``[h, w]`` -> ``[h, w]``: the mean over a (2r+1)^2 box, twice (close to a Gaussian of sigma ~ 0.8 r), the
-    box cut at the border (only pixels inside count)."""
-    # a box cut at the border is separable exactly (its pixel count is the row's times the column's); each
-    # 1-D pass is a difference of running sums, whatever the reach
-    y = x
-    for _ in range(2):
-        y = _running_mean(_running_mean(y, r, -1), r, -2)
-    return y
-
-
-def _running_mean(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
-    """``x`` averaged along ``dim`` over the ``2r+1`` values centred on each (only those inside count)."""
-    n = x.shape[dim]
-    acc = accumulator_dtype(x.device)  # float64 (no drift over a row), float32 on MPS
-    sums = F.pad(x.to(acc).movedim(dim, -1).cumsum(-1), (1, 0))
-    at = torch.arange(n, device=x.device)
-    hi, lo = (at + r + 1).clamp_(max=n), (at - r).clamp_(min=0)
-    out = (sums[..., hi] - sums[..., lo]).div_((hi - lo).to(acc))
-    return out.to(x.dtype).movedim(-1, dim)
+    box cut at the border (only pixels inside count); running sums, so the cost does not depend on ``r``."""
+    return box_mean(box_mean(x, r), r)
 
 
 def _running_max(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
@@ -398,17 +382,18 @@ class AlphaStabilizer:
         return torch.from_numpy(self._dis.calc(a, b, None)).to(device).permute(2, 0, 1).contiguous()
 
     def _motion(self, cur: tuple, prev: tuple, device) -> tuple:
-        """Both motions between two frames, each given as (grey, premultiplied grey) analysis images:
-        ``(forward, backward)``, each ``(flow, its consistency, subject flow, its consistency)`` at the analysis
-        size; forward maps this frame into the previous one (``cur(x) ~ prev(x + flow(x))``), backward the
-        previous one into this (what the backward pass carries along)."""
-        out = []
+        """Both motions between two frames, each given as a tuple of analysis images (grey, and when the subject
+        is followed its premultiplied grey): ``(forward, backward)``, each ``(flow, its consistency)`` per
+        image, concatenated, at the analysis size; forward maps this frame into the previous one
+        (``cur(x) ~ prev(x + flow(x))``), backward the previous one into this (what the backward pass carries
+        along)."""
+        forward, backward = (), ()
         for a, b in zip(cur, prev):
             to_prev = self._flow(a, b, device)
             to_cur = self._flow(b, a, device)
-            out.append((to_prev, self._consistency(to_prev, to_cur), to_cur, self._consistency(to_cur, to_prev)))
-        (f, fc, b, bc), (sf, sfc, sb, sbc) = out
-        return (f, fc, sf, sfc), (b, bc, sb, sbc)
+            forward += (to_prev, self._consistency(to_prev, to_cur))
+            backward += (to_cur, self._consistency(to_cur, to_prev))
+        return forward, backward
 
     @staticmethod
     def _premultiplied(grey: np.ndarray, alpha: torch.Tensor) -> np.ndarray:
@@ -485,7 +470,7 @@ class AlphaStabilizer:
 
         Away from the subject they move along ``flow`` (analysis size; None: they stay where they are),
         trusted where the carried colours match the frame. Within ``subject_reach`` of the subject's sure
-        foreground they move with the subject (:meth:`_subject_flow`): the edge band's own pixels mix the
+        foreground they move with the subject (:meth:`_carry_subject`): the edge band's own pixels mix the
         subject with a background that may move otherwise, so neither their flow nor their colours say
         where the alpha went. There the trust is the subject's: how well the colours carried with it match
         inside, extended over the band like its flow, and the carried alpha must not disagree with the new
@@ -493,9 +478,9 @@ class AlphaStabilizer:
         is let go. The share of untrusted pixels (the cut test) is the first, colour-only judgement's."""
         h, w = alpha.shape
         step = max(1, int((h * w / 250_000) ** 0.5))  # ~250k pixels give a frame's medians plenty well
-        mismatch = self._mismatch(rgb, carried_rgb, step)
+        still_mismatch = self._mismatch(rgb, carried_rgb, step)
         if motion is None:
-            trust = self._colour_trust(mismatch, step)
+            trust = self._colour_trust(still_mismatch, step)
         else:
             flow, consistent = motion[:2]
             fh, fw = flow.shape[1:]
@@ -507,24 +492,23 @@ class AlphaStabilizer:
             moved_mismatch = self._mismatch(rgb, moved_rgb, step)
             # where the carried state fits as well unmoved, it stays where it is: flow is guesswork where the
             # picture has no texture (and a still part keeps its sharpness: no resampling)
-            stay = mismatch <= moved_mismatch
+            stay = still_mismatch <= moved_mismatch
             carried_alpha = torch.where(stay, carried_alpha, moved_alpha)
             carried_rgb = torch.where(stay, carried_rgb, moved_rgb)
-            mismatch = torch.minimum(mismatch, moved_mismatch)
+            mismatch = torch.minimum(still_mismatch, moved_mismatch)
             consistent_full = _upsample(consistent[None], h, w)[0]
             trust = self._colour_trust(mismatch, step).mul_(torch.where(stay, 1.0, consistent_full))
-            if self.options.subject_reach > 0:
-                untrusted = (trust < 0.5).float().mean()
-                carried_alpha, carried_rgb, trust = self._carry_subject(
-                    alpha, rgb, state, (carried_alpha, carried_rgb, trust), motion, step)
-                return self._blend(alpha, rgb, carried_alpha, carried_rgb, trust) + (untrusted,)
         untrusted = (trust < 0.5).float().mean()
+        if motion is not None and self.options.subject_reach > 0:
+            carried_alpha, carried_rgb, trust = self._carry_subject(
+                alpha, rgb, (state, still_mismatch), (carried_alpha, carried_rgb, trust), motion, scale, step)
         return self._blend(alpha, rgb, carried_alpha, carried_rgb, trust) + (untrusted,)
 
-    def _carry_subject(self, alpha, rgb, state, background, motion, step):
-        """Near the subject, the carried ``state`` (alpha, colours) moved with the subject and the subject's
-        trust (see :meth:`_carry`), blended into the ``background`` judgement (alpha, colours, trust) by how
-        near the subject each pixel is.
+    def _carry_subject(self, alpha, rgb, still, background, motion, scale, step):
+        """Near the subject, the carried state moved with the subject and the subject's trust (see
+        :meth:`_carry`), blended into the ``background`` judgement (alpha, colours, trust) by how near the
+        subject each pixel is. ``still``: the carried (alpha, colours) where they are, and their colour
+        mismatch with this frame; ``scale``: analysis-size flow to full-size pixels (``[2, 1, 1]``).
 
         The subject's motion is one of three candidates, each spread from the subject's inside over the
         band: none, the picture's flow, and the flow of the frames with their alpha multiplied in (which
@@ -538,18 +522,18 @@ class AlphaStabilizer:
         fh, fw = flow.shape[1:]
         inside = self._inside(alpha, (fh, fw))
         support = _box_mean(inside, o.subject_reach)
-        scale = torch.tensor([w / fw, h / fh], dtype=flow.dtype, device=flow.device).view(2, 1, 1)
+        (state_alpha, state_rgb), still_mismatch = still
         best = None
         for k, (f, c) in enumerate(((None, None), (flow, consistent), (outline, outline_consistent))):
             if f is None:
-                moved_alpha, moved_rgb = state
+                moved_alpha, moved_rgb, mismatch = state_alpha, state_rgb, still_mismatch
             else:
                 wf = inside * c
                 spread = self._spread(f, wf, _box_mean(wf, o.subject_reach))
                 full = _upsample(spread, h, w).mul_(scale)
-                moved = _warp(torch.cat((state[0][None], state[1])), full)
+                moved = _warp(torch.cat((state_alpha[None], state_rgb)), full)
                 moved_alpha, moved_rgb = moved[0], moved[1:]
-            mismatch = self._mismatch(rgb, moved_rgb, step)
+                mismatch = self._mismatch(rgb, moved_rgb, step)
             inner = F.adaptive_avg_pool2d(mismatch[None, None], (fh, fw))[0, 0]
             score = _upsample(self._spread(inner, inside, support)[None], h, w)[0]
             if k == 2:
@@ -598,9 +582,11 @@ class AlphaStabilizer:
                 grey = _match_brightness(cur.grey, self._prev.grey)  # a fade is no motion
                 # the picture's motion, and the subject's: the frames with their alpha (the previous frame's
                 # steadied) multiplied in, so a background sliding behind the subject is no motion of its
-                motion, back = self._motion((grey, self._premultiplied(cur.grey, a)),
-                                            (self._prev.grey, self._premultiplied(self._prev.grey, self._prev_out)),
-                                            a.device)
+                cur_images, prev_images = (grey,), (self._prev.grey,)
+                if self.options.subject_reach > 0:
+                    cur_images += (self._premultiplied(cur.grey, a),)
+                    prev_images += (self._premultiplied(self._prev.grey, self._prev_out),)
+                motion, back = self._motion(cur_images, prev_images, a.device)
             steady, steady_rgb, untrusted = self._carry(a, cur.rgb, self._prev_out, self._prev_colour, motion)
             if bool(untrusted > self.options.cut_fraction):  # one host sync a frame
                 self.cuts += 1  # a new shot: start again from this frame (in both directions)

@@ -465,15 +465,30 @@ def test_the_fast_window_filters_equal_torch_s_pooling(h, w, r):
     torch.testing.assert_close(temporal._mean3(x), want3, rtol=0, atol=1e-6)
 
 
-def test_the_running_sums_use_the_device_s_accumulator(monkeypatch):
-    """MPS has no float64: the box filter's running sums take ben_core.devices' accumulator for the
-    tensor's device (float32 there) and stay within float32 rounding of torch's pooling."""
+def test_the_box_filter_needs_no_float64():
+    """MPS has no float64: the subject path's box filter on a float32 tensor never makes a float64 one (it
+    uses ben_core.guided_filter's blocked running sums), and stays within float32 rounding of torch's
+    pooling."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
     from ben_core import temporal
 
-    asked = []
-    monkeypatch.setattr(temporal, "accumulator_dtype", lambda device: asked.append(device) or torch.float32)
+    class Dtypes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    self.seen.add(t.dtype)
+            return out
+
     x = torch.rand(40, 64, generator=torch.Generator().manual_seed(5))
+    with Dtypes() as mode:
+        got = temporal._box_mean(x, 12)
+    assert torch.float32 in mode.seen and torch.float64 not in mode.seen, mode.seen
     once = F.avg_pool2d(x[None, None], 25, stride=1, padding=12, count_include_pad=False)
     want = F.avg_pool2d(once, 25, stride=1, padding=12, count_include_pad=False)[0, 0]
-    torch.testing.assert_close(temporal._box_mean(x, 12), want, rtol=0, atol=1e-5)
-    assert asked and all(torch.device(d) == x.device for d in asked)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
