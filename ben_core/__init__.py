@@ -18,31 +18,35 @@ from __future__ import annotations
 
 import importlib
 
+from . import _moved
+
 _EXPORTS = {
     "BENBase": ".model",
-    "read_state_dict": ".checkpoint",
-    "load_ben": ".checkpoint",
-    "CheckpointError": ".checkpoint",
-    "download_official_weights": ".hub",
-    "find_cached_weights": ".hub",
-    "WeightsNotFoundError": ".hub",
+    "read_state_dict": ".model.weights",
+    "load_ben": ".model.weights",
+    "CheckpointError": ".model.weights",
+    "download_official_weights": ".model.weights",
+    "find_cached_weights": ".model.weights",
+    "WeightsNotFoundError": ".model.weights",
     "BENPredictor": ".predictor",
     "CutoutPipeline": ".pipeline",
     "CutoutOptions": ".pipeline",
     "Refinement": ".pipeline",
     "Cancelled": ".callbacks",
-    "estimate_foreground": ".foreground",
-    "confidence_trimap": ".trimap",
-    "band_trimap": ".trimap",
-    "make_trimap": ".trimap",
-    "refine_alpha": ".refine",
-    "stabilize_alpha": ".temporal",
-    "AlphaStabilizer": ".temporal",
-    "StabilizerOptions": ".temporal",
-    "make_stabilizer": ".temporal",
+    "estimate_foreground": ".matting.foreground",
+    "confidence_trimap": ".matting.trimap",
+    "band_trimap": ".matting.trimap",
+    "make_trimap": ".matting.trimap",
+    "refine_alpha": ".matting.refine",
+    "stabilize_alpha": ".matting.temporal",
+    "AlphaStabilizer": ".matting.temporal",
+    "StabilizerOptions": ".matting.temporal",
+    "make_stabilizer": ".matting.temporal",
 }
 
 __all__ = sorted(_EXPORTS)
+
+_moved.install(__name__)
 
 
 def __getattr__(name: str):

@@ -1,13 +1,14 @@
-"""``python -m ben_core``: background removal from the command line (see ben_core.cli), and
-``python -m ben_core eval ...``: scoring masks against ground truth (see ben_core.evaluate).
+"""``python -m ben_core``: background removal from the command line (:mod:`ben_core.apps.cli`);
+``python -m ben_core eval ...``: scoring masks against ground truth (:mod:`ben_core.apps.evaluate`);
+``python -m ben_core distributed ...``: the same cut-out on a Ray cluster (:mod:`ben_core.apps.distributed`).
 
-Only a first argument of exactly ``eval`` selects the scorer; to cut out a folder named ``eval``,
-write it as ``./eval``.
+Only a first argument of exactly ``eval`` or ``distributed`` selects another program; to cut out a folder
+of that name, write it as ``./eval``.
 """
 import sys
 from typing import Optional, Sequence
 
-from .cli import main as cutout_main
+from .apps.cli import main as cutout_main
 
 EVAL_HINT = ("\nScore masks against ground truth (MAE, F, S, E, HCE; needs pysodmetrics):\n"
              "  python -m ben_core eval --pred DIR --gt DIR      (existing masks)\n"
@@ -16,13 +17,18 @@ EVAL_HINT = ("\nScore masks against ground truth (MAE, F, S, E, HCE; needs pysod
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Dispatch: ``eval`` to :func:`ben_core.evaluate.main`, anything else to :func:`ben_core.cli.main`
-    (whose ``--help`` is followed by a pointer to ``eval``)."""
+    """Dispatch: ``eval`` to :func:`ben_core.apps.evaluate.main`, ``distributed`` to
+    :func:`ben_core.apps.distributed.main`, anything else to :func:`ben_core.apps.cli.main` (whose
+    ``--help`` is followed by a pointer to ``eval``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "eval":
-        from .evaluate import main as eval_main
+        from .apps.evaluate import main as eval_main
 
         return eval_main(args[1:])
+    if args and args[0] == "distributed":
+        from .apps.distributed import main as distributed_main
+
+        return distributed_main(args[1:])
     code = cutout_main(args)
     if "-h" in args or "--help" in args:
         print(EVAL_HINT)

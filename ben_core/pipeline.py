@@ -8,13 +8,13 @@ after the alpha, the full-resolution steps (colours as float RGB, foreground col
 conversion to the output dtype) run in horizontal strips of about ``foreground.STRIP_PIXELS`` pixels,
 and each strip's result goes straight into the output tensors on ``out_device`` (optionally already
 quantised to uint8). So a large photo never exists as full-size float copies beyond its alpha and the
-output itself; the strips give bit-identical results (``ben_core.foreground.estimate_foreground_strips``).
+output itself; the strips give bit-identical results (``ben_core.matting.foreground.estimate_foreground_strips``).
 :meth:`CutoutPipeline.run` processes a whole batch, :meth:`CutoutPipeline.stream` a stream of chunks
 (video frames), one chunk in, one :class:`Cutout` out.
 
 One policy at every door:
 * colours are float 0..1 (uint8 only when a writer asks for it, at the very end);
-* foreground colours: blur fusion (``ben_core.foreground``, upstream BEN2's ``refine_foreground``) over
+* foreground colours: blur fusion (``ben_core.matting.foreground``, upstream BEN2's ``refine_foreground``) over
   the whole image. Where alpha is 1 that is the image itself; where alpha is 0 it extends the subject's
   colours, so a straight-alpha RGBA cut-out has no old-background colour to bleed in when resampled.
   Switched off, the image's own colours are used everywhere.
@@ -27,11 +27,12 @@ from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
 import torch
 
 from .callbacks import Progress, ShouldStop, check_stop, report
-from .compose import composite, to_uint8
-from .foreground import default_strip_rows, estimate_foreground_strips
-from .inputs import Chunk, ImageBatch, to_float_rgb
-from .refine import check_working_size, refine_alpha
-from .trimap import make_trimap
+from .matting.compose import composite, to_uint8
+from .matting.foreground import default_strip_rows, estimate_foreground_strips
+from .io.batches import Chunk, ImageBatch
+from .io.inputs import to_float_rgb
+from .matting.refine import check_working_size, refine_alpha
+from .matting.trimap import make_trimap
 
 __all__ = ["Refinement", "CutoutOptions", "Cutout", "CutoutPipeline"]
 
@@ -40,15 +41,15 @@ Maps = Union[torch.Tensor, List[torch.Tensor]]
 
 @dataclass(frozen=True)
 class Refinement:
-    """Alpha refinement inside the unknown band of a trimap (:func:`ben_core.refine.refine_alpha`).
+    """Alpha refinement inside the unknown band of a trimap (:func:`ben_core.matting.refine.refine_alpha`).
 
     ``method``: ``"guided"`` or ``"vitmatte"``; ``trimap_source`` / ``band_radius``: how the trimap is made
-    when the caller gives none (:func:`ben_core.trimap.make_trimap`; None = the default radius);
+    when the caller gives none (:func:`ben_core.matting.trimap.make_trimap`; None = the default radius);
     ``radius`` / ``eps``: guided-filter settings (None = defaults); ``working_size``: side of the square map
     the masks *given to the pipeline* were predicted at, when the caller knows it (e.g. 1024 for BEN2 masks
-    made at its native size; None = measured on each mask, :func:`ben_core.refine.fit_scale`). An alpha the
+    made at its native size; None = measured on each mask, :func:`ben_core.matting.refine.fit_scale`). An alpha the
     pipeline predicts itself is always refined with its predictor's working size. Not used by vitmatte.
-    ``vitmatte``: a loaded ``VitMatteForImageMatting`` (None = :func:`ben_core.vitmatte.load_vitmatte` on
+    ``vitmatte``: a loaded ``VitMatteForImageMatting`` (None = :func:`ben_core.matting.vitmatte.load_vitmatte` on
     first use).
     """
 
@@ -129,7 +130,7 @@ class CutoutPipeline:
                 should_stop: ShouldStop = None) -> Cutout:
         """Cut out one chunk already on the pipeline's device.
 
-        ``chunk``: validated images, channels last (``ben_core.inputs.ImageBatch.chunk``): ``[n, H, W, C]``
+        ``chunk``: validated images, channels last (``ben_core.io.batches.ImageBatch.chunk``): ``[n, H, W, C]``
         or a list of ``[H_i, W_i, C]``. ``alpha``: one ``[H, W]`` map 0..1 per image (stacked or a list),
         or None to predict it (one network batch, before the images are converted to float RGB for
         the steps after it). ``trimap``: maps {0, 0.5, 1} for the refinement, or None to make them
@@ -207,7 +208,7 @@ class CutoutPipeline:
         t = make_trimap(a, r.trimap_source, r.band_radius) if trimap is None else trimap.to(a)[None]
         if r.method == "vitmatte":
             if self._vitmatte is None:  # loaded once per pipeline, on first use
-                from .vitmatte import load_vitmatte
+                from .matting.vitmatte import load_vitmatte
                 self._vitmatte = r.vitmatte if r.vitmatte is not None else load_vitmatte(device=self.device)
             return refine_alpha(x[None], a, t, method="vitmatte", model=self._vitmatte, should_stop=should_stop)[0]
         # the map the alpha was predicted at sets the fit's scale: the predictor's for its own alpha, the
@@ -222,7 +223,7 @@ class CutoutPipeline:
                      progress: Progress = None, should_stop: ShouldStop = None, end_of_clip: bool = True,
                      out_device=None) -> torch.Tensor:
         """The alpha of video frames in order, steadied from frame to frame by ``stabilizer`` (a
-        :class:`ben_core.temporal.AlphaStabilizer`, whose state carries on to the next call).
+        :class:`ben_core.matting.temporal.AlphaStabilizer`, whose state carries on to the next call).
 
         ``images``: frames of one size (anything :meth:`run` takes); ``alpha``: their ``[T, H, W]`` maps, or
         None to predict them (``batch_size`` frames per network batch). Returns ``[m, H, W]`` float32 0..1
@@ -262,13 +263,13 @@ class CutoutPipeline:
             out_device="cpu", out_dtype: torch.dtype = torch.float32, stabilizer=None) -> Cutout:
         """Cut out a batch of images, ``batch_size`` at a time.
 
-        ``images``: anything :class:`ben_core.inputs.ImageBatch` accepts (``[B, H, W, C]`` uint8/float,
+        ``images``: anything :class:`ben_core.io.batches.ImageBatch` accepts (``[B, H, W, C]`` uint8/float,
         PIL images, lists of mixed sizes...). ``alpha`` / ``trimap``: ``[B, H, W]`` maps (or lists) for
         the images, or None (see :meth:`process`). ``batch_size``: images per chunk (default: the
         predictor's, else 1). ``progress(done, total)`` after every chunk, ``should_stop()`` before every
         chunk and image (see :mod:`ben_core.callbacks`). Outputs go to ``out_device`` as ``out_dtype``
         (float32 0..1, or uint8 quantised on the device). ``stabilizer``: an
-        :class:`ben_core.temporal.AlphaStabilizer` for video frames in order (all of one size): the alpha
+        :class:`ben_core.matting.temporal.AlphaStabilizer` for video frames in order (all of one size): the alpha
         of the whole batch is steadied first (:meth:`steady_alpha`; the batch ends the clip for a
         bidirectional one, a causal one's state carries on to the next call), then the refinement and
         colours run on it. The inputs are not modified.

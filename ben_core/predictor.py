@@ -1,13 +1,13 @@
 """BENPredictor: images of any size in, alpha mattes at the original size out.
 
-Per chunk of ``batch_size`` images: float RGB 0..1 on the model's device (:mod:`ben_core.inputs`) ->
+Per chunk of ``batch_size`` images: float RGB 0..1 on the model's device (:mod:`ben_core.io.inputs`) ->
 resize to the working size (bilinear, anti-aliased) -> ImageNet normalisation -> network -> logits ->
 sigmoid (float32) -> resize back to each image's size (bilinear, anti-aliased when shrinking). The raw
 sigmoid is returned (no min-max stretch), so a constant image gives a constant, finite mask.
 
 Two layers, as in segment-anything's predictor: :meth:`BENPredictor.predict_alpha` takes the user's
 images in any accepted form and returns float32 CPU alpha; :meth:`BENPredictor.predict_chunk` takes a
-validated chunk (``ben_core.inputs.ImageBatch.chunk``) and leaves the alpha on the predictor's device
+validated chunk (``ben_core.io.batches.ImageBatch.chunk``) and leaves the alpha on the predictor's device
 (what the cut-out pipeline calls).
 
 Precision: ``dtype=torch.float16`` / ``torch.bfloat16`` runs the network under ``torch.autocast`` on the
@@ -37,7 +37,8 @@ from typing import Callable, List, Optional, Tuple, Union
 import torch
 
 from .callbacks import Cancelled, check_stop, report
-from .inputs import Chunk, ImageBatch, resize, to_float_rgb
+from .io.batches import Chunk, ImageBatch
+from .io.inputs import resize, to_float_rgb
 from .model.ben2 import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["BENPredictor", "PredictionCancelled", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -85,7 +86,7 @@ class BENPredictor:
                  dtype: torch.dtype = torch.float32, working_size: int = 1024, batch_size: int = 1,
                  compile: Optional[str] = None):
         if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module (e.g. from ben_core.checkpoint.load_ben), "
+            raise TypeError(f"model must be a torch.nn.Module (e.g. from ben_core.model.weights.load_ben), "
                             f"got {type(model).__name__}")
         if dtype not in (torch.float32,) + _HALF_DTYPES:
             raise ValueError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype!r}")
@@ -228,7 +229,7 @@ class BENPredictor:
     def predict_chunk(self, chunk: Chunk, *, deferred: bool = False):
         """Alpha for one chunk of images, left on ``self.device`` (the pipeline's step).
 
-        ``chunk``: validated images, channels last (what ``ben_core.inputs.ImageBatch.chunk`` returns):
+        ``chunk``: validated images, channels last (what ``ben_core.io.batches.ImageBatch.chunk`` returns):
         ``[n, H, W, C]`` uint8 / bool / float 0..1, or a list of ``[H_i, W_i, C]`` (sizes may differ), on
         any device. All images go through the network as one batch; the full-resolution float copies
         made for the resize are freed before the network runs. Returns float32 alpha 0..1 (raw sigmoid)
@@ -262,7 +263,7 @@ class BENPredictor:
                       ) -> Union[torch.Tensor, List[torch.Tensor]]:
         """Alpha mattes (1 = foreground) for ``images`` at their original sizes.
 
-        ``images``: anything :class:`ben_core.inputs.ImageBatch` accepts: torch tensor or numpy array
+        ``images``: anything :class:`ben_core.io.batches.ImageBatch` accepts: torch tensor or numpy array
         ``[B,H,W,C]`` or ``[H,W,C]`` (or ``[H,W]`` grey), uint8 0..255 or float 0..1 (numpy uint16
         0..65535 too); C = 3 RGB, 4 RGBA (alpha ignored), 1 grey, 2 grey+alpha. Or a PIL image (any
         mode; 16-bit and float modes scaled to 0..1), or a list of PIL images / single-image arrays,

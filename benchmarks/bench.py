@@ -241,7 +241,7 @@ def _fg_worker(spec: dict) -> int:
     """Foreground-estimator worker: median time of estimate_foreground at one size, peak memory."""
     import torch
 
-    from ben_core.foreground import estimate_foreground
+    from ben_core.matting.foreground import estimate_foreground
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
@@ -359,7 +359,7 @@ def _bench_network(args, device: str, tmp: Path, log) -> list[dict]:
     if args.weights:
         from safetensors.torch import save_file
 
-        from ben_core.checkpoint import read_state_dict
+        from ben_core.model.weights import read_state_dict
 
         sd = read_state_dict(args.weights)
         save_file({k: v.contiguous() for k, v in sd.items()}, str(weights))

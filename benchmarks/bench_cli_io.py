@@ -8,7 +8,7 @@ a fresh process per run (model load included, as a user sees it), the variants i
   CLI reads, predicts and writes one after the other (skipped without ``--before``);
 * ``io-threads 0``: this checkout with the overlap switched off (its own serial loop);
 * ``io-threads 2``: this checkout as shipped (decode and encode on two threads beside the network);
-* with ``--ray``: ``python -m ben_core.distributed`` on a local Ray (started by each run, included in its
+* with ``--ray``: ``python -m ben_core distributed`` on a local Ray (started by each run, included in its
   time) with 1 actor x 2 CPUs and with 2 actors x 1 CPU (needs ``ray[data]``).
 
 Prints every run and a table: median wall time, images/s, the ratio to ``serial`` (or to
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="3000x2000", help="WxH of the JPEGs")
     p.add_argument("--working-sizes", default="512,1024")
     p.add_argument("--rounds", type=int, default=1, help="runs per variant and working size (medians)")
-    p.add_argument("--ray", action="store_true", help="also run ben_core.distributed with 1 and 2 actors")
+    p.add_argument("--ray", action="store_true", help="also run ben_core.apps.distributed with 1 and 2 actors")
     p.add_argument("--skip", default="", help="comma-separated variant names to leave out (e.g. 'io-threads 0')")
     p.add_argument("--prepare", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
                     out = tmp / f"out_{name.replace(' ', '_')}"
                     module = "ben_core"
                     if extra[:1] == ["ray"]:
-                        module, extra = "ben_core.distributed", extra[1:]
+                        module, extra = "ben_core.apps.distributed", extra[1:]
                     wall, peak = run_cli(pack, photos, out, ckpt, size, extra, module)
                     walls[name].append(wall)
                     peaks[name].append(peak)

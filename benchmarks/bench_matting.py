@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ben_core.refine import DEFAULT_EPS, default_radius, refine_alpha
-from ben_core.trimap import confidence_trimap
+from ben_core.matting.refine import DEFAULT_EPS, default_radius, refine_alpha
+from ben_core.matting.trimap import confidence_trimap
 from tests.helpers import load_lemur, naive_confidence_trimap, tiny_vitmatte
 
 from .synthetic_matting import band_mse, band_sad, coarsen_alpha, make_synthetic_matte

@@ -1,6 +1,6 @@
 """Real-photo matting benchmark: ``python -m benchmarks.bench_matting_real DATA_DIR [options]``.
 
-Measures the alpha refinement of :mod:`ben_core.refine` on photos with hand-made ground-truth alpha
+Measures the alpha refinement of :mod:`ben_core.matting.refine` on photos with hand-made ground-truth alpha
 mattes (e.g. the 27 training images of the alphamatting.com benchmark, Rhemann et al., CVPR 2009), where
 :mod:`benchmarks.bench_matting` only has synthetic mattes and the lemur's estimated alpha.
 
@@ -26,7 +26,7 @@ full-resolution photo, e.g. 3280 px at 1/3.2; the full-resolution alphamatting.c
 :mod:`benchmarks.fullres_composite`).
 
 Methods (``--methods``): ``coarse`` (the coarse alpha as is), ``snapped`` (the coarse alpha with the
-sure pixels of ``refine_alpha``'s own trimap, :func:`ben_core.trimap.auto_trimap`, set to exactly 0/1, no
+sure pixels of ``refine_alpha``'s own trimap, :func:`ben_core.matting.trimap.auto_trimap`, set to exactly 0/1, no
 filtering: what ``refine_alpha`` does outside its band), ``guided`` (``refine_alpha(image, coarse)`` with every default; ``guided:radius=5,eps=1e-3``
 passes keyword arguments; ``guided:working_size=model`` passes each image's model map side, what a pipeline
 that made the mask knows; ``guided:scale=3.75`` is the earlier default; ``t_low``, ``t_high``, ``t_min``, ``t_max``
@@ -85,8 +85,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ben_core.refine import refine_alpha
-from ben_core.trimap import auto_trimap, confidence_trimap
+from ben_core.matting.refine import refine_alpha
+from ben_core.matting.trimap import auto_trimap, confidence_trimap
 
 from .synthetic_matting import coarsen_alpha, gaussian_blur
 

@@ -3,7 +3,7 @@
 Measures BEN2 on the CPU in fp32, bf16 (autocast, as ``--dtype bf16`` runs it) and int8 (PyTorch's
 dynamic quantisation of the backbone's ``nn.Linear`` layers, ``torch.ao.quantization.quantize_dynamic``; the CLI
 has no int8 option, so its process runs go through this module's own ``--cli-int8`` entry, which loads
-the checkpoint, quantises it and hands it to ``ben_core.cli.main``) at each ``--sizes`` working size:
+the checkpoint, quantises it and hands it to ``ben_core.apps.cli.main``) at each ``--sizes`` working size:
 
 * **network**: seconds per image (batch 1, median of ``--repeats`` after ``--warmup`` untimed calls,
   the precisions in rotating order) on pymatting's lemur photo (tests/data/lemur, CC0), in this process;
@@ -223,8 +223,8 @@ def cli_int8(argv) -> int:
     column of int8 measures): the CLI's own argument parsing, job planning and writing."""
     import torch
 
-    from ben_core import cli
-    from ben_core.checkpoint import load_ben
+    from ben_core.apps import cli
+    from ben_core.model.weights import load_ben
     from ben_core.predictor import BENPredictor
 
     args = cli.build_parser().parse_args(argv)
@@ -258,7 +258,7 @@ def main(argv=None) -> int:
     import torch
     from PIL import Image
 
-    from ben_core.checkpoint import load_ben
+    from ben_core.model.weights import load_ben
     from ben_core.devices import cpu_native_bf16
 
     from .bench_cli_io import make_photos, write_checkpoint

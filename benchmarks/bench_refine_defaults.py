@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from ben_core.refine import refine_alpha
-from ben_core.trimap import confidence_trimap
+from ben_core.matting.refine import refine_alpha
+from ben_core.matting.trimap import confidence_trimap
 from tests.helpers import load_lemur
 
 from .synthetic_matting import band_mse, coarsen_alpha, make_synthetic_matte

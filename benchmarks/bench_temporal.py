@@ -3,7 +3,7 @@
 On synthetic clips with ground-truth alpha (:mod:`benchmarks.synthetic_video`: still, a 3 px and an 8 px per
 frame pan, a subject moving 4 px per frame over a still background, a cut; thin semi-transparent strands;
 a simulated per-frame model that flickers), per segment and for the whole clip, the per-frame prediction
-against :func:`ben_core.temporal.stabilize_alpha` without motion compensation (``flow="none"``), causal and
+against :func:`ben_core.matting.temporal.stabilize_alpha` without motion compensation (``flow="none"``), causal and
 bidirectional: dtSSD, dtSSD near the subject (pixels within 5 px of where the truth is > 0.01, beside the
 flicker-free floor: the dtSSD of the model's stable part alone, which no stabiliser can remove), per-frame
 MSE and MSE on moving edges (see ``synthetic_video.temporal_metrics``); then the targets (every moving
@@ -46,7 +46,7 @@ def near_subject_dtssd(pred: torch.Tensor, gt: torch.Tensor, segment: list) -> d
 def quality(seeds, height: int, width: int, per_segment: int, options: dict, shots=None) -> dict:
     """``{shot: {segment or "clip": {method: {metric: mean over seeds}}}}`` for the clips of
     :data:`synthetic_video.SHOTS` (all, or those named in ``shots``), plus each segment's flicker-free floor."""
-    from ben_core.temporal import stabilize_alpha
+    from ben_core.matting.temporal import stabilize_alpha
 
     from .synthetic_video import SHOTS, make_shot, temporal_metrics
 
@@ -168,7 +168,7 @@ def moving_frames(n: int, h: int, w: int) -> torch.Tensor:
 
 
 def cost_rows(repeats: int, network: bool) -> list:
-    from ben_core.temporal import AlphaStabilizer
+    from ben_core.matting.temporal import AlphaStabilizer
 
     h, w, n = 1080, 1920, 9
     frames = moving_frames(n, h, w)
@@ -213,7 +213,7 @@ def draw_strip(path: str, seed: int = 3, height: int = 360, width: int = 640, pe
     steadied. A flickering edge shows as a ragged border in the slice, a steady one as a smooth one."""
     from PIL import Image
 
-    from ben_core.temporal import stabilize_alpha
+    from ben_core.matting.temporal import stabilize_alpha
 
     from .synthetic_video import make_shot
 

@@ -237,7 +237,7 @@ def _run(device, dtype, quick, log, modules, work) -> dict:
         from tests.helpers import tiny_vitmatte
 
         vit = tiny_vitmatte(layers=1)
-        vm = importlib.import_module(f"{PACK_NAME}.ben_core.vitmatte")
+        vm = importlib.import_module(f"{PACK_NAME}.ben_core.matting.vitmatte")
         real_load, tiles = vm.load_vitmatte, []
         vm.load_vitmatte = lambda device="cpu", **kw: vit.to(device)
         vit.register_forward_hook(lambda *a: tiles.append(1))

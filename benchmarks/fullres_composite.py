@@ -10,7 +10,7 @@ and only the mattes and the ~800 px photos could be had here), this writes ``OUT
 * ``composite`` (default): the photo re-made at full resolution by the compositing equation the set's truth
   was measured with, ``I = a F + (1 - a) B`` with ``a`` the **real full-resolution matte**, and ``F``, ``B``
   the foreground and background colours estimated from the real low-resolution photo and its matte
-  (:func:`ben_core.foreground.estimate_foreground` on ``a`` and on ``1 - a``), upsampled bicubically; plus
+  (:func:`ben_core.matting.foreground.estimate_foreground` on ``a`` and on ``1 - a``), upsampled bicubically; plus
   Gaussian noise of standard deviation ``--noise`` (0..1 units, default 0.01, about 2.5/255: a sensor's
   per-pixel noise, which the 4x reduction of the low-resolution photos averaged away) and 8-bit rounding.
   Hair, fur and edges are where the real matte puts them, at full-resolution pixel scale; colour texture finer
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ben_core.foreground import estimate_foreground
+from ben_core.matting.foreground import estimate_foreground
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MODES = ("composite", "upsampled")

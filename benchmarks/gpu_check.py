@@ -25,7 +25,7 @@ alone; the synthetic weights and the stored conformance vectors come from ``test
    device memory back after core's offload); then every VRAM state (normal and --novram also with CUDA
    graphs): load -> run -> unload -> reload -> run, weights where the inputs go, identical masks.
 
-7. the video stabiliser (``ben_core.temporal``, causal and bidirectional) on 1080p frames on the device
+7. the video stabiliser (``ben_core.matting.temporal``, causal and bidirectional) on 1080p frames on the device
    (the optical flow itself runs on the host): ms per frame, beside the Remove Background path's.
 
 ``--device cpu --quick`` runs every section small on the CPU (512², batch 1, bf16, no compile rows)
@@ -314,7 +314,7 @@ def bench_remove_background(model: BENBase, device: torch.device, dtype: torch.d
 def bench_stabilizer(device: torch.device, height: int, width: int, frames: int) -> list:
     """ms per frame of ``AlphaStabilizer`` in both modes on ``frames`` frames of a textured picture panning
     2 px a frame (alpha unsure everywhere, so every pixel is carried), tensors on ``device``."""
-    from ben_core.temporal import AlphaStabilizer
+    from ben_core.matting.temporal import AlphaStabilizer
     from benchmarks.bench_temporal import moving_frames
 
     clip = moving_frames(frames, height, width).to(device)
@@ -451,7 +451,7 @@ def report(result: dict) -> str:
         lines.append("")
     st = result.get("stabilizer")
     if st:
-        lines += ["## Video stabiliser (ben_core.temporal; the optical flow on the host)", "",
+        lines += ["## Video stabiliser (ben_core.matting.temporal; the optical flow on the host)", "",
                   "| mode | frames | flow | ms / frame |", "|---|---|---|---|"]
         for r in st:
             lines.append(f"| {r['mode']} | {r['frames']} × {r['size']} | {r['flow']} | {r['ms_per_frame']:.1f} |")

@@ -69,7 +69,7 @@ def lemur_panels() -> dict:
     import torch
 
     from ben_core import CutoutOptions, CutoutPipeline, Refinement
-    from ben_core.trimap import make_trimap
+    from ben_core.matting.trimap import make_trimap
     from tests.helpers import load_lemur
 
     from .bench_matting import MODEL_FACTOR

@@ -37,7 +37,7 @@ except ImportError as _exc:  # ComfyUI older than the V3 node API
     raise ImportError("the BEN2 nodes need ComfyUI 0.3.64 or newer (comfy_api.latest, the V3 node API); update "
                       "ComfyUI") from _exc
 
-from ..ben_core.checkpoint import SUPPORTED_EXTENSIONS
+from ..ben_core.model.weights import SUPPORTED_EXTENSIONS
 from ..ben_core.devices import resolve_device
 
 log = logging.getLogger("ComfyUI-BEN2")

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ..ben_core.inputs import resize
+from ..ben_core.io.inputs import resize
 
 
 #: Values an IMAGE may reach before it is refused: resampling filters (Lanczos, bicubic) overshoot 0..1 a

@@ -8,7 +8,7 @@ import torch
 
 from ..ben_core.devices import PRECISIONS
 from ..ben_core.devices import resolve_precision as _resolve_precision
-from ..ben_core.hub import OFFICIAL_FILENAME
+from ..ben_core.model.weights import OFFICIAL_FILENAME
 from . import comfy_env, model_cache, widgets
 from .comfy_env import io
 
@@ -62,7 +62,7 @@ def find_or_download(model_name: str, download: bool) -> str:
             raise FileNotFoundError(
                 f"BEN model {model_name!r} is not in {comfy_env.model_folders()}. {hint} the checkpoint "
                 "(BEN2_Base.pth or model.safetensors) into one of these folders and refresh (press 'r').")
-    from ..ben_core.hub import download_official_weights
+    from ..ben_core.model.weights import download_official_weights
 
     target = comfy_env.download_folder()
     os.makedirs(target, exist_ok=True)

@@ -321,7 +321,7 @@ def get_model(path: str, device: torch.device, dtype: torch.dtype, compile: Opti
             return LoadedBEN(path, loader(path, offload, dtype), device, dtype, offload_device=offload, compile=compile)
         # as core builds its background-removal models: the network where ComfyUI parks it, its patcher,
         # then the weights, assigned (not copied) when the patcher streams them (dynamic VRAM)
-        from ..ben_core.checkpoint import load_weights
+        from ..ben_core.model.weights import load_weights
         from ..ben_core.model.ben2 import BENBase
 
         model = LoadedBEN(path, BENBase().to(offload), device, dtype, offload_device=offload, compile=compile)

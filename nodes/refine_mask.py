@@ -2,7 +2,7 @@
 ViTMatte through its method widget) and Refine Mask with ViTMatte (the same with ViTMatte only, marked
 experimental: its quality on real photos is unmeasured here).
 
-Without a trimap input the node makes one per image with ``ben_core.trimap.make_trimap``
+Without a trimap input the node makes one per image with ``ben_core.matting.trimap.make_trimap``
 (``trimap_source``): ``confidence`` (the BEN paper's confidence trimap), ``band`` (an unknown band of
 ``band_radius`` pixels around the mask edge, for hard 0/1 masks) or ``auto`` (for a soft mask such as
 BEN2's every pixel it is unsure of, 0.03 < mask < 0.97; the band for a hard one: SAM, a painted mask...), so
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from ..ben_core import memory
 from ..ben_core.pipeline import CutoutOptions, CutoutPipeline, Refinement
-from ..ben_core.refine import DEFAULT_EPS, METHODS
-from ..ben_core.trimap import TRIMAP_SOURCES, snap_trimap
+from ..ben_core.matting.refine import DEFAULT_EPS, METHODS
+from ..ben_core.matting.trimap import TRIMAP_SOURCES, snap_trimap
 from . import comfy_env, image_mask, model_cache, widgets
 from .comfy_env import io
 

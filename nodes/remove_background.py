@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..ben_core.model.ben2 import BENBase
 from ..ben_core.pipeline import CutoutOptions, CutoutPipeline
-from ..ben_core.temporal import make_stabilizer
+from ..ben_core.matting.temporal import make_stabilizer
 from . import comfy_env, image_mask, widgets
 from .comfy_env import io
 

@@ -2,14 +2,14 @@
 preview payload (:mod:`.trimap_preview`) under ``{"ui": {"ben2_trimap": [payload, ...]}}`` (one per image,
 at most ``PREVIEW_MAX_IMAGES``; none outside ComfyUI, where there is no temp folder to serve them from).
 
-Widget defaults are the paper's constants (``ben_core.trimap.PAPER_DEFAULTS``).
+Widget defaults are the paper's constants (``ben_core.matting.trimap.PAPER_DEFAULTS``).
 """
 from __future__ import annotations
 
 import torch
 
-from ..ben_core.inputs import to_float_rgb
-from ..ben_core.trimap import PAPER_DEFAULTS, confidence_trimap
+from ..ben_core.io.inputs import to_float_rgb
+from ..ben_core.matting.trimap import PAPER_DEFAULTS, confidence_trimap
 from . import comfy_env, image_mask, trimap_preview, widgets
 from .comfy_env import io
 

@@ -2,7 +2,7 @@
 ``web/js/trimap_core.js`` (``decodePayload``); the two sides are kept in sync by the widget tests.
 
 Each payload carries the parameters of the run (thresholds, step, minimum unknown fraction:
-ben_core.trimap.PAPER_DEFAULTS unless the user changed them), the full-resolution result, and references
+ben_core.matting.trimap.PAPER_DEFAULTS unless the user changed them), the full-resolution result, and references
 to two files in ComfyUI's temp folder (``{"filename", "subfolder", "type": "temp"}``, served by ``/view``,
 the way core's previews travel): the probability map downsampled to a longest side of at most 512, as
 zlib-compressed uint16 codes (``probs``, ``probs_encoding = "zlib-uint16le"``, exact to 1/65535), from which
@@ -17,8 +17,8 @@ import zlib
 import numpy as np
 import torch
 
-from ..ben_core.compose import to_uint8
-from ..ben_core.inputs import resize
+from ..ben_core.matting.compose import to_uint8
+from ..ben_core.io.inputs import resize
 
 PREVIEW_MAX_SIDE = 512
 PREVIEW_MAX_IMAGES = 8

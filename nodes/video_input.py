@@ -30,7 +30,7 @@ import os
 import tempfile
 from typing import List, Optional
 
-from ..ben_core.files import temporary_path
+from ..ben_core.io.files import temporary_path
 from . import comfy_env
 
 log = logging.getLogger("ComfyUI-BEN2")

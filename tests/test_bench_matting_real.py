@@ -102,8 +102,8 @@ def test_guided_spec_with_trimap_thresholds():
     refine_alpha gets; the other keys still go to refine_alpha."""
     import torch
 
-    from ben_core.refine import refine_alpha
-    from ben_core.trimap import confidence_trimap
+    from ben_core.matting.refine import refine_alpha
+    from ben_core.matting.trimap import confidence_trimap
     from benchmarks.synthetic_matting import make_synthetic_matte
     s = make_synthetic_matte(90, 120, seed=3, model_size=24)
     img, c = s["image"], s["coarse"]

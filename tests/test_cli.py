@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ben_core import cli
-from ben_core.inputs import to_float_rgb
+from ben_core.apps import cli, jobs
+from ben_core.io.inputs import to_float_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def test_folder_with_broken_files_reports_and_writes_the_rest(folder, tmp_path, 
     out = tmp_path / "out"
     code = run([d, "-o", out])
     err = capsys.readouterr().err
-    assert code == cli.EXIT_FAILED
+    assert code == jobs.EXIT_FAILED
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
     assert "broken.png" in err and "truncated.png" in err and "2 of 5 input(s) failed" in err
     assert "notes.txt" in err  # ignored files are named, not dropped silently
@@ -81,7 +81,7 @@ def test_all_good_exit_zero_and_colour_background_composite(tmp_path, capsys):
     src = tmp_path / "x.png"
     arr = rand_image(src, 25, 19, 7)
     out = tmp_path / "o"
-    assert run([src, "-o", out, "--background", "#102030", "-q"]) == cli.EXIT_OK
+    assert run([src, "-o", out, "--background", "#102030", "-q"]) == jobs.EXIT_OK
     im = Image.open(out / "x.png")
     assert im.mode == "RGB" and im.size == (25, 19)
     a = arr[..., :1].astype(np.float64) / 255
@@ -89,7 +89,7 @@ def test_all_good_exit_zero_and_colour_background_composite(tmp_path, capsys):
     assert np.abs(np.asarray(im).astype(np.float64) - expect).max() <= 1
     assert capsys.readouterr().err == ""  # -q: nothing on stderr when all is well
 
-    assert run([src, "-o", out, "--background", "00ff00", "--format", "jpg", "-q"]) == cli.EXIT_OK
+    assert run([src, "-o", out, "--background", "00ff00", "--format", "jpg", "-q"]) == jobs.EXIT_OK
     assert Image.open(out / "x.jpg").mode == "RGB"
 
 
@@ -97,7 +97,7 @@ def test_animated_image_warns_that_only_the_first_frame_is_processed(tmp_path, c
     src = tmp_path / "anim.gif"
     frames = [Image.fromarray(np.full((8, 10, 3), v, np.uint8)) for v in (10, 200, 90)]
     frames[0].save(src, save_all=True, append_images=frames[1:], duration=100, loop=0)
-    assert run([src, "-o", tmp_path / "o", "-q"]) == cli.EXIT_OK
+    assert run([src, "-o", tmp_path / "o", "-q"]) == jobs.EXIT_OK
     err = capsys.readouterr().err
     assert "anim.gif" in err and "3 frames" in err and "only the first" in err
     assert (tmp_path / "o" / "anim.png").is_file()
@@ -127,7 +127,7 @@ def test_batch_size_chunks(tmp_path, bs, expected):
 def test_broken_file_in_a_batch_does_not_sink_the_batch(folder, tmp_path):
     d, _ = folder
     pred = RedPredictor()
-    assert run([d, "-o", tmp_path / "o", "--batch-size", 3, "-q"], pred) == cli.EXIT_FAILED
+    assert run([d, "-o", tmp_path / "o", "--batch-size", 3, "-q"], pred) == jobs.EXIT_FAILED
     assert sum(pred.calls) == 3 and len(list((tmp_path / "o").iterdir())) == 3
 
 
@@ -143,7 +143,7 @@ def test_predictor_failure_is_isolated_to_the_bad_image(tmp_path, capsys):
                 raise RuntimeError("cannot handle width 11")
             return super().predict_chunk(chunk, deferred)
 
-    assert run([d, "-o", tmp_path / "o", "--batch-size", 3], Picky()) == cli.EXIT_FAILED
+    assert run([d, "-o", tmp_path / "o", "--batch-size", 3], Picky()) == jobs.EXIT_FAILED
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["0.png", "2.png"]
     assert "1.png" in capsys.readouterr().err
 
@@ -160,7 +160,7 @@ def test_output_names_mirror_the_inputs_and_clashes_are_refused_before_any_work(
     assert written == sorted(["a/x.png", "b/x.png", "a/deep/y.png"])  # same names, kept apart by folder
     rand_image(tmp_path / "a" / "x.jpg", 8, 8, 2)  # x.jpg and x.png would both write x.png
     predictor = RedPredictor()
-    assert run([tmp_path / "a", "-o", tmp_path / "out2", "-q", "-r"], predictor) == cli.EXIT_USAGE
+    assert run([tmp_path / "a", "-o", tmp_path / "out2", "-q", "-r"], predictor) == jobs.EXIT_USAGE
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1 and "x.jpg" in errors[0] and "x.png" in errors[0] and "would both be written" in errors[0]
     assert predictor.calls == [] and not (tmp_path / "out2").exists()  # refused before any work
@@ -203,15 +203,15 @@ def test_exif_orientation_applied(tmp_path):
 def test_usage_errors_exit_2(tmp_path, capsys):
     src = tmp_path / "x.png"
     rand_image(src, 8, 8, 0)
-    assert run([tmp_path / "missing.png", "-o", tmp_path / "o"]) == cli.EXIT_USAGE
+    assert run([tmp_path / "missing.png", "-o", tmp_path / "o"]) == jobs.EXIT_USAGE
     assert "missing.png" in capsys.readouterr().err
-    assert run([src, "-o", tmp_path / "o", "--background", "purple"]) == cli.EXIT_USAGE
+    assert run([src, "-o", tmp_path / "o", "--background", "purple"]) == jobs.EXIT_USAGE
     assert "#00FF00" in capsys.readouterr().err
-    assert run([src, "-o", tmp_path / "o", "--batch-size", "0"]) == cli.EXIT_USAGE
+    assert run([src, "-o", tmp_path / "o", "--batch-size", "0"]) == jobs.EXIT_USAGE
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert run([empty, "-o", tmp_path / "o"]) == cli.EXIT_USAGE
-    assert run([src, "-o", tmp_path / "o", "--mask-only", "--background", "#000000"]) == cli.EXIT_USAGE
+    assert run([empty, "-o", tmp_path / "o"]) == jobs.EXIT_USAGE
+    assert run([src, "-o", tmp_path / "o", "--mask-only", "--background", "#000000"]) == jobs.EXIT_USAGE
 
 
 def test_missing_weights_offline_gives_clear_message(tmp_path):
@@ -223,7 +223,7 @@ def test_missing_weights_offline_gives_clear_message(tmp_path):
     env.pop("HUGGINGFACE_HUB_CACHE", None)
     r = subprocess.run([sys.executable, "-m", "ben_core", str(src), "-o", str(tmp_path / "o"), "--device", "cpu"],
                        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert r.returncode == cli.EXIT_MODEL, r.stderr
+    assert r.returncode == jobs.EXIT_MODEL, r.stderr
     assert "PramaLLC/BEN2" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "o" / "x.png").exists()
@@ -233,7 +233,7 @@ def test_checkpoint_path_missing_exit_3(tmp_path, capsys):
     src = tmp_path / "x.png"
     rand_image(src, 8, 8, 0)
     code = cli.main([str(src), "-o", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "nope.pth"), "--device", "cpu"])
-    assert code == cli.EXIT_MODEL
+    assert code == jobs.EXIT_MODEL
     assert "nope.pth" in capsys.readouterr().err
 
 
@@ -342,7 +342,7 @@ def test_end_to_end_real_network_synthetic_checkpoint(tmp_path):
     out = tmp_path / "out"
     code = cli.main([str(d), "-o", str(out), "--checkpoint", str(ckpt), "--working-size", "512",
                      "--device", "cpu", "--dtype", "fp32", "--batch-size", "2", "-q"])  # auto is bf16 on some CPUs
-    assert code == cli.EXIT_OK
+    assert code == jobs.EXIT_OK
     conf = np.asarray(Image.open(out / "conf.png"))
     assert conf.shape == (512, 512, 4)
     np.testing.assert_array_equal(conf[..., :3], ref["images"][0])
@@ -362,6 +362,6 @@ def test_png_sequence_folder_may_not_swallow_other_outputs(tmp_path, capsys):
     rand_image(d / "shots" / "a.png", 8, 8, 0)
     code = cli.main([str(d), "-r", "-o", str(tmp_path / "o"), "--video-format", "png", "-q"],
                     predictor=DiskPredictor())
-    assert code == cli.EXIT_USAGE
+    assert code == jobs.EXIT_USAGE
     assert "PNG sequence would replace" in capsys.readouterr().err
     assert not (tmp_path / "o" / "shots").exists()

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ben_core import cli
-from ben_core.files import TEMP_MARK, atomic_output, check_writable_folder, is_fatal_write_error
-from ben_core.writers import is_complete_image
+from ben_core.apps import cli, jobs
+from ben_core.io.files import TEMP_MARK, atomic_output, check_writable_folder, is_fatal_write_error
+from ben_core.io.writers import is_complete_image
 
 from test_cli import REPO, RedPredictor, rand_image, run
 
@@ -69,7 +69,7 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails wi
 resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
 sys.path.insert(0, {tests!r})
 from test_cli import RedPredictor
-from ben_core import cli
+from ben_core.apps import cli, jobs
 sys.exit(cli.main(sys.argv[1:], predictor=RedPredictor()))
 """
 
@@ -85,7 +85,7 @@ def test_a_write_that_runs_out_of_space_leaves_no_truncated_file(tmp_path):
     r = subprocess.run([sys.executable, "-c", _LIMITED.format(tests=str(REPO / "tests")), str(src), "-o", str(out),
                         "-q", "--report", str(tmp_path / "r.jsonl")],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert r.returncode == cli.EXIT_FAILED, r.stderr
+    assert r.returncode == jobs.EXIT_FAILED, r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["small.png"]
     assert is_complete_image(out / "small.png")
     lines = {Path(d["input"]).name: d for d in report_lines(tmp_path / "r.jsonl")}
@@ -101,14 +101,14 @@ def test_skip_existing_resumes_and_redoes_incomplete_outputs(tmp_path):
     for i in range(4):
         noise_image(src / f"{i}.png", 20 + i, 16, i)
     out = tmp_path / "out"
-    assert run([src, "-o", out, "-q"]) == cli.EXIT_OK
+    assert run([src, "-o", out, "-q"]) == jobs.EXIT_OK
     first = {p.name: p.read_bytes() for p in out.iterdir()}
     (out / "1.png").unlink()  # never written (the job died before it)
     (out / "2.png").write_bytes(first["2.png"][: len(first["2.png"]) // 2])  # truncated by another tool
     os.utime(out / "0.png", (1, 1))
     predictor = RedPredictor()
     report = tmp_path / "report.jsonl"
-    assert run([src, "-o", out, "-q", "--skip-existing", "--report", report], predictor) == cli.EXIT_OK
+    assert run([src, "-o", out, "-q", "--skip-existing", "--report", report], predictor) == jobs.EXIT_OK
     assert sum(predictor.calls) == 2  # only 1.png and 2.png went through the network
     assert (out / "0.png").stat().st_mtime == 1  # untouched
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first
@@ -118,7 +118,7 @@ def test_skip_existing_resumes_and_redoes_incomplete_outputs(tmp_path):
     for d in lines:
         assert set(d) == {"input", "output", "status", "error", "seconds"} and d["seconds"] >= 0
     predictor = RedPredictor()  # everything done: the model is not even needed
-    assert run([src, "-o", out, "-q", "--skip-existing"], predictor) == cli.EXIT_OK and predictor.calls == []
+    assert run([src, "-o", out, "-q", "--skip-existing"], predictor) == jobs.EXIT_OK and predictor.calls == []
 
 
 def test_report_lists_failures_and_successes(tmp_path):
@@ -128,7 +128,7 @@ def test_report_lists_failures_and_successes(tmp_path):
     (src / "empty.png").write_bytes(b"")
     (src / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     report = tmp_path / "logs" / "report.jsonl"
-    assert run([src, "-o", tmp_path / "out", "-q", "--report", report]) == cli.EXIT_FAILED
+    assert run([src, "-o", tmp_path / "out", "-q", "--report", report]) == jobs.EXIT_FAILED
     lines = {Path(d["input"]).name: d for d in report_lines(report)}
     assert lines["a.png"]["status"] == "ok" and lines["a.png"]["error"] is None
     assert lines["empty.png"]["status"] == "failed" and "empty file (0 bytes)" in lines["empty.png"]["error"]
@@ -141,7 +141,7 @@ _SLOW = """
 import sys, time
 sys.path.insert(0, {tests!r})
 from test_cli import RedPredictor
-from ben_core import cli
+from ben_core.apps import cli, jobs
 
 class Slow(RedPredictor):
     def predict_chunk(self, chunk, deferred=False):
@@ -172,7 +172,7 @@ def test_ctrl_c_stops_after_the_current_chunk_and_says_how_to_resume(tmp_path):
     proc, out = _start_slow_job(tmp_path)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == cli.EXIT_INTERRUPTED, err
+    assert proc.returncode == jobs.EXIT_INTERRUPTED, err
     assert "stopping after the current chunk" in err and "--skip-existing" in err and "Traceback" not in err
     written = sorted(p.name for p in out.iterdir())
     assert 1 <= len(written) < 12 and not temporaries(out)
@@ -188,14 +188,14 @@ def test_second_ctrl_c_stops_at_once_and_sigterm_is_a_polite_stop(tmp_path):
     proc.send_signal(signal.SIGINT)
     t0 = time.monotonic()
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == cli.EXIT_INTERRUPTED and time.monotonic() - t0 < 5, err
+    assert proc.returncode == jobs.EXIT_INTERRUPTED and time.monotonic() - t0 < 5, err
     assert "Traceback" not in err and not temporaries(out)
     assert all(is_complete_image(p) for p in out.iterdir())
 
     proc, out = _start_slow_job(tmp_path / "term")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == cli.EXIT_INTERRUPTED and "stopping after the current chunk" in err, err
+    assert proc.returncode == jobs.EXIT_INTERRUPTED and "stopping after the current chunk" in err, err
     assert not temporaries(out)
 
 
@@ -207,7 +207,7 @@ def test_unwritable_outputs_are_refused_before_the_model_loads(tmp_path, capsys)
     noise_image(src, 8, 8, 0)
 
     def refused(out) -> str:
-        assert cli.main([str(src), "-o", str(out), "--device", "cpu", "-q"]) == cli.EXIT_USAGE
+        assert cli.main([str(src), "-o", str(out), "--device", "cpu", "-q"]) == jobs.EXIT_USAGE
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
         return err
@@ -223,7 +223,7 @@ def test_unwritable_outputs_are_refused_before_the_model_loads(tmp_path, capsys)
             assert "cannot write" in refused(ro)
         finally:
             ro.chmod(0o755)
-    assert cli.main([str(src), "-o", str(tmp_path / "o"), "--report", str(src / "r.jsonl")]) == cli.EXIT_USAGE
+    assert cli.main([str(src), "-o", str(tmp_path / "o"), "--report", str(src / "r.jsonl")]) == jobs.EXIT_USAGE
     assert "--report" in capsys.readouterr().err
 
 
@@ -232,10 +232,10 @@ def test_never_writes_over_an_input(tmp_path, capsys):
     noise_image(photo, 16, 16, 0)
     before = photo.read_bytes()
     predictor = RedPredictor()
-    assert run([photo, "-o", tmp_path], predictor) == cli.EXIT_USAGE  # what `*.png -o .` does
+    assert run([photo, "-o", tmp_path], predictor) == jobs.EXIT_USAGE  # what `*.png -o .` does
     assert "would replace an input" in capsys.readouterr().err
     assert photo.read_bytes() == before and predictor.calls == []
-    assert run([photo, "-o", tmp_path, "--format", "webp", "-q"]) == cli.EXIT_OK  # photo.webp: no clash
+    assert run([photo, "-o", tmp_path, "--format", "webp", "-q"]) == jobs.EXIT_OK  # photo.webp: no clash
     assert photo.read_bytes() == before and (tmp_path / "photo.webp").exists()
 
 
@@ -244,10 +244,10 @@ def test_checkpoint_folder_and_jpg_without_background(tmp_path, capsys):
     noise_image(src, 8, 8, 0)
     (tmp_path / "weights").mkdir()
     assert cli.main([str(src), "-o", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "weights"),
-                     "--device", "cpu", "-q"]) == cli.EXIT_MODEL
+                     "--device", "cpu", "-q"]) == jobs.EXIT_MODEL
     err = capsys.readouterr().err
     assert "folder" in err and "Traceback" not in err
-    assert run([src, "-o", tmp_path / "o2", "--format", "jpg"]) == cli.EXIT_USAGE
+    assert run([src, "-o", tmp_path / "o2", "--format", "jpg"]) == jobs.EXIT_USAGE
     assert "--background" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()  # refused before anything was created
 
@@ -263,7 +263,7 @@ def test_offline_without_weights_answers_at_once(tmp_path):
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "ben_core", str(src), "-o", str(tmp_path / "o"), "--device", "cpu"],
                        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert r.returncode == cli.EXIT_MODEL, r.stderr
+    assert r.returncode == jobs.EXIT_MODEL, r.stderr
     assert time.monotonic() - t0 < 15
     assert "not reachable" in r.stderr and "PramaLLC/BEN2" in r.stderr
     assert "Traceback" not in r.stderr and "Retrying" not in r.stderr and "thrown while requesting" not in r.stderr
@@ -285,19 +285,19 @@ def test_colour_profile_is_carried_and_formats_do_what_they_say(tmp_path):
     Image.fromarray(arr).save(src / "p3.png", icc_profile=icc)
     Image.fromarray(arr).save(src / "q.jpg", icc_profile=icc, quality=95)
     out = tmp_path / "out"
-    assert run([src, "-o", out, "-q"]) == cli.EXIT_OK
+    assert run([src, "-o", out, "-q"]) == jobs.EXIT_OK
     for name in ("p3.png", "q.png"):
         with Image.open(out / name) as im:
             assert im.mode == "RGBA" and im.info.get("icc_profile") == icc, name
-    assert run([src, "-o", tmp_path / "webp", "-q", "--format", "webp"]) == cli.EXIT_OK
+    assert run([src, "-o", tmp_path / "webp", "-q", "--format", "webp"]) == jobs.EXIT_OK
     with Image.open(tmp_path / "webp" / "p3.webp") as im:
         assert im.format == "WEBP" and im.mode == "RGBA" and im.info.get("icc_profile") == icc
         alpha = np.asarray(im)[..., 3]
     assert np.abs(alpha.astype(int) - arr[..., 0]).max() <= 1  # alpha (red channel here) kept losslessly
-    assert run([src, "-o", tmp_path / "jpg", "-q", "--format", "jpg", "--background", "#102030"]) == cli.EXIT_OK
+    assert run([src, "-o", tmp_path / "jpg", "-q", "--format", "jpg", "--background", "#102030"]) == jobs.EXIT_OK
     with Image.open(tmp_path / "jpg" / "p3.jpg") as im:
         assert im.format == "JPEG" and im.mode == "RGB" and im.info.get("icc_profile") == icc
-    assert run([src, "-o", tmp_path / "mask", "-q", "--mask-only"]) == cli.EXIT_OK
+    assert run([src, "-o", tmp_path / "mask", "-q", "--mask-only"]) == jobs.EXIT_OK
     with Image.open(tmp_path / "mask" / "p3.png") as im:
         assert im.mode == "L" and "icc_profile" not in im.info  # a grey matte is not in the photo's colour space
 
@@ -310,7 +310,7 @@ def test_io_threads_do_not_change_the_files(tmp_path):
     outs = {}
     for threads in (0, 1, 3):
         out = tmp_path / f"out{threads}"
-        assert run([src, "-o", out, "-q", "--io-threads", threads, "--batch-size", 2]) == cli.EXIT_OK
+        assert run([src, "-o", out, "-q", "--io-threads", threads, "--batch-size", 2]) == jobs.EXIT_OK
         outs[threads] = {p.name: p.read_bytes() for p in out.iterdir()}
     assert outs[0] == outs[1] == outs[3] and len(outs[0]) == 7
 

@@ -1,9 +1,14 @@
-"""ben_core.compose: one colour parser and one compositing function for the CLI, video and nodes."""
+"""ben_core.matting.compose: one colour parser and one compositing function for the CLI, video and nodes."""
 import numpy as np
 import pytest
 import torch
 
-from ben_core.compose import colour_to_uint8, composite, parse_colour, to_uint8
+from ben_core.matting.compose import composite, parse_colour, to_uint8
+
+
+def colour_to_uint8(colour):
+    """The test's own reading of a parsed colour as 0..255 ints (rounded to nearest)."""
+    return tuple(int(round(v * 255.0)) for v in colour)
 
 
 # ------------------------------------------------------------------------------------------------

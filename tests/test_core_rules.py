@@ -128,7 +128,7 @@ def test_load_ben_with_dynamic_vram_assigns_on_a_gpu_and_copies_on_the_cpu(tmp_p
     install_comfy(monkeypatch, dynamic=True)
     mc = sub("nodes.model_cache")
     path = _synthetic_checkpoint(tmp_path)
-    ckpt = importlib.import_module(f"{PACK_NAME}.ben_core.checkpoint")
+    ckpt = importlib.import_module(f"{PACK_NAME}.ben_core.model.weights")
     real_load_weights, assigned = ckpt.load_weights, []
 
     def spy(model, path, assign=False, **kw):
@@ -174,7 +174,7 @@ def _network_under(monkeypatch, vram, kind):
     env, mc = sub("nodes.comfy_env"), sub("nodes.model_cache")
     device = env.torch_device()
     if kind == "vitmatte":
-        vm = importlib.import_module(f"{PACK_NAME}.ben_core.vitmatte")
+        vm = importlib.import_module(f"{PACK_NAME}.ben_core.matting.vitmatte")
         net = tiny_vitmatte(layers=1)
         monkeypatch.setattr(vm, "load_vitmatte", lambda device="cpu", **kw: net.to(device))
 
@@ -343,8 +343,8 @@ def test_cancel_between_vitmatte_tiles(monkeypatch, core):
     img[:, 20:76, 60:1040] = 0.9
     mask = torch.zeros(1, 96, 1100)
     mask[:, 24:72, 64:1036] = 1.0
-    plan = importlib.import_module(f"{PACK_NAME}.ben_core.vitmatte").vitmatte_tiles(
-        96, 1100, importlib.import_module(f"{PACK_NAME}.ben_core.trimap").make_trimap(mask, "band", 4)[0] == 0.5,
+    plan = importlib.import_module(f"{PACK_NAME}.ben_core.matting.vitmatte").vitmatte_tiles(
+        96, 1100, importlib.import_module(f"{PACK_NAME}.ben_core.matting.trimap").make_trimap(mask, "band", 4)[0] == 0.5,
         512, 64)
     assert len(plan) >= 3
     with pytest.raises(comfy.InterruptProcessingException):
@@ -493,7 +493,7 @@ def test_refine_mask_and_vitmatte_ask_core_for_room(monkeypatch):
     assert not [c for c in comfy.calls if c[0] == "free_memory"]  # the CPU: nothing to free
     real_reserve(12345, META)
     assert comfy.calls[-1] == ("free_memory", 12345, "meta")
-    vm = importlib.import_module(f"{PACK_NAME}.ben_core.vitmatte")
+    vm = importlib.import_module(f"{PACK_NAME}.ben_core.matting.vitmatte")
     monkeypatch.setattr(vm, "load_vitmatte", lambda device="cpu", **kw: torch.nn.Linear(2, 2))
     sub("nodes.model_cache").vitmatte_model(CPU, (720, 1280))
     load = [c for c in comfy.calls if c[0] == "load_models_gpu"][-1]

@@ -101,12 +101,12 @@ def test_gpus_do_not_ask_the_cpu(monkeypatch):
 
 @pytest.mark.parametrize("has_bf16,expected", [(True, torch.bfloat16), (False, torch.float32)])
 def test_the_cli_gets_the_resolvers_answer(monkeypatch, has_bf16, expected):
-    from ben_core import cli
+    from ben_core.apps import cli, jobs
 
     native(monkeypatch, has_bf16)
     seen = {}
-    monkeypatch.setattr(cli, "load_predictor", lambda ckpt, device, dtype, *a: seen.update(device=device, dtype=dtype))
-    cli.build_predictor(cli.build_parser().parse_args(["x", "-o", "y", "--device", "cpu"]), log=lambda m: None)
+    monkeypatch.setattr(jobs, "load_predictor", lambda ckpt, device, dtype, *a: seen.update(device=device, dtype=dtype))
+    jobs.build_predictor(cli.build_parser().parse_args(["x", "-o", "y", "--device", "cpu"]), log=lambda m: None)
     assert seen == {"device": CPU, "dtype": expected}
 
 

@@ -1,4 +1,4 @@
-"""The Ray Data stage (ben_core.distributed): planning, the stage on its own, and a real local Ray with two
+"""The Ray Data stage (ben_core.apps.distributed): planning, the stage on its own, and a real local Ray with two
 actors and synthetic weights whose files must equal the single-process CLI's."""
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ben_core.cli import UsageError
-from ben_core.writers import OutputFormat
+from ben_core.apps.cli import UsageError
+from ben_core.io.writers import OutputFormat
 
 from test_cli import REPO, rand_image
 
 ray = pytest.importorskip("ray")
-from ben_core import distributed  # noqa: E402  (imports pyarrow through ray's dependencies)
+from ben_core.apps import distributed  # noqa: E402  (imports pyarrow through ray's dependencies)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_local_ray_two_actors_write_what_the_cli_writes(tmp_path, checkpoint):
     # fp32: 1-CPU actors run torch on one thread, the CLI on two; fp32 gives the same bytes either way, bf16
     # (what auto picks on CPUs with native bf16) does not
     common = ["--checkpoint", str(checkpoint), "--working-size", "512", "--dtype", "fp32", "-q"]
-    r = subprocess.run([sys.executable, "-m", "ben_core.distributed", str(src), "-o", str(tmp_path / "ray"),
+    r = subprocess.run([sys.executable, "-m", "ben_core.apps.distributed", str(src), "-o", str(tmp_path / "ray"),
                         "--actors", "2", "--report", str(tmp_path / "r.jsonl"), *common],
                        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 1, r.stderr[-3000:]  # the broken file
@@ -103,7 +103,7 @@ def test_local_ray_two_actors_write_what_the_cli_writes(tmp_path, checkpoint):
     assert sorted((Path(d["input"]).name, d["status"]) for d in lines) == [
         ("0.png", "ok"), ("1.png", "ok"), ("2.png", "ok"), ("broken.jpg", "failed")]
     # resumed: everything done is skipped without starting Ray or loading a model
-    again = subprocess.run([sys.executable, "-m", "ben_core.distributed", str(src), "-o", str(tmp_path / "ray"),
+    again = subprocess.run([sys.executable, "-m", "ben_core.apps.distributed", str(src), "-o", str(tmp_path / "ray"),
                             "--skip-existing", "--checkpoint", str(tmp_path / "absent.pth")],
                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 3, again.stderr  # broken.jpg is still to do: the (absent) model is needed

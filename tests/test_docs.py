@@ -6,7 +6,7 @@
   also requires those files and that output.
 * Every relative link (file and ``#anchor``, GitHub's heading slugs) resolves.
 * Every command of ``python -m ben_core`` / ``ben2`` / ``python -m ben_core eval`` /
-  ``python -m ben_core.distributed`` / ``python -m benchmarks.<name>`` in a code block or span parses with
+  ``python -m ben_core distributed`` (or its 0.3 spelling ``python -m ben_core.distributed``) / ``python -m benchmarks.<name>`` in a code block or span parses with
   that program's own parser; a code span that starts with a flag names options that exist; the option
   tables of docs/cli.md, docs/batch-jobs.md and docs/evaluation.md list exactly their parser's options.
 * The node tables of docs/nodes.md list exactly each node's inputs (and defaults, and outputs), read from
@@ -44,7 +44,7 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 #: Top-level entries of the repository that a path in a code span may start with.
 REPO_DIRS = ("ben_core", "nodes", "web", "docs", "tests", "benchmarks", "example_workflows", ".ci")
 #: A doc page's option table -> the program whose parser it lists.
-OPTION_TABLES = {"cli.md": "ben_core", "batch-jobs.md": "ben_core.distributed", "evaluation.md": "ben_core eval"}
+OPTION_TABLES = {"cli.md": "ben_core", "batch-jobs.md": "ben_core distributed", "evaluation.md": "ben_core eval"}
 
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
 MARKER = re.compile(r"<!--\s*runnable(?::(.*?))?\s*-->\s*$")
@@ -146,11 +146,11 @@ class _Captured(Exception):
 
 @lru_cache(maxsize=None)
 def parser_for(program: str) -> argparse.ArgumentParser | None:
-    """The argument parser of ``program`` (``ben_core``, ``ben_core eval``, ``ben_core.distributed``,
+    """The argument parser of ``program`` (``ben_core``, ``ben_core eval``, ``ben_core distributed``,
     ``benchmarks.<name>``), or None when there is no such program. A benchmark without ``build_parser``
     is asked for its parser by calling its ``main([])`` with ``parse_args`` intercepted, so nothing runs."""
-    builders = {"ben_core": "ben_core.cli", "ben_core eval": "ben_core.evaluate",
-                "ben_core.distributed": "ben_core.distributed"}
+    builders = {"ben_core": "ben_core.apps.cli", "ben_core eval": "ben_core.apps.evaluate",
+                "ben_core distributed": "ben_core.apps.distributed", "ben_core.distributed": "ben_core.apps.distributed"}
     if program in builders:
         return importlib.import_module(builders[program]).build_parser()
     if not re.fullmatch(r"benchmarks\.\w+", program) or not (REPO / (program.replace(".", "/") + ".py")).is_file():
@@ -182,7 +182,7 @@ def options(parser: argparse.ArgumentParser) -> set[str]:
 
 
 def all_options() -> set[str]:
-    programs = ["ben_core", "ben_core eval", "ben_core.distributed"]
+    programs = ["ben_core", "ben_core eval", "ben_core distributed"]
     programs += [f"benchmarks.{p.stem}" for p in sorted((REPO / "benchmarks").glob("*.py")) if p.stem != "__init__"]
     found = set()
     for prog in programs:
@@ -218,8 +218,8 @@ def invocation(tokens: list[str]) -> tuple[str, list[str]] | None:
             break
         if re.fullmatch(r"python3?", Path(tok).name) and tokens[i + 1:i + 2] == ["-m"] and len(tokens) > i + 2:
             module, args = tokens[i + 2], tokens[i + 3:]
-            if module == "ben_core" and args[:1] == ["eval"]:
-                return "ben_core eval", args[1:]
+            if module == "ben_core" and args[:1] in (["eval"], ["distributed"]):
+                return f"ben_core {args[0]}", args[1:]
             if "<" in module:  # a placeholder such as benchmarks.<name>
                 return None
             if module == "ben_core" or module.startswith(("ben_core.", "benchmarks.")):
@@ -227,8 +227,8 @@ def invocation(tokens: list[str]) -> tuple[str, list[str]] | None:
             return None
     else:
         return None
-    if args[:1] == ["eval"]:
-        return "ben_core eval", args[1:]
+    if args[:1] in (["eval"], ["distributed"]):
+        return f"ben_core {args[0]}", args[1:]
     return "ben_core", args
 
 
@@ -474,12 +474,12 @@ def test_checker_finds_a_missing_file_and_anchor(tmp_path):
 def test_checker_finds_unknown_flags_and_bad_values():
     bad = ("```bash\npython -m ben_core ./p -o out --no-such-flag\n```\n"
            "`python -m ben_core ./p -o out --working-size 2048` and `ben2 ./p -o out --format gif`\n"
-           "`python -m ben_core eval --pred a` (no --gt) and `python -m ben_core.distributed in -o out --gpus 2`\n"
+           "`python -m ben_core eval --pred a` (no --gt) and `python -m ben_core distributed in -o out --gpus 2`\n"
            "`python -m benchmarks.bench_memory --no-such-option` and `python -m benchmarks.no_such_bench --x`\n"
            "a lone `--not-an-option`\n")
     problems = check_commands(bad, "bad.md")
     assert len(problems) == 8, problems
-    good = ("```bash\nRAY_ADDRESS=ray://h:1 python -m ben_core.distributed s3://b/p -o s3://b/o --actors 8 \\\n"
+    good = ("```bash\nRAY_ADDRESS=ray://h:1 python -m ben_core distributed s3://b/p -o s3://b/o --actors 8 \\\n"
             "    --gpus-per-actor 1\n```\n`python -m ben_core ./p -o out --dtype bf16 --working-size 512`, "
             "`--mask-only`, `pip install --no-deps x`, `python -m benchmarks.bench_memory --sizes 1920x1080`\n")
     assert check_commands(good, "good.md") == []

@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ben_core import cli
-from ben_core import evaluate as ev
+from ben_core.apps import cli, jobs
+from ben_core.apps import evaluate as ev
 from ben_core.__main__ import main as module_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -281,7 +281,7 @@ def test_missing_and_duplicate_files_are_listed_and_fail(dataset, capsys):
     (pred / "notes.txt").write_text("not an image")
     code = run_eval(["--pred", pred, "--gt", gt, "--json", dataset / "r.json", "-q"])
     err = capsys.readouterr().err
-    assert code == cli.EXIT_FAILED
+    assert code == jobs.EXIT_FAILED
     assert "extra.png: no file named extra.* in --gt" in err and "--allow-missing" in err
     assert "lonely.png: no file named lonely.* in --pred" in err
     assert "notes.txt: ignored" in err and "Traceback" not in err
@@ -290,12 +290,12 @@ def test_missing_and_duplicate_files_are_listed_and_fail(dataset, capsys):
     assert data["problems"]["without_gt"] == [str(pred / "extra.png")]
     assert data["problems"]["without_prediction"] == [str(gt / "lonely.png")]
 
-    assert run_eval(["--pred", pred, "--gt", gt, "-q", "--allow-missing"]) == cli.EXIT_OK
+    assert run_eval(["--pred", pred, "--gt", gt, "-q", "--allow-missing"]) == jobs.EXIT_OK
     err = capsys.readouterr().err
     assert "warning:" in err and "extra.png" in err and "lonely.png" in err
 
     write(pred / "a.png", square())  # a.jpg and a.png: which one? neither, and say so
-    assert run_eval(["--pred", pred, "--gt", gt, "-q", "--allow-missing"]) == cli.EXIT_FAILED
+    assert run_eval(["--pred", pred, "--gt", gt, "-q", "--allow-missing"]) == jobs.EXIT_FAILED
     err = capsys.readouterr().err
     assert "a.jpg and" in err and "a.png" in err and "keep one" in err
 
@@ -306,7 +306,7 @@ def test_unreadable_file_is_named_and_the_rest_scored(dataset, capsys):
     code = run_eval(["--pred", dataset / "pred", "--gt", dataset / "DIS-VD" / "gt", "-q",
                      "--json", dataset / "r.json"])
     captured = capsys.readouterr()
-    assert code == cli.EXIT_FAILED
+    assert code == jobs.EXIT_FAILED
     line = next(ln for ln in captured.err.splitlines() if "b.png" in ln)
     assert line.startswith("error: ") and "cannot read the prediction" in line and "fix or replace" in line
     assert "| DIS-VD | 1 |" in captured.out and "Traceback" not in captured.err
@@ -319,7 +319,7 @@ def test_unwritable_output_is_one_line(dataset, capsys):
     blocker.write_text("a file, not a folder")
     code = run_eval(["--pred", dataset / "pred", "--gt", dataset / "DIS-VD" / "gt", "-q", "--json", blocker / "r.json"])
     err = capsys.readouterr().err
-    assert code == cli.EXIT_FAILED and "cannot write the results" in err and "Traceback" not in err
+    assert code == jobs.EXIT_FAILED and "cannot write the results" in err and "Traceback" not in err
 
 
 @needs_metrics
@@ -331,19 +331,19 @@ def test_usage_errors_are_one_line_exit_2(dataset, capsys):
         (["--pred", dataset / "pred", "--gt", gt, "--working-size", "512"], "only used with --images"),
     ]
     for argv, expect in cases:
-        assert run_eval(argv) == cli.EXIT_USAGE
+        assert run_eval(argv) == jobs.EXIT_USAGE
         err = capsys.readouterr().err.strip()
         assert expect in err and "Traceback" not in err and len(err.splitlines()) == 1, err
     other = dataset / "other"
     write(other / "zzz.png", square())
-    assert run_eval(["--pred", other, "--gt", gt]) == cli.EXIT_USAGE
+    assert run_eval(["--pred", other, "--gt", gt]) == jobs.EXIT_USAGE
     assert "paired by name stem" in capsys.readouterr().err
-    assert run_eval(["--gt", gt]) == cli.EXIT_USAGE  # neither --pred nor --images (argparse)
+    assert run_eval(["--gt", gt]) == jobs.EXIT_USAGE  # neither --pred nor --images (argparse)
 
 
 def test_missing_pysodmetrics_names_the_pip_command(dataset, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "py_sod_metrics", None)  # as if not installed
-    assert run_eval(["--pred", dataset / "pred", "--gt", dataset / "DIS-VD" / "gt"]) == cli.EXIT_USAGE
+    assert run_eval(["--pred", dataset / "pred", "--gt", dataset / "DIS-VD" / "gt"]) == jobs.EXIT_USAGE
     err = capsys.readouterr().err
     assert ev.PIP_COMMAND in err and len(err.strip().splitlines()) == 1
 
@@ -385,7 +385,7 @@ def test_images_mode_scores_the_predicted_alpha(tmp_path, capsys):
         write(images / f"{name}.png", rgb)
         write(gt / f"{name}.png", mask)
     argv = ["--images", images, "--gt", gt, "--batch-size", "2", "-q", "--json", tmp_path / "r.json"]
-    assert ev.main([str(a) for a in argv], predictor=RedPredictor()) == cli.EXIT_OK
+    assert ev.main([str(a) for a in argv], predictor=RedPredictor()) == jobs.EXIT_OK
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["settings"]["mode"] == "images" and data["settings"]["refine"] == "none"
     assert [r["image"] for r in data["per_image"]] == [str(images / "p.png"), str(images / "q.png")]
@@ -425,9 +425,9 @@ def test_images_mode_end_to_end_equals_pred_mode_on_cli_masks(tmp_path):
     write(gt / "two.png", square(80, 80, top=20, left=20, size=30))  # twice the image's size
     model = ["--checkpoint", ckpt, "--working-size", "512", "--device", "cpu", "--batch-size", "2", "-q"]
     masks = tmp_path / "masks"
-    assert cli.main([str(a) for a in [images, "-o", masks, "--mask-only", *model]]) == cli.EXIT_OK
-    assert run_eval(["--pred", masks, "--gt", gt, "--json", tmp_path / "a.json", "-q"]) == cli.EXIT_OK
-    assert run_eval(["--images", images, "--gt", gt, "--json", tmp_path / "b.json", *model]) == cli.EXIT_OK
+    assert cli.main([str(a) for a in [images, "-o", masks, "--mask-only", *model]]) == jobs.EXIT_OK
+    assert run_eval(["--pred", masks, "--gt", gt, "--json", tmp_path / "a.json", "-q"]) == jobs.EXIT_OK
+    assert run_eval(["--images", images, "--gt", gt, "--json", tmp_path / "b.json", *model]) == jobs.EXIT_OK
     a, b = (json.loads((tmp_path / f"{x}.json").read_text()) for x in "ab")
     assert a["means"] == b["means"]
     for ra, rb in zip(a["per_image"], b["per_image"]):
@@ -442,9 +442,9 @@ def test_images_mode_model_errors(tmp_path, capsys):
     write(tmp_path / "im" / "a.png", np.zeros((8, 8, 3), np.uint8))
     write(tmp_path / "gt" / "a.png", square(8, 8, 2, 2, 4))
     base = ["--images", tmp_path / "im", "--gt", tmp_path / "gt"]
-    assert run_eval([*base, "--checkpoint", tmp_path / "nope.pth", "--device", "cpu"]) == cli.EXIT_MODEL
+    assert run_eval([*base, "--checkpoint", tmp_path / "nope.pth", "--device", "cpu"]) == jobs.EXIT_MODEL
     err = capsys.readouterr().err
     assert "nope.pth" in err and "Traceback" not in err
     if not torch.cuda.is_available():
-        assert run_eval([*base, "--device", "cuda"]) == cli.EXIT_USAGE
+        assert run_eval([*base, "--device", "cuda"]) == jobs.EXIT_USAGE
         assert "no CUDA device" in capsys.readouterr().err

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from ben_core.foreground import box_blur, estimate_foreground
+from ben_core.matting.foreground import box_blur, estimate_foreground
 
 
 # ------------------------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def test_bad_radii(radii):
 
 def test_column_pass_variants_agree():
     """The CPU column pass (running row sum) and the cumulative-sum pass used on GPUs give the same box."""
-    from ben_core import foreground as fgm
+    from ben_core.matting import foreground as fgm
 
     x = torch.rand(3, 700, 9)
     for r in (1, 2, 6, 17, 90):
@@ -237,7 +237,7 @@ def _bits(x):
 
 def test_halo_of_the_default_passes():
     """Row i's foreground depends on rows i - sum(r // 2) .. i + sum(r - 1 - r // 2)."""
-    from ben_core.foreground import foreground_halo
+    from ben_core.matting.foreground import foreground_halo
 
     assert foreground_halo() == (48, 46)            # (90 // 2 + 6 // 2, 44 + 2)
     assert foreground_halo((9, 4)) == (6, 5)
@@ -247,7 +247,7 @@ def test_halo_of_the_default_passes():
 def test_halo_is_exact_on_the_direct_reference():
     """On the direct float64 reference (each window summed on its own): changing the image or alpha in
     the row just outside the halo leaves the row unchanged bit for bit, in the halo's last row it does not."""
-    from ben_core.foreground import foreground_halo
+    from ben_core.matting.foreground import foreground_halo
 
     radii, i = (9, 4), 15
     above, below = foreground_halo(radii)
@@ -285,7 +285,7 @@ def test_strips_are_bit_identical_to_the_whole_image(h, w):
 def test_strips_are_bit_identical_with_cumulative_sums(monkeypatch):
     """The column pass used off the CPU (cumulative sums over 512-row blocks; strips end on block
     boundaries there) is also strip-invariant; forced here on the CPU."""
-    from ben_core import foreground as fgm
+    from ben_core.matting import foreground as fgm
 
     image, alpha = _scene(1100, 9, seed=3)
     monkeypatch.setattr(fgm, "_running_sums", lambda device: False)
@@ -299,7 +299,7 @@ def test_strips_are_bit_identical_with_cumulative_sums(monkeypatch):
 def test_strips_read_a_bounded_window_and_never_write():
     """Each strip reads only its rows and the halo around them (memory stays a strip's), never writes into
     what ``rows`` returns, and the strips tile the image in order."""
-    from ben_core.foreground import estimate_foreground_strips
+    from ben_core.matting.foreground import estimate_foreground_strips
 
     image, alpha = _scene(517, 30, seed=5)
     before, alpha_before = image.clone(), alpha.clone()
@@ -318,7 +318,7 @@ def test_strips_read_a_bounded_window_and_never_write():
 
 def test_strips_stop_between_strips_and_check_arguments():
     from ben_core.callbacks import Cancelled
-    from ben_core.foreground import estimate_foreground_strips
+    from ben_core.matting.foreground import estimate_foreground_strips
 
     image, alpha = _scene(100, 8, seed=6)
     asked = []

@@ -13,8 +13,8 @@ import pytest
 
 huggingface_hub = pytest.importorskip("huggingface_hub")
 
-from ben_core import hub  # noqa: E402
-from ben_core.hub import (OFFICIAL_FILENAME, OFFICIAL_REPO, WeightsNotFoundError,  # noqa: E402
+from ben_core.model import weights as hub  # noqa: E402
+from ben_core.model.weights import (OFFICIAL_FILENAME, OFFICIAL_REPO, WeightsNotFoundError,  # noqa: E402
                           download_official_weights, find_cached_weights)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -163,7 +163,7 @@ def _run_offline(code: str, cache: Path, tmp_path: Path) -> subprocess.Completed
 def test_env_vars_end_to_end_in_fresh_process(tmp_path):
     """HF_HUB_OFFLINE=1 and HF_HUB_CACHE exactly as a user sets them, read by the real library at import."""
     cache = tmp_path / "hub"
-    code = ("import sys; from ben_core import hub\n"
+    code = ("import sys; from ben_core.model import weights as hub\n"
             "assert 'huggingface_hub' not in sys.modules, 'imported at import time'\n"
             "print(hub.find_cached_weights()); print(hub.download_official_weights())\n")
     r = _run_offline(code, cache, tmp_path)

@@ -245,10 +245,10 @@ def test_missing_model_and_opt_in_download(tmp_path, monkeypatch):
         p.write_bytes(b"weights")
         return p
 
-    fake_hub = types.ModuleType(f"{PACK}.ben_core.hub")
+    fake_hub = types.ModuleType(f"{PACK}.ben_core.model.weights")
     fake_hub.download_official_weights = fake_download
     importlib.import_module(f"{PACK}.ben_core")
-    monkeypatch.setitem(sys.modules, f"{PACK}.ben_core.hub", fake_hub)
+    monkeypatch.setitem(sys.modules, f"{PACK}.ben_core.model.weights", fake_hub)
     path = load_ben.find_or_download("model.safetensors", download=True)
     assert calls == [str(tmp_path / "models" / "BEN")]
     assert path == str(tmp_path / "models" / "BEN" / "model.safetensors")
@@ -363,7 +363,7 @@ def test_remove_background_shapes_and_polarity():
 def test_remove_background_temporal_modes_steady_the_batch_as_a_clip():
     """temporal_stabilize on a batch of frames: temporal_mode picks causal or bidirectional, the mask is
     ben_core's stabiliser over the whole batch (the batch is the clip), the image carries that mask."""
-    from ben_core.temporal import stabilize_alpha
+    from ben_core.matting.temporal import stabilize_alpha
 
     img = half_white(6, 40, 48)
     img[:, :, 20:28] = torch.linspace(0.3, 0.7, 6).view(6, 1, 1, 1)  # an unsure band whose answer changes
@@ -508,7 +508,7 @@ def test_show_trimap_outputs_and_payload(comfy_temp):
     # thresholds/unknown count are those of the full-resolution computation
     from importlib import import_module
 
-    conf = import_module(f"{PACK}.ben_core.trimap").confidence_trimap
+    conf = import_module(f"{PACK}.ben_core.matting.trimap").confidence_trimap
     ref, lo, hi = conf(probs, 0.1, 0.9, 0.03, 0.97, 0.001, int(round(0.05 * 64 * 96)))
     assert torch.equal(trimap[0], ref[0])
     assert (p["final_t_low"], p["final_t_high"]) == (float(lo[0]), float(hi[0]))
@@ -604,7 +604,7 @@ def test_refine_mask_keeps_sure_regions_and_polarity():
     assert torch.equal(img2, before[0]) and torch.equal(mask, before[1])
     assert refined.shape == (2, 64, 64) and out.shape == (2, 64, 64, 4)  # mask of 1 broadcast over 2 images
     assert float(refined.min()) >= 0 and float(refined.max()) <= 1
-    tri = importlib.import_module(f"{PACK}.ben_core.trimap").make_trimap(mask, "band", 4)
+    tri = importlib.import_module(f"{PACK}.ben_core.matting.trimap").make_trimap(mask, "band", 4)
     sure_fg, sure_bg = tri[0] == 1.0, tri[0] == 0.0
     assert torch.all(refined[:, sure_fg] == 1.0) and torch.all(refined[:, sure_bg] == 0.0)
     assert float(refined[0, 32, 32]) == 1.0 and float(refined[0, 2, 2]) == 0.0
@@ -625,8 +625,8 @@ def test_refine_mask_working_size_sets_the_fit_scale():
     """mask_working_size (advanced, optional, the last widget): auto measures the mask's softness; a size
     fits the colour models at image side / size, as ben_core.refine_alpha(working_size=) does."""
     synthetic = importlib.import_module("benchmarks.synthetic_matting")
-    refine_alpha = sub("ben_core.refine").refine_alpha
-    make_trimap = sub("ben_core.trimap").make_trimap
+    refine_alpha = sub("ben_core.matting.refine").refine_alpha
+    make_trimap = sub("ben_core.matting.trimap").make_trimap
     s = synthetic.make_synthetic_matte(450, 600, seed=2, model_size=96)  # soft: measured scale ~6
     img, mask = s["image"].permute(0, 2, 3, 1).contiguous(), s["coarse"]
     rgb = img.permute(0, 3, 1, 2)
@@ -687,7 +687,7 @@ def test_show_trimap_default_minimum_is_the_papers(comfy_temp):
     probs = soft_disc(256, 256)
     (tri, _), ui = show(torch.rand(1, 256, 256, 3), probs)  # every widget at its default
     p = ui["ben2_trimap"][0]
-    ref, lo2, hi2 = importlib.import_module(f"{PACK}.ben_core.trimap").confidence_trimap(probs)  # paper defaults
+    ref, lo2, hi2 = importlib.import_module(f"{PACK}.ben_core.matting.trimap").confidence_trimap(probs)  # paper defaults
     assert torch.equal(tri, ref) and (p["final_t_low"], p["final_t_high"]) == (float(lo2[0]), float(hi2[0]))
 
 
@@ -709,7 +709,7 @@ def test_refine_mask_vitmatte_with_a_tiny_random_network(monkeypatch):
     monkeypatch.setattr(sub("nodes.model_cache"), "vitmatte_model", lambda device, image_hw=None: net)
     img, mask = edge_scene()
     refined, out = refine(img, mask, "vitmatte", 0, 0.0, "band", 4, False, "RGBA", "#FFFFFF")
-    tri = importlib.import_module(f"{PACK}.ben_core.trimap").make_trimap(mask, "band", 4)
+    tri = importlib.import_module(f"{PACK}.ben_core.matting.trimap").make_trimap(mask, "band", 4)
     assert refined.shape == (1, 64, 64) and torch.isfinite(refined).all()
     assert torch.all(refined[tri == 1.0] == 1.0) and torch.all(refined[tri == 0.0] == 0.0)
 
@@ -735,7 +735,7 @@ def test_vitmatte_is_loaded_once_and_handed_to_comfy_model_management(monkeypatc
     not be pinned on the GPU by a module-level cache."""
     comfy = install_comfy(monkeypatch, device="cpu")
     mc = sub("nodes.model_cache")
-    vm = importlib.import_module(f"{PACK}.ben_core.vitmatte")
+    vm = importlib.import_module(f"{PACK}.ben_core.matting.vitmatte")
     loads = []
 
     def fake_load(device="cpu", **kw):

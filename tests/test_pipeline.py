@@ -9,12 +9,12 @@ import torch
 
 from benchmarks.synthetic_matting import make_synthetic_matte
 from ben_core.callbacks import Cancelled
-from ben_core.compose import composite, to_uint8
-from ben_core.foreground import estimate_foreground
+from ben_core.matting.compose import composite, to_uint8
+from ben_core.matting.foreground import estimate_foreground
 from ben_core.pipeline import CutoutOptions, CutoutPipeline, Refinement
 from ben_core.predictor import IMAGENET_MEAN, IMAGENET_STD, BENPredictor
-from ben_core.refine import refine_alpha
-from ben_core.trimap import make_trimap
+from ben_core.matting.refine import refine_alpha
+from ben_core.matting.trimap import make_trimap
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -125,7 +125,7 @@ def test_predicted_alpha_is_refined_at_the_predictors_working_size():
 
 def test_steadied_alpha_is_refined_at_the_predictors_working_size():
     """Video frames steadied by a stabiliser are still the pipeline's own prediction: refined at its size."""
-    from ben_core.temporal import AlphaStabilizer, stabilize_alpha
+    from ben_core.matting.temporal import AlphaStabilizer, stabilize_alpha
 
     pred = predictor()
     imgs = soft_scene()
@@ -242,7 +242,7 @@ def test_bad_input_is_named():
 def test_temporal_stabiliser_runs_before_the_colours_and_carries_across_chunks_and_streams():
     """pipeline.run / stream with an AlphaStabilizer = the per-frame alpha steadied over the whole clip,
     then the same foreground + composite; any batch size or chunking of the stream gives the same."""
-    from ben_core.temporal import AlphaStabilizer, stabilize_alpha
+    from ben_core.matting.temporal import AlphaStabilizer, stabilize_alpha
 
     pred = predictor(batch_size=2)
     frames = images(b=6, seed=3)
@@ -267,7 +267,7 @@ def test_temporal_stabiliser_runs_before_the_colours_and_carries_across_chunks_a
 def test_bidirectional_stabiliser_takes_the_whole_batch_and_is_refused_by_stream():
     """run() steadies the whole batch first (the batch is the clip), so a bidirectional stabiliser gives every
     frame, equal to stabilize_alpha on the clip; stream() must give each chunk at once: it refuses one."""
-    from ben_core.temporal import AlphaStabilizer, stabilize_alpha
+    from ben_core.matting.temporal import AlphaStabilizer, stabilize_alpha
 
     pred = predictor(batch_size=2)
     frames = images(b=7, seed=4)

@@ -8,12 +8,12 @@ import torch
 
 import torch.nn.functional as F
 
-from ben_core.guided_filter import (box_mean, box_sum, fast_guided_filter, gaussian_blur, guided_filter,
+from ben_core.matting.guided_filter import (box_mean, box_sum, fast_guided_filter, gaussian_blur, guided_filter,
                                    window_count)
-from ben_core.guided_filter import _mean_coefficients
-from ben_core.refine import default_radius, fit_scale, mask_softness, refine_alpha
+from ben_core.matting.guided_filter import _mean_coefficients
+from ben_core.matting.refine import default_radius, fit_scale, mask_softness, refine_alpha
 from benchmarks.synthetic_matting import band_mse, band_sad, coarsen_alpha, make_synthetic_matte
-from ben_core.trimap import auto_trimap, confidence_trimap
+from ben_core.matting.trimap import auto_trimap, confidence_trimap
 from helpers import load_lemur
 
 def naive_guided(I: np.ndarray, p: np.ndarray, r: int, eps: float, w: np.ndarray | None = None) -> np.ndarray:
@@ -253,7 +253,7 @@ def test_device_mismatch_is_a_clear_error():
 
 def test_auto_trimap_band_radius_for_hard_masks():
     """A hard mask gets the edge band of the requested radius (default_band_radius when None)."""
-    from ben_core.trimap import band_trimap
+    from ben_core.matting.trimap import band_trimap
 
     hard = torch.zeros(1, 96, 128)
     hard[:, 30:70, 40:90] = 1.0
@@ -375,7 +375,7 @@ def test_guided_filter_with_a_float32_accumulator_matches_float64(monkeypatch, s
     """Where float64 is missing (MPS) the filter accumulates in float32: centred second moments and box sums
     restarted per block keep it within 0.005 of the float64 result (it was off by up to 40 on this 256x1024
     scene, from E[I^2] - E[I]^2 and running sums over whole rows cancelling)."""
-    import ben_core.guided_filter as gf
+    import ben_core.matting.guided_filter as gf
 
     image, alpha, weight = _bright_edge_scene(256, 1024)
     want = fast_guided_filter(image, alpha, 1, 1e-5, scale, weight=weight)

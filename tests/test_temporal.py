@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ben_core.temporal import (AlphaStabilizer, StabilizerOptions, TemporalDependencyError, make_stabilizer,
+from ben_core.matting.temporal import (AlphaStabilizer, StabilizerOptions, TemporalDependencyError, make_stabilizer,
                                stabilize_alpha)
 
 pytest.importorskip("cv2")  # motion compensation; the test without OpenCV hides it itself
@@ -447,7 +447,7 @@ def test_synthetic_clip_meets_the_targets_at_small_size():
 
 @pytest.mark.parametrize("h, w, r", [(5, 7, 1), (9, 4, 3), (30, 41, 12), (6, 8, 24)])
 def test_the_fast_window_filters_equal_torch_s_pooling(h, w, r):
-    from ben_core import temporal
+    from ben_core.matting import temporal
 
     x = torch.rand(h, w, generator=torch.Generator().manual_seed(h * w + r))
     k = 2 * r + 1
@@ -467,11 +467,11 @@ def test_the_fast_window_filters_equal_torch_s_pooling(h, w, r):
 
 def test_the_box_filter_needs_no_float64():
     """MPS has no float64: the subject path's box filter on a float32 tensor never makes a float64 one (it
-    uses ben_core.guided_filter's blocked running sums), and stays within float32 rounding of torch's
+    uses ben_core.matting.guided_filter's blocked running sums), and stays within float32 rounding of torch's
     pooling."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from ben_core import temporal
+    from ben_core.matting import temporal
 
     class Dtypes(TorchDispatchMode):
         def __init__(self):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ben_core.trimap import (PAPER_DEFAULTS, auto_trimap, band_trimap, confidence_trimap, default_band_radius,
+from ben_core.matting.trimap import (PAPER_DEFAULTS, auto_trimap, band_trimap, confidence_trimap, default_band_radius,
                              default_min_unknown, make_trimap, snap_trimap, threshold_sequence)
 from helpers import naive_confidence_trimap
 

@@ -198,7 +198,7 @@ def test_temporal_stabiliser_runs_through_the_whole_clip(tmp_path):
 def test_bidirectional_stabiliser_writes_every_frame_in_order(tmp_path):
     """temporal="bidirectional": frames come out of the stabiliser late (blocks of its look-ahead), yet every
     frame is written once, with its own timestamp, and the flicker is damped as much as in causal mode."""
-    from ben_core.temporal import AlphaStabilizer
+    from ben_core.matting.temporal import AlphaStabilizer
 
     src = make_clip(tmp_path / "clip.mp4", audio=False)
     ring = {}

@@ -15,6 +15,7 @@ from PIL import Image
 av = pytest.importorskip("av")
 
 from ben_core import video  # noqa: E402
+from ben_core.io import video_writers  # noqa: E402
 from ben_core.callbacks import Cancelled  # noqa: E402
 
 from test_video import DiskPredictor, make_clip  # noqa: E402
@@ -147,7 +148,7 @@ def test_png_sequence_is_numbered_with_audio_beside_it(tmp_path, background, mod
     with av.open(str(dst / "clip.wav")) as c:
         assert c.streams.audio[0].codec_context.name == "pcm_s16le"
         assert abs(c.duration / 1e6 - 0.5) < 0.1
-    assert video.is_complete_video(dst)
+    assert video_writers.is_complete_output(dst)
 
 
 @pytest.mark.parametrize("name,fmt,codec", [("m.mov", None, "prores"), ("m.webm", None, "vp9"),

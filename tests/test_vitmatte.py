@@ -9,9 +9,9 @@ import torch.nn.functional as F
 
 transformers = pytest.importorskip("transformers")
 
-from ben_core.refine import refine_alpha  # noqa: E402
-from ben_core.trimap import band_trimap  # noqa: E402
-from ben_core.vitmatte import VitMatteUnavailableError, load_vitmatte, vitmatte_refine, vitmatte_tiles  # noqa: E402
+from ben_core.matting.refine import refine_alpha  # noqa: E402
+from ben_core.matting.trimap import band_trimap  # noqa: E402
+from ben_core.matting.vitmatte import VitMatteUnavailableError, load_vitmatte, vitmatte_refine, vitmatte_tiles  # noqa: E402
 from helpers import tiny_vitmatte  # noqa: E402
 
 
@@ -81,7 +81,7 @@ def test_weights_not_cached_offline(tmp_path):
     assert "vitmatte" in str(ei.value).lower()
     with pytest.raises(FileNotFoundError):
         load_vitmatte(local_dir=tmp_path)
-    from ben_core.hub import WeightsNotFoundError
+    from ben_core.model.weights import WeightsNotFoundError
     with pytest.raises(WeightsNotFoundError, match="config.json"):
         load_vitmatte(local_dir=tmp_path)
 

@@ -627,7 +627,7 @@ def test_min_unknown_uses_python_round(page):
 
 
 def test_recompute_matches_ben_core_trimap(page):
-    trimap_mod = pytest.importorskip("ben_core.trimap", reason="ben_core.trimap not available yet")
+    trimap_mod = pytest.importorskip("ben_core.matting.trimap", reason="ben_core.matting.trimap not available yet")
     torch = pytest.importorskip("torch")
     for name, codes, prm in _random_cases():
         h, w = codes.shape
@@ -704,13 +704,13 @@ def test_real_node_payload_drives_the_widget(page, monkeypatch):
 def test_slider_defaults_come_from_the_node_definition(page):
     """The widget holds no copy of the paper's constants: before any run, and with the threshold widgets
     converted to inputs, its sliders show the defaults of the definition the server sends, which the
-    Python node takes from ben_core.trimap.PAPER_DEFAULTS."""
+    Python node takes from ben_core.matting.trimap.PAPER_DEFAULTS."""
     pack = _load_pack()
     if pack is None or "BEN2_ShowTrimap" not in getattr(pack, "NODE_CLASS_MAPPINGS", {}):
         pytest.skip("the pack's nodes do not import here")
     import importlib
 
-    paper = importlib.import_module(pack.__name__ + ".ben_core.trimap").PAPER_DEFAULTS
+    paper = importlib.import_module(pack.__name__ + ".ben_core.matting.trimap").PAPER_DEFAULTS
     info = pack.NODE_CLASS_MAPPINGS["BEN2_ShowTrimap"].GET_NODE_INFO_V1()  # what /object_info sends
     node_data = json.loads(json.dumps({"name": "BEN2_ShowTrimap", "input": info["input"]}))
     page.evaluate(SETUP_JS, {"withDOMWidget": True, "values": {}, "nodeData": node_data})

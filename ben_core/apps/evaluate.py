@@ -8,7 +8,7 @@ Two modes, one scoring path:
   optionally with our refinement (``--refine guided|vitmatte``).
 
 Files are paired by name stem (``a.png`` prediction with ``a.jpg`` ground truth), in one folder level,
-case-sensitively; the extensions read are :data:`ben_core.cli.IMAGE_EXTENSIONS`. A prediction without a
+case-sensitively; the extensions read are :data:`ben_core.apps.jobs.IMAGE_EXTENSIONS`. A prediction without a
 ground truth, a ground truth without a prediction and two files of one stem in a folder are listed one
 per line and never skipped silently.
 
@@ -55,6 +55,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .jobs import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, IMAGE_EXTENSIONS, MODEL_OPTIONS, Progress,
+                   UsageError, build_predictor, cut_out, fill_model_defaults, model_options, run_program)
+
 __all__ = [
     "METRIC_KEYS", "PIP_COMMAND", "EvalError", "Pair", "Pairing", "ImageScore",
     "load_metrics", "mask_from_pil", "read_mask", "fit_to", "pair_by_stem", "score_pair",
@@ -69,7 +72,6 @@ GT_THRESHOLD = 128      # ground truth (and HCE's prediction) is foreground wher
 F_BETA2 = 0.3           # beta^2 of the F-measure, as in every SOD / DIS table
 HCE_RELAX = 5           # DIS hce_metric_main.py defaults
 HCE_EPSILON = 2.0
-_WIDE_INT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 # The columns of the printed table, in the order of the DIS5K tables (BiRefNet's eval_existingOnes.py).
 _TABLE_COLUMNS = (("maxF", "max_f"), ("wF", "weighted_f"), ("MAE", "mae"), ("S", "s_measure"),
@@ -77,7 +79,7 @@ _TABLE_COLUMNS = (("maxF", "max_f"), ("wF", "weighted_f"), ("MAE", "mae"), ("S",
                   ("meanF", "mean_f"), ("adpE", "e_measure_adaptive"))
 
 
-class EvalError(ValueError):
+class EvalError(UsageError):
     """A usage or setup problem, told in one line (exit code 2)."""
 
 
@@ -118,15 +120,16 @@ def mask_from_pil(im) -> Tuple[np.ndarray, str]:
     transparency), else ``"luminance"`` (PIL's "L": ITU-R 601 luma of RGB, the grey itself for L).
     16/32-bit integer images are scaled by 255/65535 (clipped), float images (mode F) are taken as
     0..1 (clipped). EXIF orientation is not applied here (see :func:`read_mask`)."""
+    from ..io.inputs import WIDE_MODES, wide_mode_to_unit
+
     bands = im.getbands()
     if "A" in bands or "a" in bands:
         return np.array(im.getchannel("A" if "A" in bands else "a")), "alpha"
     if im.mode == "P" and "transparency" in im.info:
         return np.array(im.convert("RGBA").getchannel("A")), "alpha"
-    if im.mode in _WIDE_INT_MODES or im.mode == "F":
-        scale = 255.0 if im.mode == "F" else 255.0 / 65535.0
-        arr = np.asarray(im, dtype=np.float64) * scale
-        return np.clip(np.round(np.nan_to_num(arr)), 0, 255).astype(np.uint8), "luminance"
+    if im.mode in WIDE_MODES:
+        unit = np.nan_to_num(wide_mode_to_unit(im))
+        return np.round(unit * 255.0).astype(np.uint8), "luminance"
     return np.array(im.convert("L")), "luminance"
 
 
@@ -183,8 +186,6 @@ class Pairing:
 
 def _image_files(folder: Path, option: str) -> Tuple[Dict[str, List[Path]], List[Path]]:
     """Image files of ``folder`` (one level, hidden files left out) by stem, and the entries ignored."""
-    from .cli import IMAGE_EXTENSIONS
-
     if not folder.is_dir():
         raise EvalError(f"{option} {folder}: no such folder")
     by_stem: Dict[str, List[Path]] = {}
@@ -382,20 +383,20 @@ def write_csv(path, scores: Sequence[ImageScore], pred_key: str = "pred") -> Non
 # --------------------------------------------------------------------------------------------------
 
 PROG = "python -m ben_core eval"
-_MODEL_OPTIONS = ("checkpoint", "working_size", "dtype", "device", "refine", "batch_size")
+_MODEL_GROUP = "BEN2 options (with --images only)"
+_MODEL_OPTIONS = MODEL_OPTIONS + ("refine",)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m ben_core eval`` argument parser."""
-    from .cli import positive_int
-    from .model.ben2 import BENBase
-
+    """The ``python -m ben_core eval`` argument parser (model options from
+    :func:`ben_core.apps.jobs.model_options`, without defaults: they belong to ``--images``)."""
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Score masks against ground truth with the DIS5K / SOD metrics (MAE, max/mean F, "
                     "weighted F, S, E mean/max/adaptive, HCE). Needs: " + PIP_COMMAND,
         epilog="Files are paired by name stem (a.png with a.jpg). Exit codes: 0 all pairs scored, 1 a pair "
                "missing or a file failed (the rest is scored), 2 usage/setup error, 3 model not loaded.",
+        parents=[model_options(defaults=False, title=_MODEL_GROUP)],
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pred", metavar="DIR", help="folder of predicted masks to score")
@@ -409,33 +410,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 0 when some files have no partner (they are still listed)")
     p.add_argument("--no-hce", action="store_true", help="skip HCE (the slowest metric); reported as null")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    model = p.add_argument_group("BEN2 options (with --images only)")
-    model.add_argument("--checkpoint", metavar="PATH",
-                       help="BEN2_Base.pth or model.safetensors; default: cached official weights, "
-                            "downloaded from PramaLLC/BEN2 on first use")
-    model.add_argument("--working-size", type=int, choices=sorted(BENBase.working_sizes),
-                       help=f"network input size (default {BENBase.native_size}, BEN2's native size)")
-    model.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], help="default auto")
-    model.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
+    model = next(g for g in p._action_groups if g.title == _MODEL_GROUP)
     model.add_argument("--refine", choices=["none", "guided", "vitmatte"],
                        help="our refinement of the unknown band (ben_core.pipeline.Refinement); default none")
-    model.add_argument("--batch-size", type=positive_int, metavar="N", help="images per network call (default 1)")
     return p
 
 
 def _check_mode_options(args) -> None:
-    """Model options belong to --images; fill their defaults there (UsageError-style EvalError otherwise)."""
-    from .model.ben2 import BENBase
-
+    """Model options belong to --images; fill their defaults there (EvalError, exit 2, with --pred)."""
     given = [name for name in _MODEL_OPTIONS if getattr(args, name) is not None]
     if args.pred is not None and given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise EvalError(f"{flags}: only used with --images (BEN2 is run); --pred scores existing masks")
-    defaults = {"working_size": BENBase.native_size, "dtype": "auto", "device": "auto", "refine": "none",
-                "batch_size": 1}
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    fill_model_defaults(args)
+    if args.refine is None:
+        args.refine = "none"
 
 
 def _dataset_name(args) -> str:
@@ -449,13 +438,18 @@ class _Run:
     """The state of one evaluation: scores, problems, output channels."""
 
     def __init__(self, args, progress_total: int):
-        from .cli import Progress
-
         self.args = args
         self.scores: List[ImageScore] = []
         self.failed: List[Tuple[str, str]] = []    # (path, reason)
         self.resized: List[str] = []
         self.progress = Progress(progress_total, enabled=not args.quiet)
+
+    def __enter__(self) -> "_Run":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
 
     def say(self, msg: str) -> None:
         self.progress.write(msg)
@@ -498,7 +492,7 @@ def _score_files(run: _Run, pairs: Sequence[Pair]) -> None:
 
 
 def _pipeline(predictor, refine: str):
-    from .pipeline import CutoutOptions, CutoutPipeline, Refinement
+    from ..pipeline import CutoutOptions, CutoutPipeline, Refinement
 
     refinement = None if refine == "none" else Refinement(method=refine)
     # the alpha alone, as `python -m ben_core --mask-only` makes it (no foreground colours, no composite)
@@ -508,7 +502,7 @@ def _pipeline(predictor, refine: str):
 def _load_chunk(run: _Run, pairs: Sequence[Pair]) -> list:
     """``(pair, gt mask, image)`` for the pairs whose ground truth and image both read; the others are
     reported (and counted done) here, before the network runs."""
-    from .inputs import load_image_file
+    from ..io.image_files import load_image_file
 
     loaded = []
     for pair in pairs:
@@ -529,8 +523,6 @@ def _load_chunk(run: _Run, pairs: Sequence[Pair]) -> list:
 def _score_predictions(run: _Run, pairs: Sequence[Pair], predictor) -> None:
     """--images mode: run BEN2 over the images, ``batch_size`` at a time (a failing batch is retried
     image by image, as the CLI does), and score the uint8 alpha."""
-    from .cli import cut_out
-
     pipeline = _pipeline(predictor, run.args.refine)
     size = run.args.batch_size
     for start in range(0, len(pairs), size):
@@ -609,17 +601,6 @@ def _write_outputs(args, report: dict, run: _Run) -> None:
         write_csv(args.csv, run.scores, pred_key)
 
 
-def _load_predictor(args, log: Callable[[str], None]):
-    """BEN2 as the CLI builds it (``ben_core.cli.build_predictor``). Raises EvalError for a device or
-    precision this machine does not have, anything else (weights missing, bad checkpoint) as it comes."""
-    from .cli import UsageError, build_predictor
-
-    try:
-        return build_predictor(args, log)
-    except UsageError as e:
-        raise EvalError(str(e)) from None
-
-
 def _prepare(args) -> Tuple[Pairing, int]:
     """Check the options and the dependency, pair the files and list the pairing problems on stderr
     (before any model loads); returns the pairing and how many problems count as failures.
@@ -641,46 +622,33 @@ def main(argv: Optional[Sequence[str]] = None, predictor=None) -> int:
     ``predictor``: a loaded ``BENPredictor`` to use in ``--images`` mode instead of loading BEN2 from
     ``--checkpoint`` (embedding, tests).
     """
-    from .cli import EXIT_INTERRUPTED, EXIT_MODEL, EXIT_USAGE
+    return run_program(build_parser(), argv, lambda args, log: _main(args, log, predictor))
 
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse printed its message (code 2) or the help (code 0)
-        return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
 
-    def log(msg: str) -> None:
-        if not args.quiet:
-            print(msg, file=sys.stderr, flush=True)
-
-    try:
-        pairing, problems = _prepare(args)
-        if args.images is not None and predictor is None:
-            predictor = _load_predictor(args, log)
-    except EvalError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except Exception as e:  # WeightsNotFoundError, CheckpointError, FileNotFoundError, ...
-        print(f"error: could not load the BEN2 model: {e}", file=sys.stderr)
-        return EXIT_MODEL
-    run = _Run(args, len(pairing.pairs))
-    try:
-        if args.images is not None:
-            _score_predictions(run, pairing.pairs, predictor)
-        else:
-            _score_files(run, pairing.pairs)
-    except KeyboardInterrupt:
-        run.progress.close()
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    run.progress.close()
+def _main(args, log, predictor) -> int:
+    pairing, problems = _prepare(args)
+    if args.images is not None and predictor is None:
+        try:
+            predictor = build_predictor(args, log)
+        except UsageError:
+            raise
+        except Exception as e:  # WeightsNotFoundError, CheckpointError, FileNotFoundError, ...
+            print(f"error: could not load the BEN2 model: {e}", file=sys.stderr)
+            return EXIT_MODEL
+    with _Run(args, len(pairing.pairs)) as run:
+        try:
+            if args.images is not None:
+                _score_predictions(run, pairing.pairs, predictor)
+            else:
+                _score_files(run, pairing.pairs)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
     return _finish(args, pairing, run, problems)
 
 
 def _finish(args, pairing: Pairing, run: _Run, problems: int) -> int:
     """Print the table and the summary, write the files, pick the exit code."""
-    from .cli import EXIT_FAILED, EXIT_OK
-
     means = dataset_means(run.scores)
     report = _report(args, pairing, run, means)
     if run.scores:

@@ -8,7 +8,7 @@ the distributed stage (so both write byte-identical files).
 
 The input's ICC colour profile is carried to colour outputs (the pixels were never converted, so they are
 still in that colour space); a greyscale matte carries none. Files are written with
-:func:`ben_core.files.atomic_output`.
+:func:`ben_core.io.files.atomic_output`.
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def encode_cutout(alpha, image, fmt: OutputFormat, icc_profile: Optional[bytes] 
 
 
 def write_file(dst: Union[str, Path], data: bytes) -> None:
-    """Write ``data`` to ``dst`` atomically (see :func:`ben_core.files.atomic_output`)."""
+    """Write ``data`` to ``dst`` atomically (see :func:`ben_core.io.files.atomic_output`)."""
     with atomic_output(dst) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)

@@ -2,7 +2,7 @@
 
 Box means use cumulative sums, so the cost per pixel does not depend on the radius. The filter can
 weight pixels (a weighted least-squares fit of the local linear model ``q = a . I + b``), which
-:mod:`ben_core.refine` uses to fit the colour-to-alpha model mostly on the trimap's sure pixels.
+:mod:`ben_core.matting.refine` uses to fit the colour-to-alpha model mostly on the trimap's sure pixels.
 Large images are processed in row strips with a ``2 * radius`` halo, which gives exactly the same
 result as one pass over the whole image while bounding the memory.
 """
@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .devices import accumulator_dtype
+from ..devices import accumulator_dtype
 
 __all__ = ["box_sum", "window_count", "box_mean", "guided_filter", "fast_guided_filter", "gaussian_blur",
            "gaussian_kernel"]

@@ -18,8 +18,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .callbacks import Progress, ShouldStop, check_stop, report
-from .hub import WeightsNotFoundError, offline_mode
+from ..callbacks import Progress, ShouldStop, check_stop, report
+from ..model.weights import WeightsNotFoundError, offline_mode
 
 __all__ = ["VITMATTE_REPO", "VitMatteUnavailableError", "load_vitmatte", "vitmatte_refine", "vitmatte_tiles"]
 
@@ -58,7 +58,7 @@ def load_vitmatte(repo_id: str = VITMATTE_REPO, *, local_dir: Optional[os.PathLi
         device, dtype: where/how the model runs.
         revision: the Hub revision (branch or commit hash; pin a hash for reproducible files).
 
-    Raises: :class:`VitMatteUnavailableError` without transformers; ``ben_core.hub.WeightsNotFoundError``
+    Raises: :class:`VitMatteUnavailableError` without transformers; ``ben_core.model.weights.WeightsNotFoundError``
     when the weights are neither cached nor downloadable (the message says where to put them).
     """
     cls = _vitmatte_class()

@@ -17,7 +17,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
-__all__ = ["TRANSPARENT_WORDS", "parse_colour", "colour_to_uint8", "composite", "to_uint8"]
+__all__ = ["TRANSPARENT_WORDS", "parse_colour", "composite", "to_uint8"]
 
 TRANSPARENT_WORDS = ("transparent", "none", "alpha")
 
@@ -59,11 +59,6 @@ def parse_colour(text: str, allow_transparent: bool = False) -> Optional[Tuple[f
         if len(vals) == 3 and all(0.0 <= v <= 255.0 for v in vals):
             return tuple(v / 255.0 for v in vals)  # type: ignore[return-value]
     raise ValueError(f"background colour {text!r} is not a colour: use {_forms(allow_transparent)}.")
-
-
-def colour_to_uint8(colour: Tuple[float, float, float]) -> Tuple[int, int, int]:
-    """RGB floats 0..1 (as :func:`parse_colour` returns) -> ints 0..255 (rounded to nearest)."""
-    return tuple(int(round(min(max(float(v), 0.0), 1.0) * 255.0)) for v in colour)  # type: ignore[return-value]
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:

@@ -29,12 +29,6 @@ def temporary_path(dst: PathLike) -> Path:
     return dst.with_name(f".{dst.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TEMP_MARK}{dst.suffix}")
 
 
-def is_temporary(path: PathLike) -> bool:
-    """Whether ``path`` is one of our temporary files."""
-    name = Path(path).name
-    return name.startswith(".") and TEMP_MARK in name
-
-
 @contextmanager
 def atomic_output(dst: PathLike) -> Iterator[Path]:
     """``with atomic_output(dst) as tmp:`` write the file at ``tmp``; on a normal exit it is renamed to

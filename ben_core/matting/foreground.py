@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
-from .callbacks import Progress, ShouldStop, check_stop, report
+from ..callbacks import Progress, ShouldStop, check_stop, report
 
 __all__ = ["estimate_foreground", "estimate_foreground_strips", "foreground_halo", "default_strip_rows",
            "STRIP_PIXELS", "box_blur"]

@@ -17,10 +17,10 @@ The public BEN2 weights ship no refiner network, so the refinement is ours:
   ~800 px and at their full 6-9 MP resolution (``python -m benchmarks.bench_matting_real``) and on
   synthetic data (``python -m benchmarks.bench_matting``). An explicit ``scale`` keeps the
   earlier default's behaviour (radius ~min(H, W)/45, no blurs; that default was ``scale=3.75``).
-* ``method="vitmatte"``: the ViTMatte network through ``transformers`` (see :mod:`ben_core.vitmatte`).
+* ``method="vitmatte"``: the ViTMatte network through ``transformers`` (see :mod:`ben_core.matting.vitmatte`).
 
 Only pixels with ``trimap == 0.5`` change; sure foreground/background come out exactly 1/0. Without a
-trimap, :func:`ben_core.trimap.auto_trimap` makes one.
+trimap, :func:`ben_core.matting.trimap.auto_trimap` makes one.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from .callbacks import Progress, ShouldStop, check_stop, report
+from ..callbacks import Progress, ShouldStop, check_stop, report
 from .guided_filter import fast_guided_filter, guided_filter
 from .trimap import auto_trimap
 
@@ -211,7 +211,7 @@ def refine_alpha(image: torch.Tensor, alpha: torch.Tensor, trimap: torch.Tensor 
     Args:
         image: ``[B, 3, H, W]`` float RGB in 0..1, any size/device.
         alpha: ``[B, H, W]`` float coarse alpha in 0..1 (BEN2, SAM, a painted mask, ...), same device.
-        trimap: ``[B, H, W]`` float {0, 0.5, 1}, or None -> :func:`ben_core.trimap.auto_trimap` (the
+        trimap: ``[B, H, W]`` float {0, 0.5, 1}, or None -> :func:`ben_core.matting.trimap.auto_trimap` (the
             paper's confidence trimap; a band around the edge for hard masks).
         method: ``"guided"`` (confidence-weighted colour guided filter, default) or ``"vitmatte"``.
         radius: guided-filter radius in image pixels (default ``round(DEFAULT_FIT_RADIUS * scale)`` with the
@@ -228,7 +228,7 @@ def refine_alpha(image: torch.Tensor, alpha: torch.Tensor, trimap: torch.Tensor 
             Remove Background node's working size, 1024 by default): the fit then runs at
             ``max(H, W) / working_size`` instead of the measured scale. Not together with ``scale``.
         progress, should_stop: per image (guided) or per tile (vitmatte); see :mod:`ben_core.callbacks`.
-        **vitmatte_kwargs: passed to :func:`ben_core.vitmatte.vitmatte_refine` (model, tile_size, ...).
+        **vitmatte_kwargs: passed to :func:`ben_core.matting.vitmatte.vitmatte_refine` (model, tile_size, ...).
 
     Returns:
         refined alpha ``[B, H, W]`` in alpha's dtype and device, 0..1, equal to the trimap where it

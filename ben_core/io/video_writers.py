@@ -23,7 +23,7 @@ are passed through, so variable frame rates survive in every container (a PNG se
 numbers: its timing is the frame rate the caller records).
 
 Every output appears under its final name only when complete: files are written under a hidden temporary
-name (:func:`ben_core.files.temporary_path`), a PNG sequence into a hidden temporary folder, then renamed.
+name (:func:`ben_core.io.files.temporary_path`), a PNG sequence into a hidden temporary folder, then renamed.
 """
 from __future__ import annotations
 
