@@ -25,6 +25,7 @@ import io
 import os
 import re
 import shlex
+import warnings
 import shutil
 import subprocess
 import sys
@@ -378,11 +379,15 @@ def check_input_names(text: str, name: str) -> list[str]:
 # ---------------------------------------------------------------------------------------- names and paths
 
 def _resolves(dotted: str) -> bool:
+    """Whether ``dotted`` names a module or an attribute of one, at its current home: a module path kept
+    only for 0.3's code (ben_core._moved, a DeprecationWarning) does not count."""
     parts = dotted.split(".")
     for cut in range(len(parts), 0, -1):
         try:
-            obj = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", DeprecationWarning)
+                obj = importlib.import_module(".".join(parts[:cut]))
+        except (ImportError, DeprecationWarning):
             continue
         try:
             for attr in parts[cut:]:

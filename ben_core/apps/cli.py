@@ -437,13 +437,15 @@ def _main(args, log, predictor) -> int:
     plan = _plan(args)
     report = Report(Path(args.report) if args.report is not None else None,
                     expected=[job.source for job in plan.jobs])
+    from PIL import Image
+
+    saved_limit = Image.MAX_IMAGE_PIXELS
     try:
         if args.max_image_pixels is not None:
-            from PIL import Image
-
             Image.MAX_IMAGE_PIXELS = args.max_image_pixels or None
         return _run(args, plan, predictor, report, log)
     finally:
+        Image.MAX_IMAGE_PIXELS = saved_limit
         report.close()
 
 

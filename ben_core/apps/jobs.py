@@ -394,10 +394,6 @@ class Report:
         self._reported: set[str] = set()
         self._file = open(path, "a", encoding="utf-8") if path is not None else None
 
-    def expect(self, sources: Sequence) -> None:
-        """Add inputs that must each get a line by :meth:`close`."""
-        self._expected.extend(sources)
-
     def add(self, source, output, status: str, error: str | None = None, seconds: float = 0.0) -> None:
         """One input's line: ``status`` is one of :data:`STATUSES`; ``error`` says why for failed/interrupted."""
         import json

@@ -104,11 +104,6 @@ def _box_cumsum_padded(padded: torch.Tensor, r: int, dim: int, n: int) -> torch.
     return out.mul_(1.0 / r)
 
 
-def _box_cumsum(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
-    """Normalised box of width ``r`` along ``dim`` (BORDER_REFLECT_101) from blockwise cumulative sums."""
-    return _box_cumsum_padded(_pad_reflect101(x, r, dim), r, dim, x.shape[dim])
-
-
 _DIRECT_MAX = 16  # boxes up to this size are summed directly (r shifted slices): cheap and most accurate
 
 

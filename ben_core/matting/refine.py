@@ -211,8 +211,9 @@ def refine_alpha(image: torch.Tensor, alpha: torch.Tensor, trimap: torch.Tensor 
     Args:
         image: ``[B, 3, H, W]`` float RGB in 0..1, any size/device.
         alpha: ``[B, H, W]`` float coarse alpha in 0..1 (BEN2, SAM, a painted mask, ...), same device.
-        trimap: ``[B, H, W]`` float {0, 0.5, 1}, or None -> :func:`ben_core.matting.trimap.auto_trimap` (the
-            paper's confidence trimap; a band around the edge for hard masks).
+        trimap: ``[B, H, W]`` float {0, 0.5, 1}, or None -> :func:`ben_core.matting.trimap.auto_trimap`: for a
+            soft mask every pixel it is unsure of (0.03 < alpha < 0.97; the paper's confidence trimap
+            starts at 0.10 / 0.90 and calls more pixels sure), for a hard mask a band around its edge.
         method: ``"guided"`` (confidence-weighted colour guided filter, default) or ``"vitmatte"``.
         radius: guided-filter radius in image pixels (default ``round(DEFAULT_FIT_RADIUS * scale)`` with the
             measured scale; with an explicit ``scale``, :func:`default_radius`, ~min(H, W)/45).
