@@ -13,8 +13,8 @@ Conventions. Images are channels last wherever you hand them in or get them back
 pipeline and its ``Cutout`` and ``matting.compose`` take and give ``[B, H, W, C]`` (uint8 0..255 or float
 0..1; PIL images too). The matting steps the pipeline calls on the network's side take float ``[B, 3, H,
 W]`` RGB 0..1, channels first: ``refine_alpha``, ``estimate_foreground`` and the frames of
-``stabilize_alpha`` / ``AlphaStabilizer`` (``[T, 3, H, W]``). Masks, alpha and trimaps are ``[B, H, W]`` float 0..1 with 1 =
-foreground; colours are float ``(r, g, b)`` 0..1. Long loops take ``progress(done, total)`` /
+``stabilize_alpha`` / ``AlphaStabilizer`` (``[T, 3, H, W]``). Masks, alpha and trimaps are ``[B, H, W]``
+float 0..1 with 1 = foreground; colours are float ``(r, g, b)`` 0..1. Long loops take ``progress(done, total)`` /
 ``should_stop()`` callbacks (:mod:`ben_core.callbacks`). The package's rooms: ``model`` (network and
 weights), ``matting``, ``io``, ``apps`` (the programs), under ``predictor`` / ``pipeline`` / ``video``.
 """

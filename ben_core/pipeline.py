@@ -27,10 +27,10 @@ from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
 import torch
 
 from .callbacks import Progress, ShouldStop, check_stop, report
-from .matting.compose import composite, to_uint8
-from .matting.foreground import default_strip_rows, estimate_foreground_strips
 from .io.batches import Chunk, ImageBatch
 from .io.inputs import to_float_rgb
+from .matting.compose import composite, to_uint8
+from .matting.foreground import default_strip_rows, estimate_foreground_strips
 from .matting.refine import check_working_size, refine_alpha
 from .matting.trimap import make_trimap
 

@@ -39,7 +39,7 @@ import torch
 from .callbacks import Cancelled, check_stop, report
 from .io.batches import Chunk, ImageBatch
 from .io.inputs import resize, to_float_rgb
-from .model.ben2 import IMAGENET_MEAN, IMAGENET_STD
+from .model.ben2 import IMAGENET_MEAN, IMAGENET_STD, BENBase
 
 __all__ = ["BENPredictor", "PredictionCancelled", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -57,8 +57,11 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
         return False
     if a.type == "cpu":
         return True
-    norm = lambda d: d.index if d.index is not None else (torch.cuda.current_device() if d.type == "cuda" else 0)
-    return norm(a) == norm(b)
+
+    def index(d: torch.device) -> int:
+        return d.index if d.index is not None else (torch.cuda.current_device() if d.type == "cuda" else 0)
+
+    return index(a) == index(b)
 
 
 class BENPredictor:
@@ -71,9 +74,10 @@ class BENPredictor:
         dtype: compute precision, ``torch.float32`` (default), ``torch.float16`` or ``torch.bfloat16``
             (autocast; see the module docstring for the fp32 fallback on non-finite logits). Half weights
             need the same half ``dtype`` (or float32); fp16 weights with bf16 (or the reverse) raise ValueError.
-        working_size: S, the square size the network sees (1024 is BEN2's native size; 512/768 are faster).
-            Must be a multiple of the model's ``size_multiple`` attribute and at least its ``min_size``
-            (128 and 384 for ``BENBase``; 64 for a model without these attributes).
+        working_size: S, the square size the network sees; None: the model's ``native_size`` (1024 for
+            BEN2; 512/768 are faster), else BEN2's. Must be a multiple of the model's ``size_multiple``
+            attribute and at least its ``min_size`` (128 and 384 for ``BENBase``; 64 for a model without these
+            attributes).
         batch_size: images per forward pass (>= 1). Every image is processed whatever B is.
         compile: None (eager), or a ``torch.compile`` mode of :data:`COMPILE_MODES` (see the module docstring).
 
@@ -83,19 +87,22 @@ class BENPredictor:
     """
 
     def __init__(self, model: torch.nn.Module, device: Optional[Union[str, torch.device]] = None,
-                 dtype: torch.dtype = torch.float32, working_size: int = 1024, batch_size: int = 1,
+                 dtype: torch.dtype = torch.float32, working_size: Optional[int] = None, batch_size: int = 1,
                  compile: Optional[str] = None):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module (e.g. from ben_core.model.weights.load_ben), "
                             f"got {type(model).__name__}")
         if dtype not in (torch.float32,) + _HALF_DTYPES:
             raise ValueError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype!r}")
+        if working_size is None:
+            working_size = int(getattr(model, "native_size", BENBase.native_size))
         multiple = int(getattr(model, "size_multiple", 64))
         minimum = max(multiple, int(getattr(model, "min_size", multiple)))
         if isinstance(working_size, bool) or not isinstance(working_size, int) or working_size < minimum \
                 or working_size % multiple:
             raise ValueError(f"working_size must be a multiple of {multiple} and at least {minimum} for "
-                             f"{type(model).__name__} (1024 native, 512/768 faster), got {working_size!r}")
+                             f"{type(model).__name__} (native size: {getattr(model, 'native_size', 'not given')}), "
+                             f"got {working_size!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if compile is not None and compile not in COMPILE_MODES:

@@ -185,7 +185,7 @@ class _VideoJob:
         if self.stabilizer is None:
             self._write(rgb, None, pts)
         else:  # the steady alpha may come out later than its frame (bidirectional): hold the frames till then
-            self.held.extend(zip(rgb, pts))
+            self.held.extend(zip(rgb, pts, strict=True))
             self._write_steady(self.pipeline.steady_alpha(rgb, self.stabilizer, batch_size=self.batch_size,
                                                           should_stop=self.should_stop, end_of_clip=False))
         self.frames_done += len(frames)

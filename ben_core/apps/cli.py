@@ -34,10 +34,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .jobs import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, Progress, Report, StopRequest,
-                   UsageError, background_arg, build_predictor, collect_inputs, cut_out, model_options, output_format,
-                   run_program)
-
+from .jobs import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_MODEL,
+    EXIT_OK,
+    Progress,
+    Report,
+    StopRequest,
+    UsageError,
+    background_arg,
+    build_predictor,
+    collect_inputs,
+    cut_out,
+    model_options,
+    output_format,
+    run_program,
+)
 
 # --------------------------------------------------------------------------------------------------
 # argument parsing
@@ -73,9 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "numbered PNGs (+ the audio as .wav); mp4 has no alpha, so it needs --background "
                         "(e.g. '#00FF00' for a green screen) or --mask-only")
     p.add_argument("--temporal", action="store_true",
-                   help="videos: steady the matte from frame to frame, following the motion (ben_core.matting.temporal: "
-                        "damps flicker on still and moving shots, no lag; motion compensation needs OpenCV, "
-                        "`pip install opencv-python-headless`, else only still parts are steadied)")
+                   help="videos: steady the matte from frame to frame, following the motion "
+                        "(ben_core.matting.temporal: damps flicker on still and moving shots, no lag; motion "
+                        "compensation needs OpenCV, `pip install opencv-python-headless`, else only still parts are steadied)")
     p.add_argument("--temporal-mode", choices=["causal", "bidirectional"], default=None,
                    help="implies --temporal. causal (default): each frame from the frames before it; "
                         "bidirectional: from the frames after it too (offline renders: steadier, each frame "
@@ -125,7 +138,7 @@ def plan_jobs(found: Sequence[tuple[Path, Path, str]]) -> list[Job]:
         if len(roots) > 1:
             base = Path(os.path.commonpath([str(r) for r in roots]))
             rels = [f.relative_to(base).with_suffix("") for f, _, _ in found]
-    return [Job(f, rel, kind) for (f, _, kind), rel in zip(found, rels)]
+    return [Job(f, rel, kind) for (f, _, kind), rel in zip(found, rels, strict=True)]
 
 
 def check_outputs(jobs: Sequence[Job], outputs: Sequence[Path]) -> None:
@@ -135,7 +148,7 @@ def check_outputs(jobs: Sequence[Job], outputs: Sequence[Path]) -> None:
     from ..io.video_writers import VIDEO_FORMATS
 
     by_name: dict[str, Job] = {}
-    for job, out in zip(jobs, outputs):
+    for job, out in zip(jobs, outputs, strict=True):
         key = str(out).lower()
         if key in by_name:
             other = by_name[key]
@@ -144,10 +157,10 @@ def check_outputs(jobs: Sequence[Job], outputs: Sequence[Path]) -> None:
         by_name[key] = job
     # a PNG sequence's output is a folder, replaced as a whole: nothing else may lie inside it
     video_suffixes = {s for s in VIDEO_FORMATS.values() if s}
-    folders = {str(out.resolve()).lower() for job, out in zip(jobs, outputs)
+    folders = {str(out.resolve()).lower() for job, out in zip(jobs, outputs, strict=True)
                if job.kind == "video" and out.suffix.lower() not in video_suffixes}
     if folders:
-        for job, out in zip(jobs, outputs):
+        for job, out in zip(jobs, outputs, strict=True):
             for path in (out.resolve(), job.source.resolve()):
                 inside = next((str(p) for p in path.parents if str(p).lower() in folders), None)
                 if inside is not None:
@@ -157,7 +170,7 @@ def check_outputs(jobs: Sequence[Job], outputs: Sequence[Path]) -> None:
     for job in jobs:
         st = job.source.stat()
         inputs.add((st.st_dev, st.st_ino))
-    for job, out in zip(jobs, outputs):
+    for out in outputs:
         try:
             st = out.stat()
         except OSError:
@@ -314,7 +327,7 @@ def _process_images(jobs: Sequence[Job], outputs: Sequence[Path], predictor, arg
             t0 = time.perf_counter()
             results = cut_out(pipeline, [item.file.pixels for item in chunk])
             share = (time.perf_counter() - t0) / len(chunk)
-            for item, result in zip(chunk, results):
+            for item, result in zip(chunk, results, strict=True):
                 if isinstance(result, Exception):
                     message = f"{type(result).__name__}: {result}"
                     report.add(item.job.source, None, "failed", message, share + item.seconds)
@@ -420,7 +433,7 @@ def _plan(args) -> _Plan:
             raise UsageError(f"--report {args.report}: {problem}")
     skipped = []
     if args.skip_existing:
-        skipped = [i for i, (job, dst) in enumerate(zip(jobs, outputs)) if _is_done(dst, job.kind)]
+        skipped = [i for i, (job, dst) in enumerate(zip(jobs, outputs, strict=True)) if _is_done(dst, job.kind)]
     return _Plan(outdir, created, fmt, video_fmt, jobs, outputs, skipped)
 
 

@@ -55,8 +55,21 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .jobs import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, IMAGE_EXTENSIONS, MODEL_OPTIONS, Progress,
-                   UsageError, build_predictor, cut_out, fill_model_defaults, model_options, run_program)
+from .jobs import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_MODEL,
+    EXIT_OK,
+    IMAGE_EXTENSIONS,
+    MODEL_OPTIONS,
+    Progress,
+    UsageError,
+    build_predictor,
+    cut_out,
+    fill_model_defaults,
+    model_options,
+    run_program,
+)
 
 __all__ = [
     "METRIC_KEYS", "PIP_COMMAND", "EvalError", "Pair", "Pairing", "ImageScore",
@@ -528,7 +541,7 @@ def _score_predictions(run: _Run, pairs: Sequence[Pair], predictor) -> None:
     for start in range(0, len(pairs), size):
         loaded = _load_chunk(run, pairs[start:start + size])
         results = cut_out(pipeline, [image for _, _, image in loaded]) if loaded else []
-        for (pair, gt, _), result in zip(loaded, results):
+        for (pair, gt, _), result in zip(loaded, results, strict=True):
             if isinstance(result, Exception):
                 run.fail(pair.pred, f"BEN2 failed on this image ({type(result).__name__}: {result})")
             else:

@@ -1,1 +1,2 @@
-"""Pixels in and files out: input coercion, image files, batches on a device, atomic files, image and video writers, video reading."""
+"""Pixels in and files out: input coercion, image files, batches on a device, atomic files, image and video
+writers, video reading."""

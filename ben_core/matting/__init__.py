@@ -1,1 +1,2 @@
-"""What happens after the network: confidence trimap, refinement, foreground colours, compositing, the video stabiliser."""
+"""What happens after the network: confidence trimap, refinement, foreground colours, compositing, the video
+stabiliser."""

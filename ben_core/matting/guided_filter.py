@@ -95,13 +95,13 @@ def box_mean(x: torch.Tensor, r: int, weight: torch.Tensor | None = None) -> tor
     return num / den.clamp_min(torch.finfo(x.dtype).tiny)
 
 
-def _guided_strip(I: torch.Tensor, p: torch.Tensor, r: int, eps: float, w: torch.Tensor | None) -> torch.Tensor:
+def _guided_strip(G: torch.Tensor, p: torch.Tensor, r: int, eps: float, w: torch.Tensor | None) -> torch.Tensor:
     """One colour guided filter pass on a strip. I [3,h,W], p [h,W], w [h,W] or None (compute dtype)."""
-    ma, mb = _mean_coefficients(I, p, r, eps, w)
-    return (ma * I).sum(0) + mb
+    ma, mb = _mean_coefficients(G, p, r, eps, w)
+    return (ma * G).sum(0) + mb
 
 
-def _mean_coefficients(I: torch.Tensor, p: torch.Tensor, r: int, eps: float,
+def _mean_coefficients(G: torch.Tensor, p: torch.Tensor, r: int, eps: float,
                        w: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The box-mean coefficients ``(mean a [3,h,W], mean b [h,W])`` of the local linear models
     ``p ~ a . I + b`` (weighted by ``w``); the filter's output is ``(mean a * I).sum(0) + mean b``.
@@ -109,13 +109,13 @@ def _mean_coefficients(I: torch.Tensor, p: torch.Tensor, r: int, eps: float,
     The second moments are taken of ``I`` and ``p`` centred on their means over the strip (the slopes do
     not change; ``b`` is shifted back at the end), so ``E[I^2] - E[I]^2`` does not cancel away the
     window's variance where the accumulator is float32 (MPS has no float64)."""
-    cI = I.mean(dim=(1, 2), keepdim=True)                    # [3,1,1]
+    cI = G.mean(dim=(1, 2), keepdim=True)                    # [3,1,1]
     cp = p.mean()
-    I, p = I - cI, p - cp
-    mI = box_mean(I, r, w)                                   # [3,h,W]
+    G, p = G - cI, p - cp
+    mI = box_mean(G, r, w)                                   # [3,h,W]
     mp = box_mean(p, r, w)                                   # [h,W]
-    cov = box_mean(I * p, r, w) - mI * mp                    # [3,h,W]
-    r_, g_, b_ = I[0], I[1], I[2]
+    cov = box_mean(G * p, r, w) - mI * mp                    # [3,h,W]
+    r_, g_, b_ = G[0], G[1], G[2]
     prods = torch.stack([r_ * r_, r_ * g_, r_ * b_, g_ * g_, g_ * b_, b_ * b_])
     m = box_mean(prods, r, w)
     del prods
@@ -189,10 +189,10 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
     for y0 in range(0, H, strip_rows):
         y1 = min(H, y0 + strip_rows)
         a0, a1 = max(0, y0 - halo), min(H, y1 + halo)
-        I = guide[:, a0:a1].to(cd)
+        G = guide[:, a0:a1].to(cd)
         p = src[a0:a1].to(cd)
         w = weight[a0:a1].to(cd) if weight is not None else None
-        q = _guided_strip(I, p, radius, float(eps), w)
+        q = _guided_strip(G, p, radius, float(eps), w)
         out[y0:y1] = q[y0 - a0:y1 - a0].to(src.dtype)
     return out
 

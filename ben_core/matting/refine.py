@@ -32,7 +32,8 @@ from ..callbacks import Progress, ShouldStop, check_stop, report
 from .guided_filter import fast_guided_filter, guided_filter
 from .trimap import auto_trimap
 
-__all__ = ["refine_alpha", "default_radius", "mask_softness", "fit_scale", "check_working_size", "DEFAULT_EPS", "DEFAULT_SCALE",
+__all__ = ["refine_alpha", "default_radius", "mask_softness", "fit_scale", "check_working_size", "DEFAULT_EPS",
+           "DEFAULT_SCALE",
            "DEFAULT_UNKNOWN_WEIGHT", "DEFAULT_FIT_RADIUS", "DEFAULT_FIT_SIGMA", "DEFAULT_APPLY_SIGMA",
            "SOFTNESS_QUANTILE", "METHODS"]
 
@@ -83,7 +84,8 @@ def _check_inputs(image, alpha, trimap):
     if alpha.dim() != 3 or alpha.shape[0] != image.shape[0] or alpha.shape[1:] != image.shape[2:]:
         raise ValueError(f"alpha must be [B, H, W] = {(image.shape[0], *image.shape[2:])}, got {tuple(alpha.shape)}")
     if alpha.numel() == 0:
-        raise ValueError(f"empty input: image shape {tuple(image.shape)}; need at least one image of at least 1x1 pixels")
+        raise ValueError(f"empty input: image shape {tuple(image.shape)}; need at least one image of at least 1x1 "
+                         "pixels")
     if alpha.device != image.device:
         raise ValueError(f"image is on {image.device} but alpha is on {alpha.device}; move them to one device")
     if not bool(torch.isfinite(image).all()) or not bool(torch.isfinite(alpha).all()):

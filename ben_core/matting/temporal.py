@@ -43,8 +43,9 @@ the state lives outside, and this module follows the picture's motion instead:
 
 For each frame ``t`` (causal mode): ``out[t] = alpha[t] + w[t] * (warp(out[t-1]) - alpha[t])`` with
 ``w = strength * trust * unsure`` in 0..strength, and ``out[0] = alpha[0]``. Its state is the previous
-output, its colours and the previous frame, so memory does not grow with the clip, and :class:`AlphaStabilizer` fed chunk after
-chunk gives bit-identical results for any chunking, equal to :func:`stabilize_alpha` on the whole clip.
+output, its colours and the previous frame, so memory does not grow with the clip, and
+:class:`AlphaStabilizer` fed chunk after chunk gives bit-identical results for any chunking, equal to
+:func:`stabilize_alpha` on the whole clip.
 
 **Bidirectional** mode (offline) adds the same recursion run backwards in time (the future frames warped
 back) and returns the mean of the two passes. The backward pass runs over blocks of ``lookahead``
@@ -72,7 +73,8 @@ import torch.nn.functional as F
 
 from .guided_filter import box_mean
 
-__all__ = ["StabilizerOptions", "AlphaStabilizer", "make_stabilizer", "stabilize_alpha", "TemporalDependencyError", "MODES", "FLOWS"]
+__all__ = ["StabilizerOptions", "AlphaStabilizer", "make_stabilizer", "stabilize_alpha", "TemporalDependencyError",
+           "MODES", "FLOWS"]
 
 log = logging.getLogger("ben_core")
 
@@ -166,7 +168,8 @@ class StabilizerOptions:
         if not self.confidence_ramp > 0.0:
             raise ValueError(f"confidence_ramp must be > 0, got {self.confidence_ramp!r}")
         if not is_int(self.subject_reach) or self.subject_reach < 0:
-            raise ValueError(f"subject_reach must be an int >= 0 (pixels at the analysis size), got {self.subject_reach!r}")
+            raise ValueError("subject_reach must be an int >= 0 (pixels at the analysis size), "
+                             f"got {self.subject_reach!r}")
         if not 0.0 <= self.alpha_low < self.alpha_high:
             raise ValueError(f"need 0 <= alpha_low < alpha_high (alpha disagreement in 0..1), got {self.alpha_low!r}, "
                              f"{self.alpha_high!r}")
@@ -350,7 +353,8 @@ class AlphaStabilizer:
         if frames.dim() != 4 or frames.shape[1] != 3:
             raise ValueError(f"frames must be [n, 3, H, W] (RGB, channels first), got {tuple(frames.shape)}")
         if alphas.dim() != 3 or alphas.shape[0] != frames.shape[0] or alphas.shape[1:] != frames.shape[2:]:
-            raise ValueError(f"alphas must be [n, H, W] matching frames {tuple(frames.shape)}, got {tuple(alphas.shape)}")
+            raise ValueError(f"alphas must be [n, H, W] matching frames {tuple(frames.shape)}, "
+                             f"got {tuple(alphas.shape)}")
         if not frames.is_floating_point() or not alphas.is_floating_point():
             raise ValueError(f"frames and alphas must be float 0..1, got {frames.dtype} and {alphas.dtype}")
         if frames.device != alphas.device:
@@ -388,7 +392,7 @@ class AlphaStabilizer:
         (``cur(x) ~ prev(x + flow(x))``), backward the previous one into this (what the backward pass carries
         along)."""
         forward, backward = (), ()
-        for a, b in zip(cur, prev):
+        for a, b in zip(cur, prev, strict=True):
             to_prev = self._flow(a, b, device)
             to_cur = self._flow(b, a, device)
             forward += (to_prev, self._consistency(to_prev, to_cur))

@@ -240,7 +240,8 @@ def band_trimap(mask: torch.Tensor, radius: int) -> torch.Tensor:
     out = torch.empty(flat.shape, dtype=mask.dtype, device=mask.device)
     if radius > 0 and H * W > 0:
         # pixels of the clipped window: the image border never counts as the other class
-        n_win = window_count(H, radius, device=mask.device)[:, None] * window_count(W, radius, device=mask.device)[None, :]
+        n_win = (window_count(H, radius, device=mask.device)[:, None]
+                 * window_count(W, radius, device=mask.device)[None, :])
     for i in range(flat.shape[0]):
         fg = flat[i] >= 0.5
         o = out[i]

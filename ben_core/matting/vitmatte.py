@@ -65,7 +65,8 @@ def load_vitmatte(repo_id: str = VITMATTE_REPO, *, local_dir: Optional[os.PathLi
     if local_dir is not None:
         path = Path(local_dir)
         if not (path / "config.json").is_file():
-            raise WeightsNotFoundError(f"{path} has no config.json; put the files of https://huggingface.co/{repo_id} there")
+            raise WeightsNotFoundError(f"{path} has no config.json; put the files of "
+                                       f"https://huggingface.co/{repo_id} there")
     else:
         from huggingface_hub import snapshot_download
         only_local = offline_mode() if local_files_only is None else bool(local_files_only)

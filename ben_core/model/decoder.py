@@ -240,11 +240,11 @@ class MCLM(nn.Module):
 
         # Each local view attends to its quadrant of the refreshed global view.
         g_quads = quadrants(g.view(b, h, w, c)).flatten(2, 3)  # [B, 4, hw/4, C]
-        l = loc.reshape(b, 4, h * w, c)
-        attn = grouped_attention(self.attention[1:], l, g_quads, g_quads)
-        l = self.norm1(l + attn)
-        l = self.norm2(l + _ffn(l, self.linear3, self.linear4))  # [B, 4, hw, C]
-        return torch.cat([l, g[:, None]], dim=1).view(b, 5, h, w, c)
+        u = loc.reshape(b, 4, h * w, c)
+        attn = grouped_attention(self.attention[1:], u, g_quads, g_quads)
+        u = self.norm1(u + attn)
+        u = self.norm2(u + _ffn(u, self.linear3, self.linear4))  # [B, 4, hw, C]
+        return torch.cat([u, g[:, None]], dim=1).view(b, 5, h, w, c)
 
 
 class MCRM(nn.Module):

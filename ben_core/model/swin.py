@@ -313,16 +313,16 @@ class SwinBlock(nn.Module):
         Returns:
             ``[B, H*W, C]``.
         """
-        b, l, c = x.shape
-        win = layout.to_windows(self.norm1(x).view(b * l, c))
+        b, n, c = x.shape
+        win = layout.to_windows(self.norm1(x).view(b * n, c))
         win = self.attn(win, layout)
         # proj is per token, so it commutes with the reordering; run it on unpadded tokens.
-        x = x + self.attn.proj(layout.from_windows(win)).view(b, l, c)  # new tensor
+        x = x + self.attn.proj(layout.from_windows(win)).view(b, n, c)  # new tensor
         if torch.is_grad_enabled():
             return x + self.mlp(self.norm2(x))
         # Inference: per-token MLP in place, in row pieces (bounded hidden activations).
         rows = max(1, _CHUNK_ELEMS // self.mlp.fc1.out_features)
-        for part in x.view(b * l, c).split(rows):
+        for part in x.view(b * n, c).split(rows):
             part.add_(self.mlp(self.norm2(part)))
         return x
 

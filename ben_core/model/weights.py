@@ -221,7 +221,7 @@ def download_official_weights(local_dir: Optional[PathLike] = None, filename: st
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as e:
-        raise fail("the huggingface_hub package is not installed (pip install huggingface_hub)", e)
+        raise fail("the huggingface_hub package is not installed (pip install huggingface_hub)", e) from e
     kwargs = {}
     if local_dir is not None:
         Path(local_dir).expanduser().mkdir(parents=True, exist_ok=True)
