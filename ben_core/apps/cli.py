@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temporal", action="store_true",
                    help="videos: steady the matte from frame to frame, following the motion "
                         "(ben_core.matting.temporal: damps flicker on still and moving shots, no lag; motion "
-                        "compensation needs OpenCV, `pip install opencv-python-headless`, else only still parts are steadied)")
+                        "compensation needs OpenCV, `pip install opencv-python-headless`, else only still parts "
+                        "are steadied)")
     p.add_argument("--temporal-mode", choices=["causal", "bidirectional"], default=None,
                    help="implies --temporal. causal (default): each frame from the frames before it; "
                         "bidirectional: from the frames after it too (offline renders: steadier, each frame "
