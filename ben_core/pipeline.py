@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
 
 import torch
 
-from .callbacks import Progress, ShouldStop, check_stop, report
+from .callbacks import Progress, ShouldStop, check_stop, report, stop_scope
 from .io.batches import Chunk, ImageBatch
 from .io.inputs import to_float_rgb
 from .matting.compose import composite, to_uint8
@@ -153,7 +153,8 @@ class CutoutPipeline:
         the given ``alpha`` came from this pipeline's predictor (steadied video frames, a redone chunk)."""
         check = None
         if alpha is None:
-            alpha, check = self._predictor().predict_chunk(chunk, deferred=True)
+            with stop_scope(should_stop):  # the predictor checks it inside a long forward too
+                alpha, check = self._predictor().predict_chunk(chunk, deferred=True)
             predicted = True
         n = len(chunk)
         for i in range(n):
@@ -244,7 +245,9 @@ class CutoutPipeline:
         for start, end, chunk in batch.chunks(batch_size, self.device):
             check_stop(should_stop, start, total)
             a = _slice(alpha, start, end, self.device)
-            a = self._predictor().predict_chunk(chunk) if a is None else a
+            if a is None:
+                with stop_scope(should_stop):
+                    a = self._predictor().predict_chunk(chunk)
             parts.append(stabilizer.update(to_float_rgb(_stacked(chunk)), _stacked(a)).to(device))
             report(progress, end, total)
         if end_of_clip:

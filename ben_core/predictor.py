@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Callable, List, Optional, Tuple, Union
+from contextlib import contextmanager
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 import torch
 
-from .callbacks import Cancelled, check_stop, report
+from .callbacks import Cancelled, check_stop, current_stop, report, stop_scope
 from .io.batches import Chunk, ImageBatch
 from .io.inputs import resize, to_float_rgb
 from .model.ben2 import IMAGENET_MEAN, IMAGENET_STD, BENBase
@@ -169,7 +170,8 @@ class BENPredictor:
         key = (tuple(x.shape), dtype)
         first = key not in self.first_call_seconds
         t0 = time.perf_counter()
-        with torch.autocast(device_type=self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        with torch.autocast(device_type=self.device.type, dtype=dtype, enabled=dtype != torch.float32), \
+                self._stoppable(current_stop()):
             logits = self._net(x.to(self._param_dtype))
         if self.compile == "reduce-overhead":  # a CUDA-graph output is overwritten by the next replay
             logits = logits.clone()
@@ -179,6 +181,28 @@ class BENPredictor:
                 torch.cuda.synchronize(self.device)
             self.first_call_seconds[key] = time.perf_counter() - t0
         return logits
+
+    @contextmanager
+    def _stoppable(self, should_stop) -> Iterator[None]:
+        """Inside the block, ``should_stop()`` is also checked before each block of the network (its direct
+        children and the members of its module lists: the Swin blocks, the decoder's stages), so a stop
+        asked during a forward of several seconds is taken within a fraction of one. Only where a forward
+        is that long and runs eagerly: the CPU and MPS, not compiled (hooks would break the graph)."""
+        if should_stop is None or self.compile is not None or self.device.type not in ("cpu", "mps"):
+            yield
+            return
+
+        def check(module, args) -> None:
+            check_stop(should_stop, 0, 1, "forward passes")
+
+        points = list(self.model.children())
+        points += [m for lst in self.model.modules() if isinstance(lst, torch.nn.ModuleList) for m in lst]
+        handles = [m.register_forward_pre_hook(check) for m in points]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
     def _logits(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(float32 logits, ok)`` without a host sync: ``ok`` is a 0-dim bool on the device, False when
@@ -289,7 +313,8 @@ class BENPredictor:
         out = torch.empty((total, *batch.sizes[0])) if batch.uniform else [None] * total
         for start, end, chunk in batch.chunks(self.batch_size, self.device):
             check_stop(should_stop, start, total)
-            alpha = self.predict_chunk(chunk)
+            with stop_scope(should_stop):
+                alpha = self.predict_chunk(chunk)
             if batch.uniform:
                 out[start:end] = alpha
             else:

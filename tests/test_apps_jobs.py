@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from test_cli import RedPredictor, rand_image, run
 
 from ben_core.apps import cli, distributed, evaluate, jobs
 from ben_core.model.ben2 import BENBase
-
-from test_cli import RedPredictor, rand_image, run
 
 
 def options_of(parser: argparse.ArgumentParser) -> dict:
@@ -172,7 +171,7 @@ def test_warnings_and_log_records_print_above_the_bar(capsys):
     with jobs.Progress(3, enabled=True) as progress:
         progress.update(1, "a.png")
         logging.getLogger("ben_core").warning("OpenCV is not installed")
-        warnings.warn("a Python warning")
+        warnings.warn("a Python warning", stacklevel=1)
         progress.update(1, "b.png")
     err = capsys.readouterr().err
     for message in ("warning: OpenCV is not installed", "warning: a Python warning"):

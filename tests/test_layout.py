@@ -131,7 +131,8 @@ def test_an_unknown_module_is_still_an_import_error():
         __import__("ben_core.no_such_module")
 
 
-@pytest.mark.parametrize("argv", [["-m", "ben_core", "distributed", "--help"], ["-m", "ben_core.distributed", "--help"]])
+@pytest.mark.parametrize("argv", [["-m", "ben_core", "distributed", "--help"],
+                                  ["-m", "ben_core.distributed", "--help"]])
 def test_both_spellings_of_the_distributed_program_run_it(argv):
     r = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr
