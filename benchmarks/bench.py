@@ -412,7 +412,7 @@ def _bench_network(args, device: str, tmp: Path, log) -> list[dict]:
                 if ours.ready.get("warmed") and up is not None and warmup == 0:
                     log("  one untimed upstream run (ours had one while counting FLOPs) ...")
                     up.ask("run")
-                for i in range(warmup):
+                for _ in range(warmup):
                     for w in order:
                         w.ask("run")
                 for i in range(repeats):
@@ -429,10 +429,12 @@ def _bench_network(args, device: str, tmp: Path, log) -> list[dict]:
             finally:
                 for w in workers:
                     w.kill()
-            for w, fin in zip(order, finals):
+            for w, fin in zip(order, finals, strict=True):
                 med = statistics.median(w.times)
                 rows.append({
-                    "impl": w.spec["impl"], "dtype": w.spec["dtype"] + (" (its autocast)" if w.spec["impl"] == "upstream" and device.startswith("cuda") else ""),
+                    "impl": w.spec["impl"],
+                    "dtype": w.spec["dtype"] + (" (its autocast)" if w.spec["impl"] == "upstream"
+                                                and device.startswith("cuda") else ""),
                     "batch": b, "size": args.size, "device": device, "times_s": w.times, "median_s": med,
                     "s_per_image": med / b, "images_per_s": b / med,
                     "gflops": (flops * b / med / 1e9) if flops else None,
@@ -491,7 +493,8 @@ def format_report(net_rows: list[dict], fg_rows: list[dict], device: str) -> str
             fe = net_rows[0].get("flops_executed_ours")
             lines.append(f"(FLOPs: {net_rows[0]['flops_source']}; GFLOP/s = these FLOPs / time for every row"
                          + (f"; ours executes {fe / 1e12:.3f} TFLOP/image" if fe and fe != fl else "") + ")")
-        hdr = f"{'impl':9s} {'dtype':21s} {'batch':>5s} {'median/img':>12s} {'img/s':>7s} {'GFLOP/s':>8s} {mem_hdr:>12s} {'RSS idle':>9s}  runs (s)"
+        hdr = (f"{'impl':9s} {'dtype':21s} {'batch':>5s} {'median/img':>12s} {'img/s':>7s} {'GFLOP/s':>8s} "
+               f"{mem_hdr:>12s} {'RSS idle':>9s}  runs (s)")
         lines += [hdr, "-" * len(hdr)]
         for r in net_rows:
             mem = r["peak_rss_mb"] if cpu else r["peak_cuda_mb"]
@@ -520,7 +523,8 @@ def format_report(net_rows: list[dict], fg_rows: list[dict], device: str) -> str
                          + ", ".join(f"{t * 1e3:.0f}ms" for t in r["times_s"]))
     for r in net_rows:
         if r.get("profile"):
-            lines += ["", f"torch.profiler, one forward of {r['impl']} (batch {r['batch']}, {r['dtype']}):", r["profile"]]
+            lines += ["", f"torch.profiler, one forward of {r['impl']} (batch {r['batch']}, {r['dtype']}):",
+                      r["profile"]]
     return "\n".join(lines)
 
 
@@ -534,7 +538,8 @@ def main(argv=None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     if args.upstream and not Path(args.upstream).is_file():
-        print(f"error: --upstream {args.upstream}: no such file (fetch BEN2.py from github.com/PramaLLC/BEN2)", file=sys.stderr)
+        print(f"error: --upstream {args.upstream}: no such file (fetch BEN2.py from github.com/PramaLLC/BEN2)",
+              file=sys.stderr)
         return 2
     if args.repeats is not None and args.repeats < 1:
         print("error: --repeats must be >= 1", file=sys.stderr)

@@ -113,7 +113,8 @@ def main(argv=None) -> int:
     variants = [v for v in variants if v[0] not in skip]
     print(f"# bench_cli_io: {args.images} JPEGs {w}x{h}, RGBA PNG out, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
-    table = ["| working size | variant | median wall | images/s | ratio | peak RSS | outputs |", "|---|---|---|---|---|---|---|"]
+    table = ["| working size | variant | median wall | images/s | ratio | peak RSS | outputs |",
+             "|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory(prefix="ben_io_") as tmp:
         tmp = Path(tmp)
         photos = tmp / "photos"

@@ -196,9 +196,11 @@ def main(argv=None) -> int:
                       "| pack | median | best | peak RSS | runs (s) |", "|---|---|---|---|---|",
                       _row("before", workers["before"].times, fin["before"]["peak_rss_mb"]),
                       _row("after", workers["after"].times, fin["after"]["peak_rss_mb"]),
-                      f"| after / before | {statistics.median(workers['after'].times) / statistics.median(workers['before'].times):.3f} "
+                      f"| after / before | "
+                      f"{statistics.median(workers['after'].times) / statistics.median(workers['before'].times):.3f} "
                       f"| | {fin['after']['peak_rss_mb'] / fin['before']['peak_rss_mb']:.3f} | |", "",
-                      f"max |difference| of the outputs (every 8th pixel): image {diff_img:.2e}, mask {diff_mask:.2e}", ""]
+                      f"max |difference| of the outputs (every 8th pixel): image {diff_img:.2e}, "
+                      f"mask {diff_mask:.2e}", ""]
         if not args.skip_cli:
             folder = tmp / "photos"
             folder.mkdir()

@@ -116,7 +116,8 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|")
     for name in ("fp32", "bf16"):
         floor = flops / rates[name]
-        print(f"| {name} | {rates[name] / 1e9:.0f} GFLOP/s | {floor:.2f} s | {times[name]:.2f} s | {times[name] / floor:.2f} |")
+        print(f"| {name} | {rates[name] / 1e9:.0f} GFLOP/s | {floor:.2f} s | {times[name]:.2f} s "
+              f"| {times[name] / floor:.2f} |")
     groups: dict = {}
     for e in prof.key_averages():
         groups[group_of(e.key)] = groups.get(group_of(e.key), 0.0) + e.self_cpu_time_total / 1e6
@@ -126,7 +127,8 @@ def main(argv=None) -> int:
     for group, t in sorted(groups.items(), key=lambda kv: -kv[1]):
         print(f"| {group} | {t:.2f} s | {100 * t / total:.0f} % |")
     if ab:
-        print(f"\ninterleaved bf16 forwards, median of {args.ab}: SDPA flash kernel {statistics.median(ab['flash']):.2f} s, "
+        print(f"\ninterleaved bf16 forwards, median of {args.ab}: "
+              f"SDPA flash kernel {statistics.median(ab['flash']):.2f} s, "
               f"query blocks {statistics.median(ab['blocked']):.2f} s")
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     return 0

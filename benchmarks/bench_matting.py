@@ -54,8 +54,9 @@ def trimap_table(sizes) -> str:
         maps = {"soft edge": torch.sigmoid(-d * 60), "sharp edge": torch.sigmoid(-d * 2000)}
         for name, p in maps.items():
             p = p.float()
-            tn, (ref, tl, th, steps) = _timeit(lambda: naive_confidence_trimap(p), repeat=1)
-            tf, (tri, lo, hi) = _timeit(lambda: confidence_trimap(p), repeat=2)
+            # _timeit calls these at once, in this iteration; p is bound explicitly all the same
+            tn, (ref, tl, th, steps) = _timeit(lambda p=p: naive_confidence_trimap(p), repeat=1)
+            tf, (tri, lo, hi) = _timeit(lambda p=p: confidence_trimap(p), repeat=2)
             same = bool((tri.double().numpy() == ref).all()) and float(lo[0]) == tl and float(hi[0]) == th
             lines.append(f"| {name} | {W}x{H} | {steps} | {tn:.3f} | {tf:.3f} | {tn / tf:.1f}x | {same} |")
     return "\n".join(lines)
@@ -110,7 +111,7 @@ def sweep_table(cs) -> str:
                (1.0, None, 1.0), (1.0, None, 0.1)]
     for mult, eps, wu in configs:
         cuts = []
-        for name, img, gt, coarse, tri in cs:
+        for _name, img, gt, coarse, tri in cs:
             H, W = gt.shape[-2:]
             unk = tri == 0.5
             base = torch.where(unk, coarse, tri)
@@ -152,7 +153,8 @@ def _child_4k(path: str) -> None:
     rss1 = _vm_hwm_mb()
     unk = d["trimap"] == 0.5
     base = torch.where(unk, d["coarse"], d["trimap"])
-    print(json.dumps({"time_s": dt, "rss_after_load_mb": rss0, "peak_rss_mb": rss1, "peak_reset": reset, "unknown": int(unk.sum()),
+    print(json.dumps({"time_s": dt, "rss_after_load_mb": rss0, "peak_rss_mb": rss1, "peak_reset": reset,
+                      "unknown": int(unk.sum()),
                       "radius": default_radius(*d["coarse"].shape[-2:]),
                       "mse_coarse": band_mse(base, d["alpha"], unk), "mse_guided": band_mse(out, d["alpha"], unk),
                       "sad_coarse": band_sad(base, d["alpha"], unk), "sad_guided": band_sad(out, d["alpha"], unk)}))

@@ -27,11 +27,12 @@ full-resolution photo, e.g. 3280 px at 1/3.2; the full-resolution alphamatting.c
 
 Methods (``--methods``): ``coarse`` (the coarse alpha as is), ``snapped`` (the coarse alpha with the
 sure pixels of ``refine_alpha``'s own trimap, :func:`ben_core.matting.trimap.auto_trimap`, set to exactly 0/1, no
-filtering: what ``refine_alpha`` does outside its band), ``guided`` (``refine_alpha(image, coarse)`` with every default; ``guided:radius=5,eps=1e-3``
-passes keyword arguments; ``guided:working_size=model`` passes each image's model map side, what a pipeline
-that made the mask knows; ``guided:scale=3.75`` is the earlier default; ``t_low``, ``t_high``, ``t_min``, ``t_max``
-make the confidence trimap with those thresholds, as Show Trimap's sliders do: ``guided:t_low=0.1,t_high=0.9``
-the paper's start, narrower than the default trimap), and external callables ``path/to/file.py:func`` or
+filtering: what ``refine_alpha`` does outside its band), ``guided`` (``refine_alpha(image, coarse)`` with every
+default; ``guided:radius=5,eps=1e-3`` passes keyword arguments; ``guided:working_size=model`` passes each
+image's model map side, what a pipeline that made the mask knows; ``guided:scale=3.75`` is the earlier default;
+``t_low``, ``t_high``, ``t_min``, ``t_max`` make the confidence trimap with those thresholds, as Show Trimap's
+sliders do: ``guided:t_low=0.1,t_high=0.9`` the paper's start, narrower than the default trimap), and external
+callables ``path/to/file.py:func`` or
 ``package.module:func``, called as ``func(image [1,3,H,W], coarse [1,H,W]) -> alpha [1,H,W]`` (float 0..1, CPU
 tensors). The evaluation band is always that of the paper's confidence trimap (below), whatever a method's trimap.
 
@@ -485,7 +486,7 @@ def plot_band_mse(recs, variants, methods, path) -> None:
         raise SystemExit(f"--plot needs matplotlib ({e}); pip install -r requirements-bench.txt") from e
     ms = [m for m in methods if m != "coarse"]
     fig, axes = plt.subplots(len(variants), 1, figsize=(12, 3.2 * len(variants)), squeeze=False)
-    for ax, var in zip(axes[:, 0], variants):
+    for ax, var in zip(axes[:, 0], variants, strict=True):
         base = {r["image"]: r["band_mse"] for r in recs if r["variant"] == var and r["method"] == "coarse"}
         names = sorted(base)
         x = np.arange(len(names))

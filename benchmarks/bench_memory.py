@@ -200,7 +200,8 @@ def main(argv=None) -> int:
     sizes = [_parse_size(s) for s in args.sizes.split(",") if s]
     print(f"# bench_memory: {', '.join(f'{k} = {v}' for k, v in packs.items())}; net {args.net} at "
           f"{args.working_size}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}", flush=True)
-    rows = ["| size | config | malloc | checkout | peak RSS | RSS before run | time (median) | max abs diff vs before |",
+    rows = ["| size | config | malloc | checkout | peak RSS | RSS before run | time (median) "
+            "| max abs diff vs before |",
             "|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory(prefix="ben_mem_") as tmp:
         for w, h in sizes:
@@ -225,7 +226,8 @@ def main(argv=None) -> int:
                         if k != "before" and "before" in outs:
                             diff = f"{max_abs_diff(outs['before'], outs[k]):.3g}"
                             if config == "rgb":
-                                diff += f" (alpha {max_abs_diff(outs['before'] + '.alpha.npy', outs[k] + '.alpha.npy'):.3g})"
+                                alpha_diff = max_abs_diff(outs["before"] + ".alpha.npy", outs[k] + ".alpha.npy")
+                                diff += f" (alpha {alpha_diff:.3g})"
                         peak = max(r["peak_mb"] for r in res[k])
                         before_run = statistics.median(r["rss_before_mb"] for r in res[k])
                         t = statistics.median(t for r in res[k] for t in r["times"])

@@ -207,7 +207,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
     for p in dict.fromkeys(r["precision"] for r in rows):
         pts = [(r["working_size"], r["network_s"]) for r in rows if r["precision"] == p]
-        ax.plot(*zip(*pts), marker="o", label=p)
+        ax.plot(*zip(*pts, strict=True), marker="o", label=p)
     ax.set_xlabel("working size (px)")
     ax.set_ylabel("network, s per image")
     ax.set_xticks(sorted({r["working_size"] for r in rows}))
@@ -258,8 +258,8 @@ def main(argv=None) -> int:
     import torch
     from PIL import Image
 
-    from ben_core.model.weights import load_ben
     from ben_core.devices import cpu_native_bf16
+    from ben_core.model.weights import load_ben
 
     from .bench_cli_io import make_photos, write_checkpoint
 

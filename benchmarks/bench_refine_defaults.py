@@ -3,9 +3,9 @@
 
 Prints band MSE (inside the confidence trimap's unknown band, against the true alpha) of the coarse alpha,
 of ``refine_alpha(scale=1, eps=1e-4)`` (the 0.3.0 default: the colour models fitted at full resolution),
-of ``refine_alpha(scale=3.75)`` (the earlier default: fitted at 1/3.75, eps 1e-5) and of ``refine_alpha()`` (today: fitted
-at the coarse alpha's measured softness, small windows, blurred guides), with the cut against the coarse
-alpha. The real-photo half of the evidence is ``benchmarks/bench_matting_real.py``.
+of ``refine_alpha(scale=3.75)`` (the earlier default: fitted at 1/3.75, eps 1e-5) and of ``refine_alpha()``
+(today: fitted at the coarse alpha's measured softness, small windows, blurred guides), with the cut against the
+coarse alpha. The real-photo half of the evidence is ``benchmarks/bench_matting_real.py``.
 """
 from __future__ import annotations
 

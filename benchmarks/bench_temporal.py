@@ -97,7 +97,7 @@ def target_checks(res: dict) -> list:
     checks = []
     for mode in ("causal", "bidirectional"):
         for shot, segs in res.items():
-            def ratio(name, key):
+            def ratio(name, key, segs=segs, mode=mode):  # called only in this iteration; the binding made explicit
                 return segs[name][mode][key] / segs[name]["per-frame"][key]
 
             for name in segs:
@@ -140,7 +140,8 @@ def quality_rows(res: dict) -> tuple[list, bool]:
                 if key == "near" and name != "still" and name != "clip":
                     vals = [above_floor(segs, name, m) for m in METHODS]
                     rows.append(f"| {shot} | {name} | flicker above the floor | {vals[0]:.2f} | "
-                                + " | ".join(f"{v:.2f} ({v / vals[0]:.2f}×)" if vals[0] else f"{v:.2f}" for v in vals[1:])
+                                + " | ".join(f"{v:.2f} ({v / vals[0]:.2f}×)" if vals[0] else f"{v:.2f}"
+                                             for v in vals[1:])
                                 + " |")
     ok = True
     rows += ["", "| target | |", "|---|---|"]
@@ -176,7 +177,7 @@ def cost_rows(repeats: int, network: bool) -> list:
     rows = ["| step, one 1920×1080 frame | median time | share of the network at 1024 |", "|---|---|---|"]
     times = {}
     for mode in ("causal", "bidirectional"):
-        def steady():
+        def steady(mode=mode):  # timed at once, in this iteration; the binding made explicit
             stab = AlphaStabilizer(mode=mode, lookahead=4)  # 8 frames: one block, its look-ahead, the flush
             stab.update(frames[:1], alphas[:1])
             stab.update(frames[1:], alphas[1:])
@@ -197,12 +198,13 @@ def cost_rows(repeats: int, network: bool) -> list:
             pred = BENPredictor(model.eval(), working_size=size)
             with torch.inference_mode():
                 pred.predict_alpha(frame)  # warm-up
-                net[size] = _median_time(lambda: pred.predict_alpha(frame), max(1, repeats // 2))
+                net[size] = _median_time(lambda pred=pred: pred.predict_alpha(frame), max(1, repeats // 2))
     for mode, t in times.items():
         share = f"{t / net[1024] * 100:.1f} %" if 1024 in net else "—"
         rows.append(f"| stabiliser, {mode} | {t * 1000:.0f} ms | {share} |")
     for size, t in net.items():
-        rows.append(f"| BEN2 network + resize, working size {size} | {t * 1000:.0f} ms | {t / net[1024] * 100:.0f} % |")
+        rows.append(f"| BEN2 network + resize, working size {size} | {t * 1000:.0f} ms "
+                    f"| {t / net[1024] * 100:.0f} % |")
     return rows
 
 

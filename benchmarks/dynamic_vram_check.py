@@ -291,7 +291,7 @@ def vram_states(device, dtype, log, work: Path) -> list:
             model = mc.get_model(str(ckpt), device, dtype, compile_mode, loader=_narrow_ben)
             net = model.net
 
-            def cut():
+            def cut(remove=remove, model=model, net=net):  # called twice in this iteration only; bound explicitly
                 mask = remove.execute(model, images, "RGBA", "#FFFFFF", False, False, 2, "512").args[1]
                 tensors = list(net.parameters()) + list(net.buffers())
                 return mask, all(t.device.type == device.type for t in tensors)

@@ -106,7 +106,8 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> float:
 @contextlib.contextmanager
 def tf32_off():
     """fp32 means fp32: no TF32 matmuls or convolutions (restored afterwards)."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.get_float32_matmul_precision())
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
@@ -347,7 +348,7 @@ def bench_upstream(path: str, device: torch.device, batches, size: int, iters: i
         x = normalise((synthetic_images(batch, size, size) * 255).round().to(torch.uint8).numpy(), device)
         half = device.type == "cuda"  # upstream's own inference: fp16 autocast on CUDA, fp32 elsewhere
 
-        def forward():
+        def forward(x=x, half=half):  # called only in this iteration; the binding made explicit
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=half):
                 return net(x)
 
@@ -387,7 +388,8 @@ def report(result: dict) -> str:
     if c:
         lines += ["## Correctness", "", "| check | value | ok |", "|---|---|---|"]
         for size, r in c["fp32_vs_stored"].items():
-            lines.append(f"| fp32 (TF32 off) vs stored upstream, {size}² | max abs {r['max_abs_diff']:.2e} | {r['ok']} |")
+            lines.append(f"| fp32 (TF32 off) vs stored upstream, {size}² | max abs {r['max_abs_diff']:.2e} "
+                         f"| {r['ok']} |")
         for key, r in c["half_vs_fp32"].items():
             lines.append(f"| {key}² vs fp32 | max abs {r['max_abs_diff']:.3e}, mean {r['mean_abs_diff']:.2e}, "
                          f"IoU@0.5 {r['iou_at_0.5']:.5f} | {r['finite']} |")
@@ -399,7 +401,8 @@ def report(result: dict) -> str:
     a = result.get("attention")
     if a:
         lines += ["## Attention (scaled_dot_product_attention, one forward, grouped by call site)", "",
-                  "| site | calls | signatures | q (first) | mask | picked | " + " | ".join(n for n, _ in _backends()) + " |",
+                  "| site | calls | signatures | q (first) | mask | picked | "
+                  + " | ".join(n for n, _ in _backends()) + " |",
                   "|---|---|---|---|---|---|" + "---|" * len(_backends())]
         for site in dict.fromkeys(r["site"] for r in a):
             group = [r for r in a if r["site"] == site]
@@ -415,7 +418,8 @@ def report(result: dict) -> str:
             mask = "none" if first["mask"] is None else f"{first['mask']['shape']} {first['mask']['dtype']}"
             picked = ", ".join(sorted({r["picked"] for r in group}))
             lines.append(f"| {site} | {sum(r['calls_per_forward'] for r in group)} | {len(group)} | "
-                         f"{first['q']['shape']} {first['q']['dtype']} {'contig' if first['q']['contiguous'] else 'strided'} "
+                         f"{first['q']['shape']} {first['q']['dtype']} "
+                         f"{'contig' if first['q']['contiguous'] else 'strided'} "
                          f"| {mask} | {picked} | " + " | ".join(cells) + " |")
         lines.append("")
     t = result.get("throughput")
@@ -444,9 +448,11 @@ def report(result: dict) -> str:
     up = result.get("upstream")
     if up:
         lines += ["## Upstream BEN2.py, same weights and inputs", "",
-                  "| impl | dtype | batch | ms / image | images / s | peak MiB | ours faster by |", "|---|---|---|---|---|---|---|"]
+                  "| impl | dtype | batch | ms / image | images / s | peak MiB | ours faster by |",
+                  "|---|---|---|---|---|---|---|"]
         for r in up:
-            lines.append(f"| {r['impl']} | {r['dtype']} | {r['batch']} | {r['ms_per_image']:.2f} | {r['images_per_s']:.1f} | "
+            lines.append(f"| {r['impl']} | {r['dtype']} | {r['batch']} | {r['ms_per_image']:.2f} "
+                         f"| {r['images_per_s']:.1f} | "
                          f"{_fmt(r['peak_mib'], '.0f')} | {_fmt(r.get('ours_speedup'))}x |")
         lines.append("")
     st = result.get("stabilizer")
@@ -497,7 +503,8 @@ def main(argv=None) -> int:
     half = ["bf16"] if (quick and device.type == "cpu") else ["fp16", "bf16"]
     result: dict = {"environment": {
         "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "cuda": torch.version.cuda,
-        "python": platform.python_version(), "command": "python -m benchmarks.gpu_check " + " ".join(argv or sys.argv[1:]),
+        "python": platform.python_version(),
+        "command": "python -m benchmarks.gpu_check " + " ".join(argv or sys.argv[1:]),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "capability": list(torch.cuda.get_device_capability(device)) if device.type == "cuda" else None,
@@ -533,8 +540,9 @@ def main(argv=None) -> int:
     iters, warmup = (1, 0) if quick else (20, 3)
     for batch in batches:
         for name in half:
-            r = section(f"eager {name} b{batch}", lambda: bench_network(model, device, DTYPES[name], batch, size,
-                                                                        "eager", iters, warmup))
+            # section() calls the lambda at once; name and batch are bound explicitly all the same
+            r = section(f"eager {name} b{batch}", lambda name=name, batch=batch: bench_network(
+                model, device, DTYPES[name], batch, size, "eager", iters, warmup))
             if r:
                 rows.append(r)
                 log(f"  eager {name} batch {batch}: {r['ms_per_image']:.2f} ms/image, {r['images_per_s']:.1f} img/s, "
@@ -567,22 +575,25 @@ def main(argv=None) -> int:
         if elapsed > args.budget_s:
             rows.append({"mode": mode, "dtype": name, "batch": batch, "skipped": f"time budget ({elapsed:.0f} s used)"})
             continue
-        r = section(f"{mode} {name} b{batch}", lambda: bench_network(model, device, DTYPES[name], batch, size, mode,
-                                                                     iters, warmup))
+        # section() calls the lambda at once; mode, name and batch are bound explicitly all the same
+        r = section(f"{mode} {name} b{batch}", lambda mode=mode, name=name, batch=batch: bench_network(
+            model, device, DTYPES[name], batch, size, mode, iters, warmup))
         if r:
             rows.append(r)
             log(f"  {mode} {name} batch {batch}: {r['ms_per_image']:.2f} ms/image ({r['images_per_s']:.1f} img/s), "
                 f"first call {r['first_call_s']:.1f} s, peak {_fmt(r['peak_mib'], '.0f')} MiB")
     if quick and device.type == "cpu":
         rows.append({"mode": "compile / cudagraphs", "dtype": "-", "batch": "-",
-                     "skipped": "--quick on the CPU (inductor takes minutes here; tests/test_predictor.py checks parity)"})
+                     "skipped": "--quick on the CPU (inductor takes minutes here; "
+                                "tests/test_predictor.py checks parity)"})
 
     if args.upstream:
         log("5. upstream BEN2.py")
         short = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
         ours = {(r["batch"], short[r["dtype"]]): r for r in rows if r.get("mode") == "eager" and "skipped" not in r}
         if device.type == "cpu" and (1, "fp32") not in ours:
-            r = section("eager fp32 b1", lambda: bench_network(model, device, torch.float32, 1, size, "eager", iters, warmup))
+            r = section("eager fp32 b1", lambda: bench_network(model, device, torch.float32, 1, size, "eager", iters,
+                                                               warmup))
             if r:
                 ours[(1, "fp32")] = r
                 rows.append(r)

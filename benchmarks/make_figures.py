@@ -106,7 +106,7 @@ def lemur_figure(path: Path) -> None:
               ("cut-out over a colour", p["cutout"], None),
               ("detail: coarse | refined", detail, "gray")]
     fig, axes = plt.subplots(2, 3, figsize=(12, 5.6), dpi=110)
-    for ax, (title, data, cmap) in zip(axes.flat, panels):
+    for ax, (title, data, cmap) in zip(axes.flat, panels, strict=True):
         ax.imshow(np.clip(data, 0, 1), cmap=cmap, vmin=0, vmax=1, interpolation="lanczos")
         ax.set_title(title, fontsize=10)
         ax.set_axis_off()

@@ -120,7 +120,8 @@ def make_synthetic_matte(height: int = 512, width: int = 768, seed: int = 0, mod
     curl_lam = 0.02 * S * (1 + torch.rand(1, generator=g).item())
     lean = 0.4 * (torch.rand(1, generator=g).item() - 0.5)
     rel = (rho - Rth)  # px outside the outline
-    t = (theta + math.pi) * n / (2 * math.pi) + curl_amp * torch.sin(rel.clamp_min(0) / curl_lam) + lean * rel.clamp_min(0) / 4
+    t = ((theta + math.pi) * n / (2 * math.pi) + curl_amp * torch.sin(rel.clamp_min(0) / curl_lam)
+         + lean * rel.clamp_min(0) / 4)
     cell = torch.floor(t).long() % n
     frac = t - torch.floor(t) - 0.5 - offs[cell]
     d_px = frac.abs() * (2 * math.pi * rho.clamp_min(1.0) / n)
@@ -131,7 +132,8 @@ def make_synthetic_matte(height: int = 512, width: int = 768, seed: int = 0, mod
     # fur only on some sectors: the rest keeps a smooth hard edge
     sector = torch.zeros_like(theta)
     for k in (1, 2, 3):
-        sector = sector + torch.rand(1, generator=g).item() * torch.cos(k * theta + 2 * math.pi * torch.rand(1, generator=g).item())
+        sector = sector + torch.rand(1, generator=g).item() * torch.cos(
+            k * theta + 2 * math.pi * torch.rand(1, generator=g).item())
     fur = fur * (sector > -0.3).to(fur.dtype)
     alpha = 1 - (1 - body) * (1 - fur)
 

@@ -28,9 +28,9 @@ opacity 0.35-0.95) over a textured background; its own, fainter texture (skin / 
 makes a per-frame prediction that errs the way a per-frame network does: a stable part (the truth
 coarsened as a 1024-wide model sees it) and a part that changes every frame, concentrated where the truth
 is uncertain (edges, strands), and a few faint false-positive blobs in the background: it flickers. With
-``edge_jitter`` the silhouette itself wobbles too, as a network's does (the new shots: that, and no background blobs): the edge band moves in and out by
-a smooth random displacement (up to ``edge_jitter`` px) from frame to frame, so the flicker lives where
-the pixels mix subject and background.
+``edge_jitter`` the silhouette itself wobbles too, as a network's does (the new shots: that, and no background
+blobs): the edge band moves in and out by a smooth random displacement (up to ``edge_jitter`` px) from frame to
+frame, so the flicker lives where the pixels mix subject and background.
 
 :func:`temporal_metrics` gives, for a prediction against the truth and per segment: dtSSD (RMS over
 pixels of the temporal-gradient error ``(p_t - p_{t-1}) - (g_t - g_{t-1})``, x 100, averaged over frame
@@ -192,10 +192,10 @@ def simulate_model(alpha: torch.Tensor, seed: int = 1, flicker: float = 0.22, mo
                    edge_jitter: float = 0.0, blobs: float = 1.2, coarsen: float = 2.0) -> torch.Tensor:
     """A flickering per-frame prediction of ``alpha`` [T,H,W]: the truth as a ``model_size`` network sees it
     (stable) plus, per frame, smooth random error where the truth is uncertain and a few faint
-    false-positive blobs (``blobs``: their gain; 0: none); with ``edge_jitter`` > 0 the edge band also moves in and out by a smooth random
-    displacement of up to that many pixels (first order: displacement x the stable alpha's gradient
-    magnitude), new every frame. ``coarsen``: the clip's longest side over the side the model sees (2: a
-    1024 network on a 2048-wide clip; its stable error is what no stabiliser removes, see
+    false-positive blobs (``blobs``: their gain; 0: none); with ``edge_jitter`` > 0 the edge band also moves in
+    and out by a smooth random displacement of up to that many pixels (first order: displacement x the stable
+    alpha's gradient magnitude), new every frame. ``coarsen``: the clip's longest side over the side the model
+    sees (2: a 1024 network on a 2048-wide clip; its stable error is what no stabiliser removes, see
     ``bench_temporal``'s flicker-free floor). Returns [T,H,W] float32 0..1."""
     g = torch.Generator().manual_seed(seed)
     t, h, w = alpha.shape

@@ -114,7 +114,8 @@ def _cv2_stub() -> dict[str, types.ModuleType]:
     cv2 = types.ModuleType("cv2")
 
     def __getattr__(name):
-        raise AttributeError(f"cv2.{name}: OpenCV is not installed (benchmarks.bench stand-in; only BEN_Base.forward is supported)")
+        raise AttributeError(f"cv2.{name}: OpenCV is not installed "
+                             "(benchmarks.bench stand-in; only BEN_Base.forward is supported)")
 
     cv2.__getattr__ = __getattr__
     cv2.__ben_bench_stub__ = True
@@ -142,7 +143,7 @@ def rearrange(tensor, pattern: str, **sizes):
     if len(lhs) != tensor.dim():
         raise ValueError(f"rearrange: pattern {pattern!r} expects {len(lhs)} dims, got {tensor.dim()}")
     known = dict(sizes)
-    for group, dim in zip(lhs, tensor.shape):
+    for group, dim in zip(lhs, tensor.shape, strict=True):
         unknown = [name for name in group if name != "1" and name not in known]
         product = 1
         for name in group:
