@@ -9,13 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import huggingface_hub  # a required dependency (requirements.txt): never skipped
 import pytest
 
-huggingface_hub = pytest.importorskip("huggingface_hub")
-
-from ben_core.model import weights as hub  # noqa: E402
-from ben_core.model.weights import (OFFICIAL_FILENAME, OFFICIAL_REPO, WeightsNotFoundError,  # noqa: E402
-                          download_official_weights, find_cached_weights)
+from ben_core.model import weights as hub
+from ben_core.model.weights import (OFFICIAL_FILENAME, OFFICIAL_REPO, WeightsNotFoundError,
+                                    download_official_weights, find_cached_weights)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHA = "41efc6966a6fcaf77dfd90ecd4cf06a1edcd1745"

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import DATA_DIR, synth_sd
 from ben_core.predictor import IMAGENET_MEAN, IMAGENET_STD, BENPredictor, PredictionCancelled
@@ -52,6 +53,44 @@ class NaNUnlessFP32(torch.nn.Module):
         y = self.conv(x)
         self.calls.append(y.dtype)
         return y if y.dtype == torch.float32 else y * float("nan")
+
+
+class PrecisionProbe(torch.nn.Module):
+    """Stand-in network that computes in whatever precision it is run in: a 1x1 conv giving the logit
+    gain * (red - 0.5) from the normalised input (under autocast the conv runs in the autocast dtype; with
+    half weights it runs in half). Records, per call, the dtype its forward received, its weights' dtype,
+    the autocast dtype in force (None when off) and the dtype the conv computed in."""
+
+    def __init__(self, gain: float = 3.0):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 1, 1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[0, 0] = gain * IMAGENET_STD[0]  # red = x * std + mean
+            self.conv.bias.fill_(gain * (IMAGENET_MEAN[0] - 0.5))
+        self.calls = []
+
+    def forward(self, x):
+        kind = x.device.type
+        y = self.conv(x)
+        self.calls.append(dict(input=x.dtype, weights=self.conv.weight.dtype, compute=y.dtype,
+                               autocast=torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None))
+        return y
+
+
+class ExplicitPrecision(torch.nn.Module):
+    """The reference for :class:`PrecisionProbe`: the same conv, its input and weights cast to ``dtype`` by
+    hand (what autocast does to a conv), meant to run in a float32 predictor (no autocast)."""
+
+    def __init__(self, probe: PrecisionProbe, dtype: torch.dtype):
+        super().__init__()
+        self.weight = torch.nn.Parameter(probe.conv.weight.detach().float().clone(), requires_grad=False)
+        self.bias = torch.nn.Parameter(probe.conv.bias.detach().float().clone(), requires_grad=False)
+        self.dtype = dtype
+
+    def forward(self, x):
+        assert x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type)
+        return torch.nn.functional.conv2d(x.to(self.dtype), self.weight.to(self.dtype), self.bias.to(self.dtype))
 
 
 def half_scene(h=60, w=200, b=1):
@@ -321,14 +360,27 @@ def test_half_weights_with_the_other_half_dtype_rejected(weights, dtype):
     BENPredictor(NaNUnlessFP32().to(weights), dtype=weights, working_size=64)  # same half type: fine
 
 
-def test_half_precision_without_problems_runs_in_half():
-    net = RedDetector(3.0)
+@pytest.mark.parametrize("half_weights", [False, True], ids=["fp32-weights", "half-weights"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_without_problems_runs_in_half(dtype, half_weights):
+    """The requested half dtype reaches the network: fp32 weights run under autocast to ``dtype`` (the
+    forward gets the float32 input, the conv computes in ``dtype``), half weights get a ``dtype`` input.
+    The alpha is what the network computed in that precision (the same conv cast to ``dtype`` by hand),
+    which differs measurably from the fp32 alpha."""
     imgs = np.random.default_rng(7).random((2, 30, 30, 3)).astype(np.float32)
-    ref = BENPredictor(RedDetector(3.0), working_size=64).predict_alpha(imgs)
-    p = BENPredictor(net, dtype=torch.bfloat16, working_size=64)
+    net = PrecisionProbe()
+    fp32 = BENPredictor(PrecisionProbe(), working_size=64).predict_alpha(imgs)
+    want = BENPredictor(ExplicitPrecision(net, dtype), working_size=64).predict_alpha(imgs)
+    if half_weights:
+        net.to(dtype)
+    p = BENPredictor(net, dtype=dtype, working_size=64)
     out = p.predict_alpha(imgs)
-    assert p.fallback_count == 0
-    torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)  # this stand-in computes in fp32 internally
+    assert p.fallback_count == 0 and p._fp32_copy is None
+    assert net.calls == [dict(input=dtype if half_weights else torch.float32, weights=dtype if half_weights else
+                              torch.float32, compute=dtype, autocast=dtype)] * 2  # one image per call
+    assert out.dtype == torch.float32 and out.shape == (2, 30, 30)
+    torch.testing.assert_close(out, want, atol=1e-6, rtol=0)
+    assert float((out - fp32).abs().max()) > 1e-5  # the half-precision rounding shows: not an fp32 result
 
 
 def test_nan_in_fp32_is_an_error():
@@ -433,38 +485,160 @@ def test_fp32_nan_is_an_error_when_the_check_is_read():
         check()
 
 
+class HostSyncs(TorchDispatchMode):
+    """Records every way the code it watches would make the host wait for the device.
+
+    There is no accelerator here (and on the CPU nothing waits), so the ways in are watched instead:
+    * the Python entry points that read a tensor's values on the host: ``bool()`` / ``float()`` /
+      ``int()`` / ``complex()`` / ``operator.index()`` of a tensor, ``.item()``, ``.tolist()``, ``.numpy()``,
+      ``np.asarray()`` (``__array__``), ``.cpu()``, printing or formatting a tensor; and the explicit waits
+      ``torch.cuda.synchronize()``, ``torch.accelerator.synchronize()``, a stream's or an event's
+      ``synchronize()``;
+    * below them, every aten op dispatched while watching (a ``TorchDispatchMode``), so a sync reached
+      through any other door (inside a torch function, a library) is seen too: the ops whose result is a
+      device value read on the host (``_local_scalar_dense``: what item/bool/float/int come down to,
+      ``equal``, ``allclose``, ``is_nonzero``), the ops whose output size depends on the data
+      (``nonzero``, ``masked_select``, ``unique``, boolean-mask indexing, ``repeat_interleave`` without
+      ``output_size``, ``bincount``), and blocking copies from a device to the CPU.
+    A Python entry point is recorded once, under its own name (the ops it runs are part of it)."""
+
+    TENSOR_READS = ("__bool__", "__float__", "__int__", "__complex__", "__index__", "item", "tolist", "numpy",
+                    "__array__", "cpu", "__repr__", "__str__", "__format__")
+    DATA_DEPENDENT_OPS = {"_local_scalar_dense", "equal", "allclose", "is_nonzero", "nonzero", "nonzero_numpy",
+                          "argwhere", "masked_select", "_unique", "_unique2", "unique_dim", "unique_consecutive",
+                          "unique_dim_consecutive", "bincount"}
+    MASK_INDEXING_OPS = {"index", "index_put", "index_put_", "_index_put_impl_"}
+
+    def __init__(self, monkeypatch):
+        super().__init__()
+        self.events = []
+        self._watching = 0
+        self._in_python_read = 0
+        for name in self.TENSOR_READS:
+            monkeypatch.setattr(torch.Tensor, name, self._counted(getattr(torch.Tensor, name), name))
+        for owner, name in [(torch.cuda, "synchronize"), (torch.cuda.Stream, "synchronize"),
+                            (torch.cuda.Event, "synchronize"), (getattr(torch, "accelerator", None), "synchronize"),
+                            (getattr(torch, "mps", None), "synchronize")]:
+            original = getattr(owner, name, None)
+            if original is not None:
+                monkeypatch.setattr(owner, name, self._counted(original, f"{owner.__name__}.{name}"))
+
+    def _counted(self, original, name):
+        def counted(*a, **k):
+            if self._watching and not self._in_python_read:
+                self.events.append(name)
+            self._in_python_read += 1
+            try:
+                return original(*a, **k)
+            finally:
+                self._in_python_read -= 1
+        return counted
+
+    def watch(self, fn):
+        """``fn`` whose calls (and everything they call) are watched."""
+        def watched(*a, **k):
+            self._watching += 1
+            try:
+                if self._watching > 1:  # a nested call (the chunk redone in fp32): the mode is already on
+                    return fn(*a, **k)
+                with self:
+                    return fn(*a, **k)
+            finally:
+                self._watching -= 1
+        return watched
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if not self._in_python_read:
+            why = self._sync(func, args, kwargs)
+            if why is not None:
+                self.events.append(why)
+        return func(*args, **kwargs)
+
+    def _sync(self, func, args, kwargs):
+        name = func.overloadpacket.__name__
+        if name in self.DATA_DEPENDENT_OPS:
+            return name
+        if name == "repeat_interleave" and func._overloadname in ("Tensor", "self_Tensor") \
+                and kwargs.get("output_size") is None:
+            return "repeat_interleave without output_size"
+        if name in self.MASK_INDEXING_OPS:
+            masks = [t for t in args[1] if isinstance(t, torch.Tensor) and t.dtype in (torch.bool, torch.uint8)]
+            # aten's index_put_ turns one mask on the tensor's device and a one-element CPU value into a
+            # masked_fill_ (canDispatchToMaskedFill): x[mask] = 0.0 does not wait; x[mask] and x[mask] = y do
+            value = args[2] if len(args) > 2 else None
+            fill = (name != "index" and len(masks) == 1 and all(t is None or t is masks[0] for t in args[1])
+                    and masks[0].device == args[0].device and value.numel() == 1 and value.device.type == "cpu")
+            if masks and not fill:
+                return f"{name} with a boolean mask"
+        if name == "_to_copy" and args[0].device.type != "cpu" and torch.device(kwargs.get("device") or
+                                                                            args[0].device).type == "cpu":
+            return "copy to the CPU"
+        if name == "copy_" and args[0].device.type == "cpu" and args[1].device.type != "cpu" \
+                and not (kwargs.get("non_blocking") or (len(args) > 2 and args[2])):
+            return "copy to the CPU"
+        return None
+
+
+def _waits(synchronize):
+    """Call an explicit wait, which raises where there is no accelerator (after the recorder saw it)."""
+    def call():
+        try:
+            synchronize()
+        except (AssertionError, RuntimeError, AttributeError):  # "Torch not compiled with CUDA enabled", ...
+            pass
+    return call
+
+
+def test_host_syncs_sees_every_way_in(monkeypatch):
+    """The recorder itself: each way a host-device sync happens is recorded, ordinary device work is not."""
+    syncs = HostSyncs(monkeypatch)
+    x = torch.rand(4, 5)
+    ways = {
+        "bool": lambda: bool(x.sum() > 0), "float": lambda: float(x.sum()), "int": lambda: int(x[0, 0] * 3),
+        "index": lambda: [0, 1, 2][x[0, 0].long()], "item": lambda: x.max().item(), "tolist": lambda: x.tolist(),
+        "numpy": lambda: x.numpy(), "asarray": lambda: np.asarray(x), "cpu": lambda: x.cpu(),
+        "print": lambda: print(x), "format": lambda: f"{x.mean():.3f}", "nonzero": lambda: x.nonzero(),
+        "mask": lambda: x[x > 0.5], "masked_put": lambda: x.clone().__setitem__(x[:, 0] > 0.5, x[0]),
+        "where": lambda: torch.where(x > 0.5), "unique": lambda: torch.unique(x), "equal": lambda: torch.equal(x, x),
+        "allclose": lambda: torch.allclose(x, x), "in": lambda: 0.5 in x,
+        "repeat": lambda: torch.repeat_interleave(x[0], torch.tensor([1, 2, 1, 0, 3])),
+        "cuda.synchronize": _waits(torch.cuda.synchronize),
+        "stream.synchronize": _waits(lambda: torch.cuda.Stream.synchronize(None)),
+        "event.synchronize": _waits(lambda: torch.cuda.Event.synchronize(None)),
+    }
+    if hasattr(torch, "accelerator"):
+        ways["accelerator.synchronize"] = _waits(torch.accelerator.synchronize)
+    missed = []
+    for way, fn in ways.items():
+        syncs.events.clear()
+        syncs.watch(fn)()
+        if not syncs.events:
+            missed.append(way)
+    assert missed == []
+    syncs.events.clear()
+    syncs.watch(lambda: (torch.sigmoid(x).clamp(0, 1) * 2, torch.isfinite(x).all(), x.max(dim=0),
+                         x.index_select(0, x[:, 0].argmax().view(1)), torch.where(x > 0.5, x, 0.0),
+                         x.to(x.device), x.shape[0] * 2, x.masked_fill(x > 0.5, 1.0),
+                         x.clone().__setitem__(x > 0.5, 0.0)))()  # a masked fill with a scalar does not wait
+    assert syncs.events == []
+
+
 def test_one_host_read_per_chunk_in_the_pipeline(monkeypatch):
     """Inside the chunk loop nothing waits for the device but the network's verdict, read once per chunk
-    after all of the chunk's work is queued (counted as Tensor -> Python bool/float/int conversions)."""
+    after all of the chunk's work is queued: every way of syncing (see HostSyncs) is watched."""
     from ben_core.pipeline import CutoutOptions, CutoutPipeline
 
     imgs = torch.rand(5, 30, 40, 3)
     pipeline = CutoutPipeline(BENPredictor(RedDetector(), dtype=torch.bfloat16, working_size=64, batch_size=2),
                               CutoutOptions(foreground=True, background=(0.2, 0.4, 0.6)))
-    reads = []
-    inside = [False]
-    for name in ("__bool__", "__float__", "__int__", "item", "tolist"):
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *a, _original=original, _name=name, **k):
-            if inside[0]:
-                reads.append(_name)
-            return _original(self, *a, **k)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
-    cut_chunk = pipeline._cut_chunk  # what run() and process() call for each chunk
-
-    def traced(*a, **k):
-        inside[0] = True
-        try:
-            return cut_chunk(*a, **k)
-        finally:
-            inside[0] = False
-
-    monkeypatch.setattr(pipeline, "_cut_chunk", traced)
-    cut = pipeline.run(imgs)
+    syncs = HostSyncs(monkeypatch)
+    monkeypatch.setattr(pipeline, "_cut_chunk", syncs.watch(pipeline._cut_chunk))  # what run() calls per chunk
+    # outputs left on the device: with out_device="cpu" on an accelerator every strip's copy to the host
+    # (pageable memory) is itself a blocking copy, which HostSyncs reports there as "copy to the CPU"
+    cut = pipeline.run(imgs, out_device=pipeline.device)
     assert cut.image.shape == (5, 30, 40, 3)
-    assert reads == ["__bool__"] * 3, reads  # 3 chunks of at most 2 images
+    assert syncs.events == ["__bool__"] * 3, syncs.events  # 3 chunks of at most 2 images: the verdict's read
 
 
 @pytest.mark.slow

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from helpers import naive_confidence_trimap
+from ben_core.matting import trimap as trimap_mod
+from helpers import load_pack, naive_confidence_trimap
 
 pytestmark = pytest.mark.browser
 
@@ -627,8 +629,6 @@ def test_min_unknown_uses_python_round(page):
 
 
 def test_recompute_matches_ben_core_trimap(page):
-    trimap_mod = pytest.importorskip("ben_core.matting.trimap", reason="ben_core.matting.trimap not available yet")
-    torch = pytest.importorskip("torch")
     for name, codes, prm in _random_cases():
         h, w = codes.shape
         mu = py_round(prm["min_unknown_fraction"] * w * h)
@@ -657,20 +657,17 @@ def test_payload_json_roundtrip_is_what_the_widget_reads(page):
 
 
 # ----------------------------------------------------------------------------- the real node's payload
-def _load_pack():
-    """The pack imported as ComfyUI does (see helpers.load_pack); None if it fails to import."""
-    from helpers import load_pack
-
-    try:
-        return load_pack()
-    except Exception:
-        return None
+def _show_trimap_pack():
+    """The pack imported as ComfyUI does (see helpers.load_pack), which must register Show Trimap: an
+    import error or a node left out of NODE_CLASS_MAPPINGS fails the test."""
+    pack = load_pack()
+    assert "BEN2_ShowTrimap" in pack.NODE_CLASS_MAPPINGS, sorted(pack.NODE_CLASS_MAPPINGS)
+    return pack
 
 
 def test_real_node_payload_drives_the_widget(page, monkeypatch):
     """Show Trimap's own payload and files (nodes/show_trimap.py, written to the temp folder /api/view serves)
     -> onExecuted -> the browser recompute agrees with the node."""
-    torch = pytest.importorskip("torch")
     import sys
 
     from comfy_stub import make_folder_paths
@@ -678,9 +675,7 @@ def test_real_node_payload_drives_the_widget(page, monkeypatch):
     fp = make_folder_paths(str(VIEW_DIR / "models"))
     fp.get_temp_directory = lambda: str(VIEW_DIR)
     monkeypatch.setitem(sys.modules, "folder_paths", fp)
-    pack = _load_pack()
-    if pack is None or "BEN2_ShowTrimap" not in getattr(pack, "NODE_CLASS_MAPPINGS", {}):
-        pytest.skip("the pack's nodes do not import here")
+    pack = _show_trimap_pack()
     node_cls = pack.NODE_CLASS_MAPPINGS["BEN2_ShowTrimap"]
     h, w = 48, 80  # below 512: the preview map is the full-resolution map, quantised to uint16
     yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
@@ -705,9 +700,7 @@ def test_slider_defaults_come_from_the_node_definition(page):
     """The widget holds no copy of the paper's constants: before any run, and with the threshold widgets
     converted to inputs, its sliders show the defaults of the definition the server sends, which the
     Python node takes from ben_core.matting.trimap.PAPER_DEFAULTS."""
-    pack = _load_pack()
-    if pack is None or "BEN2_ShowTrimap" not in getattr(pack, "NODE_CLASS_MAPPINGS", {}):
-        pytest.skip("the pack's nodes do not import here")
+    pack = _show_trimap_pack()
     import importlib
 
     paper = importlib.import_module(pack.__name__ + ".ben_core.matting.trimap").PAPER_DEFAULTS
