@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 some inputs failed, 2 usage error, 3 model/weights could not be loaded, "
                "130 stopped by Ctrl-C or SIGTERM (the first finishes the current batch, a second stops at "
                "once; rerun with --skip-existing to resume).",
-        parents=[model_options()],
+        parents=[model_options(title="the BEN2 model")],
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image/video files or folders")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)")

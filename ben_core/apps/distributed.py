@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ben_core distributed",
         description="Remove the background of many images on a Ray cluster (or a local Ray).",
         epilog="Exit codes: 0 ok, 1 some inputs failed, 2 usage error, 3 the model could not be loaded.",
-        parents=[model_options(checkpoint_help="BEN2 weights readable on every node (default: the official "
+        parents=[model_options(title="the BEN2 model (in every actor)",
+                               checkpoint_help="BEN2 weights readable on every node (default: the official "
                                                "weights, from the Hugging Face cache or downloaded once per node)")])
     p.add_argument("input", metavar="INPUT_URI", help="folder, file or URI (s3://bucket/prefix, gs://...)")
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT_URI", help="output folder or URI")
