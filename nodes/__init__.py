@@ -2,36 +2,28 @@
 
 Each node module is imported on its own: if one fails (a missing optional dependency, say), the error
 is logged and the other nodes still register. Nothing heavy happens at import: no model load, no
-download; only the BEN model folder is registered with ComfyUI's folder_paths (when present).
+download; only the BEN model folder is registered with ComfyUI's folder_paths (when present). Which nodes
+there are, their ids and display names: :mod:`.catalogue`.
 """
 from __future__ import annotations
 
 import importlib
 import logging
 
-log = logging.getLogger("ComfyUI-BEN2")
+from . import catalogue as _catalogue
 
-#: (module, class name, node id, display name)
-_NODES = [
-    ("load_ben", "BEN2LoadModel", "BEN2_LoadModel", "Load BEN (BEN2)"),
-    ("remove_background", "BEN2RemoveBackground", "BEN2_RemoveBackground", "Remove Background (BEN2)"),
-    ("show_trimap", "BEN2ShowTrimap", "BEN2_ShowTrimap", "Show Trimap (BEN2)"),
-    ("refine_mask", "BEN2RefineMask", "BEN2_RefineMask", "Refine Mask (BEN2)"),
-    ("refine_mask", "BEN2RefineMaskViTMatte", "BEN2_RefineMaskViTMatte", "Refine Mask with ViTMatte (BEN2)"),
-    ("remove_video_background", "BEN2RemoveVideoBackground", "BEN2_RemoveVideoBackground",
-     "Remove Video Background (BEN2)"),
-]
+log = logging.getLogger("ComfyUI-BEN2")
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 
-for _module, _cls, _id, _name in _NODES:
+for _node in _catalogue.NODES:
     try:
-        _mod = importlib.import_module(f".{_module}", __name__)
-        NODE_CLASS_MAPPINGS[_id] = getattr(_mod, _cls)
-        NODE_DISPLAY_NAME_MAPPINGS[_id] = _name
+        _mod = importlib.import_module(f".{_node.module}", __name__)
+        NODE_CLASS_MAPPINGS[_node.node_id] = getattr(_mod, _node.class_name)
+        NODE_DISPLAY_NAME_MAPPINGS[_node.node_id] = _node.display_name
     except Exception as _exc:  # keep the rest of the pack usable
-        log.error("BEN2: node %s is unavailable: %s: %s", _id, type(_exc).__name__, _exc)
+        log.error("BEN2: node %s is unavailable: %s: %s", _node.node_id, type(_exc).__name__, _exc)
 
 try:
     from . import comfy_env as _comfy_env

@@ -7,7 +7,9 @@ progress bar and no interrupt, devices are ben_core's defaults.
 
 API differences between cores are bridged here and nowhere else: fields only newer cores know
 (``Schema.search_aliases``, ``advanced`` inputs, ``io.BackgroundRemoval``, ``CoreModelPatcher`` /
-dynamic VRAM, ``intermediate_dtype``) are used where present and left out where not.
+dynamic VRAM, ``intermediate_dtype``) are used where present and left out where not. ComfyUI's private
+state (a VIDEO's crop and trim: :func:`video_crop`, :func:`video_trim`) is read here only, each function
+naming the core file it mirrors and what it gives where that state is absent.
 
 Model folder: ``BEN`` (``ComfyUI/models/BEN``), every checkpoint extension ben_core reads. Paths that
 the yaml declared for ``BEN`` are kept, in their order; ours is appended (or put first only if nothing was
@@ -37,8 +39,9 @@ except ImportError as _exc:  # ComfyUI older than the V3 node API
     raise ImportError("the BEN2 nodes need ComfyUI 0.3.64 or newer (comfy_api.latest, the V3 node API); update "
                       "ComfyUI") from _exc
 
-from ..ben_core.model.weights import SUPPORTED_EXTENSIONS
 from ..ben_core.devices import resolve_device
+from ..ben_core.io.files import atomic_output
+from ..ben_core.model.weights import SUPPORTED_EXTENSIONS
 
 log = logging.getLogger("ComfyUI-BEN2")
 
@@ -250,26 +253,62 @@ def video_from_file(path: str):
     return latest.InputImpl.VideoFromFile(path)
 
 
+# ---------------------------------------------------------------------------------------- VIDEO inputs
+
+def _video_private(video, name: str):
+    """``video``'s name-mangled private attribute ``__<name>`` of any class in its MRO (``_VideoFromFile__crop``
+    on core's ``VideoFromFile`` and on subclasses of it), or None where no class of it has one."""
+    for cls in type(video).__mro__:
+        value = getattr(video, f"_{cls.__name__}__{name}", None)
+        if value is not None:
+            return value
+    return None
+
+
+def video_crop(video) -> Optional[tuple]:
+    """The crop rectangle a VIDEO carries (``as_cropped``) that its ``get_stream_source()`` does not have yet,
+    as a tuple; None when it carries none, or where this core keeps no such state.
+
+    Mirrors ``comfy_api/latest/_input_impl/video_types.py`` @ 0c6cfff61c0a (also 2802bf9551c8):
+    ``VideoFromFile`` keeps the crop in its private ``__crop`` (``VideoFromFile(file, crop=rect)``), which
+    no public method reports (``has_pending_frame_edits()`` is not overridden there, so it answers the base
+    class's False for a cropped VIDEO; later cores answer True, and the caller asks that first).
+    Version gate: a core whose VIDEO has no ``__crop`` (0.3.64, which cannot crop; a core that renames it)
+    gives None, and a crop there is still found by size: :func:`.video_input.stream_source` renders a VIDEO
+    whose ``get_dimensions()`` is not its stream's size through core's ``save_to``."""
+    crop = _video_private(video, "crop")
+    return None if crop is None else tuple(crop)
+
+
+def video_trim(video) -> Optional[Tuple[float, float]]:
+    """``(start, duration)`` in seconds (0 = unset) of the trim (``as_trimmed``) a VIDEO keeps in its private
+    state, for a core whose VIDEO has no public ``get_active_trim_window()``; None where it keeps none.
+
+    Mirrors ``comfy_api/latest/_input_impl/video_types.py`` @ 0c6cfff61c0a: ``VideoFromFile``'s private
+    ``__start_time`` / ``__duration``. Cores that have ``get_active_trim_window()``
+    (``comfy_api/latest/_input/video_types.py`` @ df63641786f4) report the trim there, and the caller asks
+    that first. Version gate: a core without either attribute (0.3.64, which cannot trim) gives None: no
+    trim (the VIDEO is its file)."""
+    start, duration = _video_private(video, "start_time"), _video_private(video, "duration")
+    if start is None and duration is None:
+        return None
+    return start or 0.0, duration or 0.0
+
+
 def save_temp_file(data: bytes, prefix: str, extension: str) -> dict:
     """Write ``data`` into ComfyUI's temp folder under a new unique name ``<prefix>_<hex>.<extension>``, the way
     core's previews travel; returns ``{"filename", "subfolder", "type": "temp"}`` for the browser's ``/view``.
 
-    Written under a temporary name and renamed into place, so ``/view`` never serves half a file. ComfyUI
-    empties its temp folder at start-up.
+    Written with :func:`ben_core.io.files.atomic_output` (under a temporary name, renamed into place), so
+    ``/view`` never serves half a file. ComfyUI empties its temp folder at start-up.
     """
     folder = temp_directory()
     if folder is None:
         raise RuntimeError("ComfyUI's temp folder (folder_paths.get_temp_directory) is not available here")
-    os.makedirs(folder, exist_ok=True)
     name = f"{prefix}_{uuid.uuid4().hex[:16]}.{extension}"
-    partial = os.path.join(folder, "." + name + ".part")
-    try:
+    with atomic_output(os.path.join(folder, name)) as partial:
         with open(partial, "wb") as f:
             f.write(data)
-        os.replace(partial, os.path.join(folder, name))
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
     return {"filename": name, "subfolder": "", "type": "temp"}
 
 

@@ -8,8 +8,9 @@ import torch
 
 from ..ben_core.devices import PRECISIONS
 from ..ben_core.devices import resolve_precision as _resolve_precision
+from ..ben_core.model.ben2 import BENBase
 from ..ben_core.model.weights import OFFICIAL_FILENAME
-from . import comfy_env, model_cache, widgets
+from . import catalogue, comfy_env, model_cache, widgets
 from .comfy_env import io
 
 log = logging.getLogger("ComfyUI-BEN2")
@@ -18,6 +19,8 @@ DEVICES = ["auto", "cpu"]
 PRECISION_CHOICES = ["auto"] + list(PRECISIONS)
 #: Load BEN's compile widget -> the predictor's torch.compile mode.
 COMPILE_CHOICES = {"off": None, "torch.compile": "default", "torch.compile + CUDA graphs": "reduce-overhead"}
+#: The resolutions BEN2 runs at, in words for a tooltip ("A, B or C", best first).
+_SIZES_IN_WORDS = ", ".join(map(str, BENBase.working_sizes[:-1])) + f" or {BENBase.working_sizes[-1]}"
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -75,8 +78,7 @@ class BEN2LoadModel(io.ComfyNode):
     def define_schema(cls):
         choices = model_choices()
         return comfy_env.schema(
-            node_id="BEN2_LoadModel",
-            display_name="Load BEN (BEN2)",
+            **catalogue.LOAD_MODEL.schema_names(),
             category=widgets.CATEGORY,
             description=("Loads a BEN2 background-removal network from ComfyUI/models/BEN (also folders declared as "
                          "'BEN' in the extra-paths yaml your ComfyUI reads: extra_model_paths.yaml, or extra_paths.yaml on "
@@ -92,7 +94,7 @@ class BEN2LoadModel(io.ComfyNode):
                                        "turn on download_official_weights to fetch it."),
                 io.Combo.Input("device", options=DEVICES, default="auto",
                                tooltip="auto: the device ComfyUI computes on (your GPU if it has one); cpu: always "
-                                       "the CPU (slow: tens of seconds per image at 1024)."),
+                                       f"the CPU (slow: tens of seconds per image at {BENBase.native_size})."),
                 io.Combo.Input("precision", options=PRECISION_CHOICES, default="auto",
                                tooltip="auto: fp16 on GPUs where ComfyUI uses fp16, else bf16 where it advises it, "
                                        "else fp32; on the CPU bf16 where the CPU has native bf16 (AVX512-BF16/AMX), "
@@ -117,7 +119,7 @@ class BEN2LoadModel(io.ComfyNode):
                 comfy_env.BACKGROUND_REMOVAL.Output(
                     display_name="bg_removal_model",
                     tooltip="The same network as a background-removal model for core's Remove Background node "
-                            "(ComfyUI 2026 cores); its resolution should be 1024, 768 or 512 (others use the "
+                            f"(ComfyUI 2026 cores); its resolution should be {_SIZES_IN_WORDS} (others use the "
                             "nearest)."),
             ],
         )

@@ -24,6 +24,7 @@ from typing import Callable, Optional
 
 import torch
 
+from ..ben_core.model.ben2 import BENBase
 from . import comfy_env
 
 log = logging.getLogger("ComfyUI-BEN2")
@@ -125,9 +126,8 @@ class LoadedBEN(_Managed):
     # -- what core's BackgroundRemovalModel exposes
     @property
     def image_size(self) -> int:
-        """The square working size the network was trained at (core's default resolution), 1024."""
-        from ..ben_core.model.ben2 import BENBase
-
+        """The square working size the network was trained at (core's default resolution):
+        ``BENBase.native_size``."""
         return BENBase.native_size
 
     @property
@@ -148,8 +148,6 @@ class LoadedBEN(_Managed):
     def config(self) -> dict:
         """Core's background-removal config keys for this network (a fresh dict; ``working_sizes``: the
         resolutions BEN2 runs at, others go to the nearest)."""
-        from ..ben_core.model.ben2 import BENBase
-
         return {"model_type": self.model_type, "image_size": self.image_size, "image_mean": self.image_mean,
                 "image_std": self.image_std, "working_sizes": list(BENBase.working_sizes)}
 
@@ -183,13 +181,13 @@ class LoadedBEN(_Managed):
             half_copies = sum(p.numel() * 2 for p in self.net.parameters())
         return memory.cutout_bytes(batch_size, working_size, self.dtype, image_hw, half_copies)
 
-    def prepare(self, batch_size: int = 1, working_size: int = 1024, image_hw: Optional[tuple] = None
+    def prepare(self, batch_size: int = 1, working_size: int = BENBase.native_size, image_hw: Optional[tuple] = None
                 ) -> torch.nn.Module:
         """Make sure the weights sit on ``self.device`` with room for a chunk's work (:meth:`memory_estimate`);
         returns ``net``."""
         return self._to_device(self.memory_estimate(batch_size, working_size, image_hw))
 
-    def predictor(self, batch_size: int = 1, working_size: int = 1024, image_hw: Optional[tuple] = None):
+    def predictor(self, batch_size: int = 1, working_size: int = BENBase.native_size, image_hw: Optional[tuple] = None):
         """The ``ben_core`` BENPredictor over this network for these settings (weights loaded to the device
         first, with room for images of ``image_hw`` = (H, W), the largest; None: the network alone). One per
         (batch_size, working_size) is kept, so a compiled network stays compiled from run to run."""
@@ -217,9 +215,7 @@ class LoadedBEN(_Managed):
 
     def working_size_for(self, image_size: Optional[int]) -> int:
         """The working size for a requested resolution: BEN2's native size for None, the size itself when
-        BEN2 runs at it (1024 / 768 / 512), else the nearest of those, with a warning in the log."""
-        from ..ben_core.model.ben2 import BENBase
-
+        BEN2 runs at it (``BENBase.working_sizes``), else the nearest of those, with a warning in the log."""
         if image_size is None:
             return BENBase.native_size
         size = int(image_size)
@@ -322,7 +318,6 @@ def get_model(path: str, device: torch.device, dtype: torch.dtype, compile: Opti
         # as core builds its background-removal models: the network where ComfyUI parks it, its patcher,
         # then the weights, assigned (not copied) when the patcher streams them (dynamic VRAM)
         from ..ben_core.model.weights import load_weights
-        from ..ben_core.model.ben2 import BENBase
 
         model = LoadedBEN(path, BENBase().to(offload), device, dtype, offload_device=offload, compile=compile)
         load_weights(model.net, path, assign=comfy_env.is_dynamic(model.patcher))
@@ -336,7 +331,8 @@ def vitmatte_model(device: torch.device, image_hw: Optional[tuple] = None) -> to
     """The ViTMatte network (``hustvl/vitmatte-small-composition-1k`` from the Hugging Face cache,
     downloaded once if missing), loaded once and returned with its weights on ``device``, ComfyUI asked for
     room to refine images of ``image_hw`` = (H, W) (``ben_core.memory.vitmatte_bytes``; None: one tile)."""
-    from ..ben_core import memory, vitmatte
+    from ..ben_core import memory
+    from ..ben_core.matting import vitmatte
 
     device = torch.device(device)
     offload = comfy_env.offload_device() if device.type != "cpu" else device

@@ -14,7 +14,7 @@ from ..ben_core import memory
 from ..ben_core.pipeline import CutoutOptions, CutoutPipeline, Refinement
 from ..ben_core.matting.refine import DEFAULT_EPS, METHODS
 from ..ben_core.matting.trimap import TRIMAP_SOURCES, snap_trimap
-from . import comfy_env, image_mask, model_cache, widgets
+from . import catalogue, comfy_env, image_mask, model_cache, widgets
 from .comfy_env import io
 
 
@@ -55,8 +55,8 @@ def _mask_working_size_input():
         "mask_working_size", options=MASK_WORKING_SIZES, default="auto", optional=True,
         tooltip="The size of the square map the mask was predicted at, so the guided filter fits its colour "
                 "models where the mask's own detail ends. For a mask from Remove Background (BEN2) pick its "
-                "working_size (1024 by default). auto: read from the mask's edge softness (SAM, painted and other "
-                "masks; fuzzy hair can read too soft). Not used by vitmatte."))
+                f"working_size ({widgets.DEFAULT_WORKING_SIZE} by default). auto: read from the mask's edge softness "
+                "(SAM, painted and other masks; fuzzy hair can read too soft). Not used by vitmatte."))
 
 
 def mask_working_size_setting(value) -> "int | None":
@@ -117,8 +117,7 @@ class BEN2RefineMask(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return comfy_env.schema(
-            node_id="BEN2_RefineMask",
-            display_name="Refine Mask (BEN2)",
+            **catalogue.REFINE_MASK.schema_names(),
             category=widgets.CATEGORY,
             description=("Refines a mask from any node (BEN2, SAM, a painted mask...) inside the unknown band of a "
                          "trimap: sure foreground/background stay exactly 1/0, only unknown pixels change. 'guided' is "
@@ -158,8 +157,7 @@ class BEN2RefineMaskViTMatte(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return comfy_env.schema(
-            node_id="BEN2_RefineMaskViTMatte",
-            display_name="Refine Mask with ViTMatte (BEN2)",
+            **catalogue.REFINE_MASK_VITMATTE.schema_names(),
             category=widgets.CATEGORY,
             description=("Experimental: refines a mask with the ViTMatte matting network "
                          "(hustvl/vitmatte-small-composition-1k) inside the unknown band of a trimap, tiled, sure "

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..ben_core.model.ben2 import BENBase
 from ..ben_core.pipeline import CutoutOptions, CutoutPipeline
 from ..ben_core.matting.temporal import make_stabilizer
-from . import comfy_env, image_mask, widgets
+from . import catalogue, comfy_env, image_mask, widgets
 from .comfy_env import io
 
 
@@ -12,8 +12,7 @@ class BEN2RemoveBackground(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return comfy_env.schema(
-            node_id="BEN2_RemoveBackground",
-            display_name="Remove Background (BEN2)",
+            **catalogue.REMOVE_BACKGROUND.schema_names(),
             category=widgets.CATEGORY,
             description=("Removes the background of every image in the batch with BEN2. Outputs the cut-out "
                          "(transparent RGBA, or RGB over a colour) and the soft mask, 1 = foreground. Note: ComfyUI's "
@@ -33,12 +32,9 @@ class BEN2RemoveBackground(io.ComfyNode):
                 comfy_env.advanced(io.Int.Input(
                     "batch_size", default=1, min=1, max=64,
                     tooltip="How many images go through the network at once. Larger is faster on a big GPU but needs "
-                            "more VRAM (measured: ~0.25 GB more per image at 1024 in fp16, besides the image's own "
-                            "full-size tensors). All images are processed either way.")),
-                comfy_env.advanced(io.Combo.Input(
-                    "working_size", options=widgets.WORKING_SIZES, default=str(BENBase.native_size), optional=True,
-                    tooltip="Square size the network sees. 1024 is BEN2's native size (best quality); 768/512 are "
-                            "faster with coarser edges. The mask is always returned at the image size.")),
+                            f"more VRAM (measured: ~0.25 GB more per image at {BENBase.native_size} in fp16, besides "
+                            "the image's own full-size tensors). All images are processed either way.")),
+                widgets.working_size_input("The mask is always returned at the image size.", optional=True),
                 comfy_env.advanced(io.Boolean.Input(
                     "temporal_stabilize", default=False, optional=True,
                     tooltip="For a batch that is a video clip (frames in order, one size): steady the mask from frame "
@@ -60,8 +56,8 @@ class BEN2RemoveBackground(io.ComfyNode):
 
     @classmethod
     def execute(cls, ben_model, image, output_mode="RGBA", background_colour="#FFFFFF", refine_foreground=True,
-                invert_mask=False, batch_size=1, working_size="1024", temporal_stabilize=False,
-                temporal_mode="causal"):
+                invert_mask=False, batch_size=1, working_size=widgets.DEFAULT_WORKING_SIZE,
+                temporal_stabilize=False, temporal_mode="causal"):
         bg = widgets.background(output_mode, background_colour)  # fails before the slow part
         widgets.check_network_settings(ben_model, batch_size, working_size)
         temporal = widgets.temporal_setting(temporal_stabilize, temporal_mode)

@@ -16,7 +16,7 @@ import logging
 from ..ben_core import video as ben_video
 from ..ben_core.model.ben2 import BENBase
 from ..ben_core.io.video_writers import check_format
-from . import comfy_env, widgets
+from . import catalogue, comfy_env, widgets
 from .comfy_env import io
 from .video_input import stream_source
 
@@ -32,8 +32,7 @@ class BEN2RemoveVideoBackground(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return comfy_env.schema(
-            node_id="BEN2_RemoveVideoBackground",
-            display_name="Remove Video Background (BEN2)",
+            **catalogue.REMOVE_VIDEO_BACKGROUND.schema_names(),
             category=widgets.CATEGORY,
             description=(
                 "Removes the background of a whole video with BEN2, streamed a few frames at a time: memory stays "
@@ -71,12 +70,9 @@ class BEN2RemoveVideoBackground(io.ComfyNode):
                 comfy_env.advanced(io.Int.Input(
                     "batch_size", default=4, min=1, max=64,
                     tooltip="Frames per network call, and the most frames held in memory at once. Larger is "
-                            "faster on a big GPU and needs more VRAM (measured: ~0.25 GB more per frame at 1024 in "
-                            "fp16, besides the frames' own full-size tensors).")),
-                comfy_env.advanced(io.Combo.Input(
-                    "working_size", options=widgets.WORKING_SIZES, default=str(BENBase.native_size),
-                    tooltip="Square size the network sees. 1024 is BEN2's native size (best quality); 768/512 are "
-                            "faster with coarser edges. The output is always at the video's size.")),
+                            "faster on a big GPU and needs more VRAM (measured: ~0.25 GB more per frame at "
+                            f"{BENBase.native_size} in fp16, besides the frames' own full-size tensors).")),
+                widgets.working_size_input("The output is always at the video's size."),
                 comfy_env.advanced(widgets.temporal_mode_input()),
             ],
             outputs=[
@@ -90,15 +86,17 @@ class BEN2RemoveVideoBackground(io.ComfyNode):
     @classmethod
     def execute(cls, ben_model, video, video_format="webm", output_mode="RGBA", background_colour="#FFFFFF",
                 refine_foreground=True, matte_only=False, temporal_stabilize=True, save_output=True,
-                filename_prefix="video/BEN2", batch_size=4, working_size="1024", temporal_mode="causal"):
+                filename_prefix="video/BEN2", batch_size=4, working_size=widgets.DEFAULT_WORKING_SIZE,
+                temporal_mode="causal"):
         # every check before the slow part
         if video_format not in NODE_FORMATS:
             raise ValueError(f"video_format must be one of {NODE_FORMATS}, got {video_format!r}")
         bg = None if matte_only else widgets.background(output_mode, background_colour)
-        if video_format == "mp4" and bg is None and not matte_only:
-            raise ValueError("video_format mp4 cannot store transparency: set output_mode to RGB (over "
-                             "background_colour), or video_format to webm or mov (both keep the alpha)")
-        check_format(video_format, "matte" if matte_only else ("rgb" if bg is not None else "rgba"))
+        try:  # the format's rule is ben_core's; the fix is said in this node's widgets
+            check_format(video_format, "matte" if matte_only else ("rgb" if bg is not None else "rgba"))
+        except ValueError as e:
+            raise ValueError(f"video_format {video_format}: {e}. In this node: set output_mode to RGB (over "
+                             "background_colour), or video_format to webm or mov (both keep the alpha)") from None
         widgets.check_network_settings(ben_model, batch_size, working_size)
         temporal = widgets.temporal_setting(temporal_stabilize, temporal_mode)
         if not hasattr(video, "get_stream_source"):

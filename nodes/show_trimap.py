@@ -10,7 +10,8 @@ import torch
 
 from ..ben_core.io.inputs import to_float_rgb
 from ..ben_core.matting.trimap import PAPER_DEFAULTS, confidence_trimap
-from . import comfy_env, image_mask, trimap_preview, widgets
+from ..ben_core.model.ben2 import BENBase
+from . import catalogue, comfy_env, image_mask, trimap_preview, widgets
 from .comfy_env import io
 
 #: Colours of the visualisation IMAGE (RGB 0..1).
@@ -38,14 +39,14 @@ class BEN2ShowTrimap(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         paper = PAPER_DEFAULTS
+        side = BENBase.native_size  # the paper's unknown area is given in pixels at this size
 
         def thr(name, tip):
             return io.Float.Input(name, default=paper[name], min=0.0, max=1.0, step=paper["step"], round=0.001,
                                   tooltip=f"{tip} (paper: {paper[name]:.2f}).")
 
         return comfy_env.schema(
-            node_id="BEN2_ShowTrimap",
-            display_name="Show Trimap (BEN2)",
+            **catalogue.SHOW_TRIMAP.schema_names(),
             category=widgets.CATEGORY,
             description=("Shows the confidence trimap of the BEN paper for a soft mask (e.g. from Remove Background): "
                          "pixels with p >= t_high are sure foreground, p <= t_low sure background, the rest unknown; "
@@ -69,7 +70,8 @@ class BEN2ShowTrimap(io.ComfyNode):
                 comfy_env.advanced(thr("t_max", "Highest value t_high may be raised to while widening")),
                 io.Float.Input("min_unknown_fraction", default=paper["min_unknown_fraction"], min=0.0, max=1.0,
                                step=0.0001, round=0.000001,
-                               tooltip="Wanted unknown area as a fraction of the image (paper: 60,000 px of 1024x1024 "
+                               tooltip="Wanted unknown area as a fraction of the image (paper: "
+                                       f"{paper['min_unknown_fraction'] * side * side:,.0f} px of {side}x{side} "
                                        f"= {paper['min_unknown_fraction']:.4f}). The thresholds widen by "
                                        f"{paper['step']} per step until this is reached or the limits are hit."),
             ],

@@ -8,7 +8,8 @@ their file does not contain yet: a trim (``as_trimmed``: ``get_active_trim_windo
 The cores stored as of 2026 (``comfy_api/latest/_input_impl/video_types.py`` @ 0c6cfff / 2802bf9) keep
 the crop in the object (``VideoFromFile(file, crop=rect)``) and do not override
 ``has_pending_frame_edits()``: it answers False for a cropped VIDEO. So the edits are also read from the
-object's own state (its ``__crop`` / ``__start_time`` / ``__duration``), and a VIDEO whose reported size
+object's own state (its ``__crop`` / ``__start_time`` / ``__duration``, read by
+:func:`.comfy_env.video_crop` / :func:`.comfy_env.video_trim`), and a VIDEO whose reported size
 differs from its stream's is treated as edited too (the test core's own ``VideoFromList.save_to``
 makes before it copies a chunk's packets).
 
@@ -39,16 +40,6 @@ log = logging.getLogger("ComfyUI-BEN2")
 LOSSLESS_SAVE = {"crf": 0, "preset": "ultrafast"}
 
 
-def _private(video, name: str):
-    """``video``'s name-mangled private attribute ``__<name>`` of any class in its MRO (core's
-    ``VideoFromFile`` keeps its edits as ``_VideoFromFile__crop`` ...), or None."""
-    for cls in type(video).__mro__:
-        value = getattr(video, f"_{cls.__name__}__{name}", None)
-        if value is not None:
-            return value
-    return None
-
-
 def _ask(video, method: str):
     """``video.<method>()`` or None when it has no such method or asking fails (a Cancel is re-raised)."""
     fn = getattr(video, method, None)
@@ -68,12 +59,12 @@ def pending_edits(video) -> List[str]:
     edits = []
     if _ask(video, "has_pending_frame_edits"):
         edits.append("frame edits (has_pending_frame_edits)")
-    crop = _private(video, "crop")
+    crop = comfy_env.video_crop(video)
     if crop is not None:
-        edits.append(f"crop {tuple(crop)}")
+        edits.append(f"crop {crop}")
     window = _ask(video, "get_active_trim_window")
     if window is None:  # a core without the method: its own state
-        window = (_private(video, "start_time") or 0.0, _private(video, "duration") or 0.0)
+        window = comfy_env.video_trim(video) or (0.0, 0.0)
     try:
         start, duration = (float(x) for x in window)
     except (TypeError, ValueError):

@@ -8,15 +8,17 @@ from typing import Optional, Tuple
 from ..ben_core.matting.compose import parse_colour
 from ..ben_core.model.ben2 import BENBase
 from ..ben_core.matting.temporal import MODES as TEMPORAL_MODES
-from .comfy_env import io
+from .comfy_env import advanced, io
 
 CATEGORY = "image/BEN2"
 OUTPUT_MODES = ["RGBA", "RGB"]
 #: What users type in the node search (2026 cores; older ones ignore it).
 SEARCH_ALIASES = ["rembg", "matting", "cut out", "background", "remove background", "bg removal"]
 
-#: The working_size combo's options: the square sizes BEN2 runs at.
+#: The working_size combo's options: the square sizes BEN2 runs at (best first).
 WORKING_SIZES = [str(s) for s in BENBase.working_sizes]
+#: The working_size combo's default: BEN2's native size.
+DEFAULT_WORKING_SIZE = str(BENBase.native_size)
 
 #: The loaded network passed from Load BEN to the other nodes.
 BEN_MODEL = io.Custom("BEN_MODEL")
@@ -43,6 +45,16 @@ def refine_foreground_input():
                                     "colour; also extends the subject's colours under transparent pixels, so a resized "
                                     "RGBA cut-out gets no halo. Costs a little time at full resolution. Off: the "
                                     "image's own colours.")
+
+
+def working_size_input(output_size: str, optional: bool = False):
+    """The ``working_size`` combo (advanced): :data:`WORKING_SIZES`, default :data:`DEFAULT_WORKING_SIZE`.
+    ``output_size``: the tooltip's last sentence, the size the node's result comes out at."""
+    faster = "/".join(s for s in WORKING_SIZES if s != DEFAULT_WORKING_SIZE)
+    return advanced(io.Combo.Input(
+        "working_size", options=WORKING_SIZES, default=DEFAULT_WORKING_SIZE, optional=optional,
+        tooltip=f"Square size the network sees. {DEFAULT_WORKING_SIZE} is BEN2's native size (best quality); "
+                f"{faster} are faster with coarser edges. {output_size}"))
 
 
 def temporal_mode_input():

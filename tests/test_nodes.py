@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import io
 import json
 import os
+import re
 import sys
 import types
 import zlib
@@ -26,6 +28,8 @@ from helpers import PACK_NAME, load_pack, tiny_vitmatte
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = PACK_NAME
+#: The node ids, frozen: saved workflows store them, so none ever changes (a new node is added at the end).
+#: Written here on purpose, as the contract nodes/catalogue.py is checked against.
 NODE_IDS = ["BEN2_LoadModel", "BEN2_RemoveBackground", "BEN2_ShowTrimap", "BEN2_RefineMask", "BEN2_RefineMaskViTMatte",
             "BEN2_RemoveVideoBackground"]
 
@@ -179,6 +183,78 @@ def test_every_node_documents_inputs_and_outputs():
         for section in info["input"].values():
             for input_name, entry in section.items():
                 assert len(entry) == 2 and entry[1].get("tooltip"), f"{node_id}.{input_name} has no tooltip"
+
+
+def test_node_ids_and_names_are_written_once_in_the_catalogue():
+    """nodes/catalogue.py is the one place a node's id and display name are written: the registration, every
+    schema and the browser extension take them from there, and the ids stay those saved workflows hold
+    (:data:`NODE_IDS`, frozen)."""
+    pack = load_pack()
+    catalogue = sub("nodes.catalogue")
+    assert [n.node_id for n in catalogue.NODES] == NODE_IDS  # ids never change: saved workflows store them
+    assert len({n.display_name for n in catalogue.NODES}) == len(NODE_IDS)
+    assert len({(n.module, n.class_name) for n in catalogue.NODES}) == len(NODE_IDS)
+    assert pack.NODE_DISPLAY_NAME_MAPPINGS == {n.node_id: n.display_name for n in catalogue.NODES}
+    for n in catalogue.NODES:
+        cls = pack.NODE_CLASS_MAPPINGS[n.node_id]
+        assert (cls.__module__.rpartition(".")[2], cls.__name__) == (n.module, n.class_name)
+        info = node_info(cls)
+        assert (info["name"], info["display_name"]) == (n.node_id, n.display_name)
+    # nowhere else in nodes/ as a literal (docs and example workflows: test_docs.py, test_nodes_packaging.py)
+    for path in sorted((ROOT / "nodes").glob("*.py")):
+        if path.name == "catalogue.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        for n in catalogue.NODES:
+            for literal in (n.node_id, n.display_name):
+                assert f'"{literal}"' not in text and f"'{literal}'" not in text, (path.name, literal)
+    # the browser extension names Show Trimap by its id (JavaScript cannot import it: checked here)
+    js = (ROOT / "web" / "js" / "trimap_preview.js").read_text(encoding="utf-8")
+    named = re.findall(r'export const NODE_NAME = "([^"]+)";', js)
+    assert named == [catalogue.SHOW_TRIMAP.node_id]
+    assert set(re.findall(r"\bBEN2_[A-Za-z]\w*", js)) <= set(NODE_IDS)
+
+
+def test_node_names_in_descriptions_tooltips_and_errors_are_the_catalogues():
+    """A node named in another node's text ("The network from Load BEN (BEN2).") is named as it is displayed."""
+    pack = load_pack()
+    names = set(pack.NODE_DISPLAY_NAME_MAPPINGS.values())
+    mention = re.compile(r"\b([A-Z]\w*(?: (?:[A-Z]\w*|with))*) \(BEN2\)")
+    texts = [(p.name, p.read_text(encoding="utf-8")) for p in sorted((ROOT / "nodes").glob("*.py"))]
+    for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
+        info = node_info(cls)
+        texts.append((node_id, info["description"]))
+        texts += [(node_id, entry[1].get("tooltip", "")) for section in info["input"].values()
+                  for entry in section.values()]
+        texts += [(node_id, t) for t in info["output_tooltips"]]
+    found = [(where, m + " (BEN2)") for where, text in texts for m in mention.findall(text)]
+    assert found and [f for f in found if f[1] not in names] == []
+
+
+def test_working_sizes_come_from_the_network():
+    """working_size's options and default, and the nodes' own defaults, are BENBase's (no second copy)."""
+    pack = load_pack()
+    ben = importlib.import_module(f"{PACK}.ben_core.model.ben2").BENBase
+    for node_id in ("BEN2_RemoveBackground", "BEN2_RemoveVideoBackground"):
+        opts = widget(pack.NODE_CLASS_MAPPINGS[node_id], "working_size")[1]
+        assert opts["options"] == [str(s) for s in ben.working_sizes] and opts["default"] == str(ben.native_size)
+        assert opts["advanced"] is True
+    refine_opts = widget(pack.NODE_CLASS_MAPPINGS["BEN2_RefineMask"], "mask_working_size")[1]
+    assert refine_opts["options"] == ["auto"] + [str(s) for s in ben.working_sizes]
+    mc = sub("nodes.model_cache")
+    for method in (mc.LoadedBEN.prepare, mc.LoadedBEN.predictor):
+        assert inspect.signature(method).parameters["working_size"].default == ben.native_size
+
+
+def test_execute_defaults_are_the_widget_defaults():
+    """A default is written once: each execute() parameter with a default has the schema's default."""
+    pack = load_pack()
+    for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
+        params = inspect.signature(cls.execute).parameters
+        for section in node_info(cls)["input"].values():
+            for name, entry in section.items():
+                if "default" in entry[1] and name in params and params[name].default is not inspect.Parameter.empty:
+                    assert params[name].default == entry[1]["default"], (node_id, name)
 
 
 # --------------------------------------------------------------------------- folder registration
@@ -504,7 +580,7 @@ def test_show_trimap_outputs_and_payload(comfy_temp):
     jpg = Image.open(io.BytesIO(read_ref(comfy_temp, p["image"])))
     assert jpg.format == "JPEG" and jpg.size == (96, 64) and jpg.mode == "RGB"
     assert len({p["image"]["filename"], p["probs"]["filename"], payloads[1]["image"]["filename"]}) == 3
-    assert not [f for f in os.listdir(comfy_temp) if f.endswith(".part")]  # no half-written file left
+    assert not [f for f in os.listdir(comfy_temp) if f.startswith(".")]  # no half-written file left
     # thresholds/unknown count are those of the full-resolution computation
     from importlib import import_module
 
@@ -515,6 +591,26 @@ def test_show_trimap_outputs_and_payload(comfy_temp):
     assert p["unknown_count"] == int((ref[0] == 0.5).sum())
     assert (p["t_low"], p["t_high"], p["t_min"], p["t_max"], p["step"], p["min_unknown_fraction"]) == \
         (0.1, 0.9, 0.03, 0.97, 0.001, 0.05)
+
+
+def test_preview_files_are_written_with_ben_cores_atomic_output(comfy_temp, monkeypatch):
+    """Show Trimap's preview files go through ben_core.io.files.atomic_output (one implementation of
+    temp-then-rename): a failed write leaves nothing in the temp folder, neither the file nor its partial."""
+    env = sub("nodes.comfy_env")
+    files = importlib.import_module(f"{PACK}.ben_core.io.files")
+    assert env.atomic_output is files.atomic_output
+    used = []
+
+    def spy(dst):
+        used.append(Path(dst))
+        return files.atomic_output(dst)
+
+    monkeypatch.setattr(env, "atomic_output", spy)
+    ref = env.save_temp_file(b"abc", "ben2_trimap", "u16.zlib")
+    assert used == [comfy_temp / ref["filename"]] and read_ref(comfy_temp, ref) == b"abc"
+    with pytest.raises(TypeError):
+        env.save_temp_file("not bytes", "ben2_trimap", "u16.zlib")  # fails while writing
+    assert sorted(os.listdir(comfy_temp)) == [ref["filename"]]
 
 
 def test_show_trimap_visualisation_colours():

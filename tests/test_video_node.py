@@ -139,6 +139,39 @@ def test_bad_settings_fail_before_any_work(tmp_path, comfy_dirs, monkeypatch, kw
     assert model.net.seen == [] and (not out_dir.exists() or all_files(out_dir) == [])
 
 
+def test_the_format_rule_is_ben_cores_and_the_node_adds_its_widgets(tmp_path, comfy_dirs, monkeypatch):
+    """Which format holds which frames is decided by ben_core.io.video_writers.check_format alone: the node
+    asks it for every setting and only adds the fix in its widgets' words to its ValueError."""
+    install_comfy(monkeypatch)
+    from importlib import import_module
+
+    module = import_module(node().__module__)
+    real = module.check_format
+    asked = []
+
+    def rule(fmt, mode):
+        asked.append((fmt, mode))
+        if fmt == "mov":
+            raise ValueError("a rule of ben_core's")
+
+    monkeypatch.setattr(module, "check_format", rule)
+    clip = make_clip(tmp_path / "clip.mp4", n=2)
+    model = standin_model()
+    with pytest.raises(ValueError, match="a rule of ben_core's.*set output_mode to RGB"):
+        run(clip, model=model, video_format="mov", output_mode="RGB", background_colour="#000000")
+    with pytest.raises(ValueError) as unwrapped:  # the rule says yes: the node does not re-test it ...
+        run(clip, model=model, video_format="mp4")
+    assert "In this node" not in str(unwrapped.value)  # ... ben_core's writer, further on, has the last word
+    run(clip, model=model, video_format="webm", matte_only=True)
+    assert asked == [("mov", "rgb"), ("mp4", "rgba"), ("webm", "matte")]
+    monkeypatch.setattr(module, "check_format", real)
+    with pytest.raises(ValueError) as err:
+        run(clip, model=model, video_format="mp4")
+    with pytest.raises(ValueError) as core:
+        real("mp4", "rgba")
+    assert str(core.value) in str(err.value) and "video_format to webm or mov" in str(err.value)
+
+
 def test_wrong_socket_values_are_named(tmp_path, comfy_dirs):
     with pytest.raises(TypeError, match="VIDEO"):
         node().execute(standin_model(), np.zeros((2, 8, 8, 3)))
@@ -274,6 +307,25 @@ def test_a_cropped_and_trimmed_video_keeps_both_edits(tmp_path, comfy_dirs, monk
     red = np.array([c[0] for c in colours]) * 255
     assert np.allclose(red, [45, 60, 75], atol=3), red
     assert max(c[1] for c in colours) < 0.35  # the left half: the dark end of the ramp
+
+
+def test_the_edits_core_keeps_privately_are_read_in_comfy_env_only(tmp_path):
+    """A VIDEO's private crop/trim state (core's VideoFromFile: ``__crop``, ``__start_time``, ``__duration``)
+    is read by comfy_env.video_crop / video_trim, which give None where a core keeps no such state."""
+    env = sub("nodes.comfy_env")
+    whole = core_video(make_clip(tmp_path / "clip.mp4", n=14))
+    assert env.video_crop(whole) is None and env.video_trim(whole) == (0, 0)
+    edited = whole.as_cropped(48, 0, 48, 64).as_trimmed(0.25, 0.5)
+    assert env.video_crop(edited) == (48, 0, 48, 64) and env.video_trim(edited) == (0.25, 0.5)
+    later = core_video(make_clip(tmp_path / "later.mp4", n=2), later=True).as_cropped(0, 0, 48, 64)
+    assert env.video_crop(later) == (0, 0, 48, 64)  # a subclass of core's class: the same state
+    assert env.video_crop(FramesVideo(tmp_path / "none.mp4")) is None  # no such state (another core, class)
+    assert env.video_trim(FramesVideo(tmp_path / "none.mp4")) is None
+    assert sub("nodes.video_input").pending_edits(edited) == ["crop (48, 0, 48, 64)", "trim from 0.25 s for 0.5 s"]
+    for path in sorted((Path(__file__).resolve().parents[1] / "nodes").glob("*.py")):
+        if path.name != "comfy_env.py":  # ComfyUI's private attributes are read there only
+            text = path.read_text(encoding="utf-8")
+            assert "__crop" not in text.replace("``__crop``", "") and 'f"_{' not in text, path.name
 
 
 def test_an_unedited_core_video_is_streamed_without_rendering(tmp_path, comfy_dirs, monkeypatch):
