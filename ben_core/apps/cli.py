@@ -30,6 +30,7 @@ import argparse
 import os
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -271,82 +272,93 @@ class _Inline:
         pass
 
 
-def _process_images(jobs: Sequence[Job], outputs: Sequence[Path], predictor, args, fmt, progress: Progress,
-                    report: Report, stop: StopRequest) -> BaseException | None:
-    """Cut out images in chunks of ``args.batch_size``, reading the next files and writing the finished ones
-    on ``args.io_threads`` threads while the network runs (at most a few chunks ahead, so memory stays
-    flat). Stops after the current chunk when ``stop`` is requested. Returns the error that made further
-    writing impossible (disk full...), else None."""
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
+class _ImageRun:
+    """Images cut out in chunks of ``args.batch_size``, the next files read and the finished ones written on
+    ``args.io_threads`` threads while the network runs (at most a few chunks ahead, so memory stays flat).
 
-    from ..io.files import is_fatal_write_error
-    from ..pipeline import CutoutOptions, CutoutPipeline
+    Holds the reads in flight, the writes in flight and the first error that makes further writing
+    impossible (disk full ...). Every input gets its report line here, except those a stop leaves unread:
+    :meth:`ben_core.apps.jobs.Report.close` reports them as interrupted.
+    """
 
-    pipeline = CutoutPipeline(predictor, CutoutOptions(foreground=args.refine_foreground and not args.mask_only,
-                                                       background=args.background, image=not args.mask_only))
-    pool = ThreadPoolExecutor(args.io_threads, thread_name_prefix="ben2-io") if args.io_threads > 0 else _Inline()
-    reads: deque = deque()
-    writes: deque = deque()
-    ahead = max(2 * args.batch_size, args.io_threads)
-    fatal: list = []
-    next_job = 0
+    def __init__(self, args, fmt, predictor, progress: Progress, report: Report):
+        from concurrent.futures import ThreadPoolExecutor
 
-    def finish_writes(keep: int) -> None:
-        while len(writes) > keep:
-            job, dst, fut, seconds = writes.popleft()
-            try:
-                report.add(job.source, dst, "ok", seconds=seconds + fut.result())
-            except Exception as e:
-                message = f"cannot write {dst}: {type(e).__name__}: {e}"
-                report.add(job.source, dst, "failed", message, seconds)
-                progress.write(f"error: {job.source}: {message}")
-                if is_fatal_write_error(e) and not fatal:
-                    fatal.append(e)
-            progress.update(1, job.source.name)
+        from ..pipeline import CutoutOptions, CutoutPipeline
 
-    try:
-        while (next_job < len(jobs) or reads) and not stop.requested and not fatal:
-            while next_job < len(jobs) and len(reads) < ahead:
-                reads.append(pool.submit(_read, jobs[next_job], outputs[next_job]))
-                next_job += 1
-            chunk = []
-            while reads and len(chunk) < args.batch_size:
-                item = reads.popleft().result()
-                if item.error is not None:
-                    report.add(item.job.source, None, "failed", item.error, item.seconds)
-                    progress.write(f"error: {item.job.source}: {item.error}")
-                    progress.update(1, item.job.source.name)
-                    continue
-                if item.file.frames > 1:  # never drop frames silently
-                    progress.write(f"warning: {item.job.source}: has {item.file.frames} frames; only the first is "
-                                   "processed (convert it to a video file, e.g. .mp4 or .webm, to process every "
-                                   "frame)")
-                chunk.append(item)
-            if not chunk:
+        self.args, self.fmt, self.progress, self.report = args, fmt, progress, report
+        self.pipeline = CutoutPipeline(predictor, CutoutOptions(
+            foreground=args.refine_foreground and not args.mask_only, background=args.background,
+            image=not args.mask_only))
+        self.pool = (ThreadPoolExecutor(args.io_threads, thread_name_prefix="ben2-io") if args.io_threads > 0
+                     else _Inline())
+        self.ahead = max(2 * args.batch_size, args.io_threads)
+        self.reads: deque = deque()   # futures of _Read, in input order
+        self.writes: deque = deque()  # (job, dst, future of the write's seconds, seconds so far)
+        self.fatal: BaseException | None = None
+
+    def run(self, jobs: Sequence[Job], outputs: Sequence[Path], stop: StopRequest) -> BaseException | None:
+        """Process ``jobs`` (writing ``outputs``) until done, stopped or the disk is full; returns the error that
+        made further writing impossible, else None."""
+        todo = deque(zip(jobs, outputs, strict=True))
+        try:
+            while (todo or self.reads) and not stop.requested and self.fatal is None:
+                while todo and len(self.reads) < self.ahead:
+                    self.reads.append(self.pool.submit(_read, *todo.popleft()))
+                chunk = self._next_chunk()
+                if chunk:
+                    self._cut_out(chunk)
+                self._finish_writes(keep=2 * self.ahead)
+            self._finish_writes(keep=0)
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        return self.fatal
+
+    def _next_chunk(self) -> list:
+        """Up to ``batch_size`` files read without error (the others are reported failed)."""
+        chunk = []
+        while self.reads and len(chunk) < self.args.batch_size:
+            item = self.reads.popleft().result()
+            if item.error is not None:
+                self._failed(item.job, item.error, item.seconds)
                 continue
-            t0 = time.perf_counter()
-            results = cut_out(pipeline, [item.file.pixels for item in chunk])
-            share = (time.perf_counter() - t0) / len(chunk)
-            for item, result in zip(chunk, results, strict=True):
-                if isinstance(result, Exception):
-                    message = f"{type(result).__name__}: {result}"
-                    report.add(item.job.source, None, "failed", message, share + item.seconds)
-                    progress.write(f"error: {item.job.source}: {message}")
-                    progress.update(1, item.job.source.name)
-                    continue
-                alpha, image = result
-                writes.append((item.job, item.output, pool.submit(_write, item.output, alpha, image, fmt,
-                                                                  item.file.icc_profile), share + item.seconds))
-            finish_writes(keep=2 * ahead)
-        finish_writes(keep=0)
-        for fut in reads:  # read ahead but never cut out: stopped
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                item = fut.result()
-                report.add(item.job.source, None, "interrupted", "stopped before it was processed")
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    return fatal[0] if fatal else None
+            if item.file.frames > 1:  # never drop frames silently
+                self.progress.write(f"warning: {item.job.source}: has {item.file.frames} frames; only the first is "
+                                    "processed (convert it to a video file, e.g. .mp4 or .webm, to process every "
+                                    "frame)")
+            chunk.append(item)
+        return chunk
+
+    def _cut_out(self, chunk: list) -> None:
+        t0 = time.perf_counter()
+        results = cut_out(self.pipeline, [item.file.pixels for item in chunk])
+        share = (time.perf_counter() - t0) / len(chunk)
+        for item, result in zip(chunk, results, strict=True):
+            if isinstance(result, Exception):
+                self._failed(item.job, f"{type(result).__name__}: {result}", share + item.seconds)
+                continue
+            alpha, image = result
+            write = self.pool.submit(_write, item.output, alpha, image, self.fmt, item.file.icc_profile)
+            self.writes.append((item.job, item.output, write, share + item.seconds))
+
+    def _finish_writes(self, keep: int) -> None:
+        """Report the oldest writes until at most ``keep`` are in flight."""
+        from ..io.files import is_fatal_write_error
+
+        while len(self.writes) > keep:
+            job, dst, write, seconds = self.writes.popleft()
+            try:
+                self.report.add(job.source, dst, "ok", seconds=seconds + write.result())
+                self.progress.update(1, job.source.name)
+            except Exception as e:
+                self._failed(job, f"cannot write {dst}: {type(e).__name__}: {e}", seconds, output=dst)
+                if is_fatal_write_error(e) and self.fatal is None:
+                    self.fatal = e
+
+    def _failed(self, job: Job, message: str, seconds: float, output: Path | None = None) -> None:
+        self.report.add(job.source, output, "failed", message, seconds)
+        self.progress.write(f"error: {job.source}: {message}")
+        self.progress.update(1, job.source.name)
 
 
 def _process_video(job: Job, dst: Path, video_fmt: str, predictor, args, progress: Progress, report: Report,
@@ -502,8 +514,8 @@ def _run(args, plan: _Plan, predictor, report: Report, log) -> int:
     interrupted = False
     try:
         with Progress(len(todo), enabled=not args.quiet) as progress:
-            fatal = _process_images([plan.jobs[i] for i in images], [plan.outputs[i] for i in images], predictor,
-                                    args, plan.fmt, progress, report, stop)
+            fatal = _ImageRun(args, plan.fmt, predictor, progress, report).run(
+                [plan.jobs[i] for i in images], [plan.outputs[i] for i in images], stop)
             for i in videos:
                 if stop.requested or fatal is not None:
                     break
