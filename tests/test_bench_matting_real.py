@@ -50,7 +50,8 @@ def test_runs_on_a_folder_and_prints_the_tables(tmp_path, capsys):
     # the saved run prints the same tables again, without the data folder
     bmr.main(["--from-json", str(tmp_path / "r.json"), "--no-per-image"])
     again = capsys.readouterr().out
-    assert again.split("## Averages")[1] == out.split("## Averages")[1].split("## Per image, coarse variant `model`, every")[0]
+    per_image = "## Per image, coarse variant `model`, every"
+    assert again.split("## Averages")[1] == out.split("## Averages")[1].split(per_image)[0]
 
 
 def test_ratio_table_counts_and_medians():
@@ -127,7 +128,7 @@ def test_fullres_composite_contracts():
     assert not np.array_equal(out, fc.make_image(img_lr, a_lr, a_hr, noise=0.01, seed=4))
     up = fc.make_image(img_lr, a_lr, a_hr, mode="upsampled")
     assert up.shape == (80, 120, 3)
-    for x, c in zip((img_lr, a_lr, a_hr), copies):
+    for x, c in zip((img_lr, a_lr, a_hr), copies, strict=True):
         assert np.array_equal(x, c)
     with pytest.raises(ValueError, match="mode"):
         fc.make_image(img_lr, a_lr, a_hr, mode="nope")

@@ -6,10 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers import synth_sd
-from ben_core.model.weights import CheckpointError, check_state_dict, load_ben, read_state_dict
-from ben_core.model.weights import WeightsNotFoundError
+
+from ben_core.model.weights import CheckpointError, WeightsNotFoundError, check_state_dict, load_ben, read_state_dict
 
 CHECK_KEYS = ("backbone.patch_embed.proj.weight", "backbone.layers.2.blocks.17.mlp.fc2.bias",
               "backbone.layers.0.blocks.0.attn.relative_position_index")
@@ -42,8 +41,8 @@ def test_load_weights_assign_replaces_meta_and_keeps_the_models_dtype(files, sd)
     """ComfyUI's dynamic-VRAM pattern: a network built without memory (meta) gets the file's tensors
     (assign=True): no meta tensor survives, dtypes are the model's, values the file's. Without assign a
     meta network would stay meta (the 'meta tensor' crashes of packs that ignored dynamic VRAM)."""
-    from ben_core.model.weights import load_weights
     from ben_core.model import BENBase
+    from ben_core.model.weights import load_weights
 
     with torch.device("meta"):
         net = BENBase()

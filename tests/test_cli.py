@@ -232,7 +232,8 @@ def test_missing_weights_offline_gives_clear_message(tmp_path):
 def test_checkpoint_path_missing_exit_3(tmp_path, capsys):
     src = tmp_path / "x.png"
     rand_image(src, 8, 8, 0)
-    code = cli.main([str(src), "-o", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "nope.pth"), "--device", "cpu"])
+    code = cli.main([str(src), "-o", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "nope.pth"),
+                     "--device", "cpu"])
     assert code == jobs.EXIT_MODEL
     assert "nope.pth" in capsys.readouterr().err
 

@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli import REPO, RedPredictor, rand_image, run
 
 from ben_core.apps import cli, jobs
 from ben_core.io.files import TEMP_MARK, atomic_output, check_writable_folder, is_fatal_write_error
 from ben_core.io.writers import is_complete_image
-
-from test_cli import REPO, RedPredictor, rand_image, run
 
 
 def noise_image(path: Path, w: int, h: int, seed: int) -> None:

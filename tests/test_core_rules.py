@@ -17,12 +17,28 @@ import types
 
 import pytest
 import torch
-
-from comfy_stub import (VRAM_STATES, InterruptProcessingException, LegacyInterruptProcessingException,
-                        apply_custom_paths, install_comfy, make_folder_paths)
+from comfy_stub import (
+    VRAM_STATES,
+    InterruptProcessingException,
+    LegacyInterruptProcessingException,
+    apply_custom_paths,
+    install_comfy,
+    make_folder_paths,
+)
 from helpers import PACK_NAME, tiny_vitmatte
-from test_nodes import (_no_comfy, _synthetic_checkpoint, CoreRemoveBackground, edge_scene,  # noqa: F401
-                        half_white, outputs, refine, remove, show, standin_model, sub)
+from test_nodes import (  # noqa: F401
+    CoreRemoveBackground,
+    _no_comfy,
+    _synthetic_checkpoint,
+    edge_scene,
+    half_white,
+    outputs,
+    refine,
+    remove,
+    show,
+    standin_model,
+    sub,
+)
 
 META = torch.device("meta")
 CPU = torch.device("cpu")
@@ -102,7 +118,7 @@ def test_cuda_graphs_keep_their_weights_where_dynamic_vram_would_copy_them_afres
         first = list(model.net.parameters()) + list(model.net.buffers())
         model.prepare(1, 512)
         second = list(model.net.parameters()) + list(model.net.buffers())
-        return type(model.patcher).__name__, all(a is b for a, b in zip(first, second))
+        return type(model.patcher).__name__, all(a is b for a, b in zip(first, second, strict=True))
 
     assert params_after_two_prepares("reduce-overhead") == ("ModelPatcher", True)
     assert params_after_two_prepares(None) == ("ModelPatcherDynamic", False)
@@ -234,7 +250,7 @@ def test_novram_loads_cuda_graph_weights_once_and_keeps_their_tensors(monkeypatc
     model.patcher.load = lambda *a, **kw: (loads.append(kw.get("full_load")), real(*a, **kw))[1]
     for _ in range(2):
         net, _, _ = run()
-    assert all(a is b for a, b in zip(first, list(net.parameters()) + list(net.buffers())))
+    assert all(a is b for a, b in zip(first, list(net.parameters()) + list(net.buffers()), strict=True))
     assert [t.data_ptr() for t in first] == data and True not in loads and tensors_on(net, "cpu") == []
 
 
@@ -343,9 +359,9 @@ def test_cancel_between_vitmatte_tiles(monkeypatch, core):
     img[:, 20:76, 60:1040] = 0.9
     mask = torch.zeros(1, 96, 1100)
     mask[:, 24:72, 64:1036] = 1.0
+    trimap = importlib.import_module(f"{PACK_NAME}.ben_core.matting.trimap").make_trimap(mask, "band", 4)[0]
     plan = importlib.import_module(f"{PACK_NAME}.ben_core.matting.vitmatte").vitmatte_tiles(
-        96, 1100, importlib.import_module(f"{PACK_NAME}.ben_core.matting.trimap").make_trimap(mask, "band", 4)[0] == 0.5,
-        512, 64)
+        96, 1100, trimap == 0.5, 512, 64)
     assert len(plan) >= 3
     with pytest.raises(comfy.InterruptProcessingException):
         refine(img, mask, "vitmatte", 0, 0.0, "band", 4, False, "RGBA", "#FFFFFF")

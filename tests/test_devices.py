@@ -8,9 +8,9 @@ import warnings
 
 import pytest
 import torch
+from helpers import PACK_NAME, load_pack
 
 from ben_core import devices
-from helpers import PACK_NAME, load_pack
 
 CPU = torch.device("cpu")
 

@@ -16,12 +16,11 @@ import fsspec  # comes with huggingface_hub (a required dependency)
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli import REPO, RedPredictor, rand_image
 
 from ben_core.apps import distributed
 from ben_core.apps.cli import UsageError
 from ben_core.io.writers import OutputFormat
-
-from test_cli import REPO, RedPredictor, rand_image
 
 # Ray (and pyarrow, which comes with it) is optional at run time; CI installs it. Only the tests that use them
 # skip without them: the message for a missing Ray is tested either way.
@@ -42,9 +41,8 @@ needs_pyarrow = pytest.mark.skipif(pafs is None, reason='pyarrow is not installe
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from safetensors.torch import save_file
-
     from helpers import synth_sd
+    from safetensors.torch import save_file
 
     path = tmp_path_factory.mktemp("weights") / "synth.safetensors"
     save_file(synth_sd(0), str(path))
@@ -96,7 +94,8 @@ def test_stage_turns_a_batch_of_files_into_rows(tmp_path, checkpoint):
              "bytes": np.array([Path(p).read_bytes() for p in paths], dtype=object)}
     rows = stage(batch)
     assert set(rows) == {"input", "output", "status", "error", "seconds"}
-    by_input = {i: (o, s, e) for i, o, s, e in zip(rows["input"], rows["output"], rows["status"], rows["error"])}
+    by_input = {i: (o, s, e)
+                for i, o, s, e in zip(rows["input"], rows["output"], rows["status"], rows["error"], strict=True)}
     assert by_input[paths[0]][:2] == (str(tmp_path / "out" / "0.png"), "ok")
     assert by_input[paths[2]][:2] == (str(tmp_path / "out" / "sub" / "deep.png"), "ok")
     assert by_input[paths[1]][1] == "failed" and "not an image file" in by_input[paths[1]][2]

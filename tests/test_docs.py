@@ -6,9 +6,10 @@
   also requires those files and that output.
 * Every relative link (file and ``#anchor``, GitHub's heading slugs) resolves.
 * Every command of ``python -m ben_core`` / ``ben2`` / ``python -m ben_core eval`` /
-  ``python -m ben_core distributed`` (or its 0.3 spelling ``python -m ben_core.distributed``) / ``python -m benchmarks.<name>`` in a code block or span parses with
-  that program's own parser; a code span that starts with a flag names options that exist; the option
-  tables of docs/cli.md, docs/batch-jobs.md and docs/evaluation.md list exactly their parser's options.
+  ``python -m ben_core distributed`` (or its 0.3 spelling ``python -m ben_core.distributed``) /
+  ``python -m benchmarks.<name>`` in a code block or span parses with that program's own parser; a code span
+  that starts with a flag names options that exist; the option tables of docs/cli.md, docs/batch-jobs.md and
+  docs/evaluation.md list exactly their parser's options.
 * The node tables of docs/nodes.md list exactly each node's inputs (and defaults, and outputs), read from
   ``define_schema`` with the ComfyUI stand-in; the README's node table lists every node; ``BEN2_*`` ids,
   ``ben_core.*`` names and repository paths written in code spans exist.
@@ -25,20 +26,20 @@ import io
 import os
 import re
 import shlex
-import warnings
 import shutil
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_pack
 from PIL import Image
 
 from benchmarks.make_figures import markdown_table
-from helpers import load_pack
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -151,7 +152,8 @@ def parser_for(program: str) -> argparse.ArgumentParser | None:
     ``benchmarks.<name>``), or None when there is no such program. A benchmark without ``build_parser``
     is asked for its parser by calling its ``main([])`` with ``parse_args`` intercepted, so nothing runs."""
     builders = {"ben_core": "ben_core.apps.cli", "ben_core eval": "ben_core.apps.evaluate",
-                "ben_core distributed": "ben_core.apps.distributed", "ben_core.distributed": "ben_core.apps.distributed"}
+                "ben_core distributed": "ben_core.apps.distributed",
+                "ben_core.distributed": "ben_core.apps.distributed"}
     if program in builders:
         return importlib.import_module(builders[program]).build_parser()
     if not re.fullmatch(r"benchmarks\.\w+", program) or not (REPO / (program.replace(".", "/") + ".py")).is_file():
@@ -544,9 +546,8 @@ def sandbox(tmp_path_factory):
     """A folder with what the runnable snippets use: ``photos/`` (one JPEG), ``photo.jpg``,
     ``model.safetensors`` (synthetic weights), ``my_masks/`` + ``gt/``, and a Hugging Face cache holding the
     synthetic weights as ``PramaLLC/BEN2``'s ``model.safetensors`` (returned with the folder)."""
-    from safetensors.torch import save_file
-
     from helpers import synth_sd
+    from safetensors.torch import save_file
 
     root = tmp_path_factory.mktemp("docs_sandbox")
     weights = root / "weights.safetensors"

@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
+from ben_core.__main__ import main as module_main
 from ben_core.apps import cli, jobs
 from ben_core.apps import evaluate as ev
-from ben_core.__main__ import main as module_main
 
 REPO = Path(__file__).resolve().parents[1]
 EPS = np.spacing(1)  # MATLAB's eps, the one the SOD tools add to denominators
@@ -261,7 +261,7 @@ def test_pred_mode_writes_table_json_and_csv(dataset, capsys):
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["name", "pred", "gt", *ev.METRIC_KEYS, "resized_from"]
     assert [r["name"] for r in rows] == ["a", "b"] and rows[1]["resized_from"] == "20x24"
-    for row, rec in zip(rows, data["per_image"]):
+    for row, rec in zip(rows, data["per_image"], strict=True):
         assert all(float(row[k]) == rec[k] for k in ev.METRIC_KEYS)
     # the file values are those of score_pair on what the rules read (alpha channel, bilinear resize)
     gt_b = ev.read_mask(dataset / "DIS-VD" / "gt" / "b.png")[0]
@@ -430,7 +430,7 @@ def test_images_mode_end_to_end_equals_pred_mode_on_cli_masks(tmp_path):
     assert run_eval(["--images", images, "--gt", gt, "--json", tmp_path / "b.json", *model]) == jobs.EXIT_OK
     a, b = (json.loads((tmp_path / f"{x}.json").read_text()) for x in "ab")
     assert a["means"] == b["means"]
-    for ra, rb in zip(a["per_image"], b["per_image"]):
+    for ra, rb in zip(a["per_image"], b["per_image"], strict=True):
         assert {k: ra[k] for k in ev.METRIC_KEYS} == {k: rb[k] for k in ev.METRIC_KEYS}
         assert ra["resized_from"] == rb["resized_from"]
     assert b["per_image"][1]["resized_from"] == [40, 40]

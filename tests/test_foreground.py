@@ -7,7 +7,6 @@ import torch
 
 from ben_core.matting.foreground import box_blur, estimate_foreground
 
-
 # ------------------------------------------------------------------------------------------------
 # direct reference: cv2.blur semantics written out pixel by pixel (window offsets -(r//2)..r-1-r//2,
 # BORDER_REFLECT_101 by OpenCV's borderInterpolate loop), then upstream's two-pass formula.
@@ -78,7 +77,8 @@ def test_box_blur_large_image_blocks_and_zero_windows():
     # direct mean for a handful of columns, including block boundaries
     for j in (0, 3, 511, 512, 513, 597, 601, 1024, 1299):
         for i in (0, 10, 19):
-            win = [x[0, _reflect101(i + di, 20), _reflect101(j + dj, 1300)] for di in range(-3, 4) for dj in range(-3, 4)]
+            win = [x[0, _reflect101(i + di, 20), _reflect101(j + dj, 1300)]
+                   for di in range(-3, 4) for dj in range(-3, 4)]
             assert abs(got[i, j] - np.mean(win)) < 2e-6, (i, j)
     assert (got[:, 700:] == 0).all()
 
@@ -120,8 +120,12 @@ def _composite_scene(h=96, w=128):
     yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     alpha = np.clip((xx - 40) / 24.0, 0, 1)                          # soft vertical edge
     alpha = alpha * np.clip((yy - 10) / 6.0, 0, 1)                   # and a softer top edge
-    fg = np.zeros((h, w, 3)); fg[..., 0] = 0.9; fg[..., 1] = 0.2 + 0.1 * (yy / h)
-    bg = np.zeros((h, w, 3)); bg[..., 2] = 0.8; bg[..., 1] = 0.6 * (xx / w)
+    fg = np.zeros((h, w, 3))
+    fg[..., 0] = 0.9
+    fg[..., 1] = 0.2 + 0.1 * (yy / h)
+    bg = np.zeros((h, w, 3))
+    bg[..., 2] = 0.8
+    bg[..., 1] = 0.6 * (xx / w)
     image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
     return image, alpha, fg
 

@@ -13,8 +13,13 @@ import huggingface_hub  # a required dependency (requirements.txt): never skippe
 import pytest
 
 from ben_core.model import weights as hub
-from ben_core.model.weights import (OFFICIAL_FILENAME, OFFICIAL_REPO, WeightsNotFoundError,
-                                    download_official_weights, find_cached_weights)
+from ben_core.model.weights import (
+    OFFICIAL_FILENAME,
+    OFFICIAL_REPO,
+    WeightsNotFoundError,
+    download_official_weights,
+    find_cached_weights,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHA = "41efc6966a6fcaf77dfd90ecd4cf06a1edcd1745"

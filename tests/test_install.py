@@ -17,9 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def synth_checkpoint(tmp_path_factory):
-    from safetensors.torch import save_file
-
     from helpers import synth_sd
+    from safetensors.torch import save_file
 
     path = tmp_path_factory.mktemp("weights") / "model.safetensors"
     save_file(synth_sd(0), str(path))

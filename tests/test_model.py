@@ -8,15 +8,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import DATA_DIR, synth_sd
-from ben_core.model import BENBase
+
+from ben_core.model import BENBase, swin
 from ben_core.model import ops as ops_module
 from ben_core.model.ben2 import UNUSED_KEYS, checkpoint_filter_fn
 from ben_core.model.decoder import sine_position_encoding
-from ben_core.model.ops import (channel_stats, conv3x3_then_box_down, instance_norm_gelu_, nearest_up2_conv3x3,
-                                upsample_norm_gelu_conv)
-from ben_core.model import swin
+from ben_core.model.ops import (
+    channel_stats,
+    conv3x3_then_box_down,
+    instance_norm_gelu_,
+    nearest_up2_conv3x3,
+    upsample_norm_gelu_conv,
+)
 from ben_core.model.swin import WindowAttention, WindowLayout, window_partition
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.synthetic_matting import make_synthetic_matte
 from ben_core.callbacks import Cancelled
 from ben_core.matting.compose import composite, to_uint8
 from ben_core.matting.foreground import estimate_foreground
-from ben_core.pipeline import CutoutOptions, CutoutPipeline, Refinement
-from ben_core.predictor import IMAGENET_MEAN, IMAGENET_STD, BENPredictor
 from ben_core.matting.refine import refine_alpha
 from ben_core.matting.trimap import make_trimap
+from ben_core.pipeline import CutoutOptions, CutoutPipeline, Refinement
+from ben_core.predictor import IMAGENET_MEAN, IMAGENET_STD, BENPredictor
+from benchmarks.synthetic_matting import make_synthetic_matte
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -185,7 +185,8 @@ def test_mixed_sizes_give_lists_and_one_network_batch():
     imgs = [np.zeros((10, 20, 3), np.uint8), np.full((30, 15, 3), 255, np.uint8), np.zeros((10, 20, 3), np.uint8)]
     cut = CutoutPipeline(pred, CutoutOptions(background=(1.0, 1.0, 1.0))).run(imgs)
     assert calls == [3]
-    assert isinstance(cut.image, list) and [tuple(x.shape) for x in cut.image] == [(10, 20, 3), (30, 15, 3), (10, 20, 3)]
+    assert isinstance(cut.image, list)
+    assert [tuple(x.shape) for x in cut.image] == [(10, 20, 3), (30, 15, 3), (10, 20, 3)]
     assert [tuple(a.shape) for a in cut.alpha] == [(10, 20), (30, 15), (10, 20)]
     assert float(cut.alpha[1].min()) > 0.95 and float(cut.alpha[0].max()) < 0.05
 

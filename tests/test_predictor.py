@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import DATA_DIR, synth_sd
 from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from helpers import DATA_DIR, synth_sd
 from ben_core.predictor import IMAGENET_MEAN, IMAGENET_STD, BENPredictor, PredictionCancelled
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)

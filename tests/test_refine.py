@@ -1,24 +1,29 @@
 """Guided-filter refinement: correctness against a naive reference, invariants, and quality."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
-
 import torch.nn.functional as F
-
-from ben_core.matting.guided_filter import (box_mean, box_sum, fast_guided_filter, gaussian_blur, guided_filter,
-                                   window_count)
-from ben_core.matting.guided_filter import _mean_coefficients
-from ben_core.matting.refine import default_radius, fit_scale, mask_softness, refine_alpha
-from benchmarks.synthetic_matting import band_mse, band_sad, coarsen_alpha, make_synthetic_matte
-from ben_core.matting.trimap import auto_trimap, confidence_trimap
 from helpers import load_lemur
 
-def naive_guided(I: np.ndarray, p: np.ndarray, r: int, eps: float, w: np.ndarray | None = None) -> np.ndarray:
+from ben_core.matting.guided_filter import (
+    _mean_coefficients,
+    box_mean,
+    box_sum,
+    fast_guided_filter,
+    gaussian_blur,
+    guided_filter,
+    window_count,
+)
+from ben_core.matting.refine import default_radius, fit_scale, mask_softness, refine_alpha
+from ben_core.matting.trimap import auto_trimap, confidence_trimap
+from benchmarks.synthetic_matting import band_mse, band_sad, coarsen_alpha, make_synthetic_matte
+
+
+def naive_guided(guide: np.ndarray, p: np.ndarray, r: int, eps: float, w: np.ndarray | None = None) -> np.ndarray:
     """He et al. colour guided filter with explicit windows (weighted least squares when w is given)."""
-    _, H, W = I.shape
+    _, H, W = guide.shape
     if w is None:
         w = np.ones((H, W))
     A = np.zeros((3, H, W))
@@ -27,7 +32,7 @@ def naive_guided(I: np.ndarray, p: np.ndarray, r: int, eps: float, w: np.ndarray
         for x in range(W):
             ys, xs = slice(max(0, y - r), y + r + 1), slice(max(0, x - r), x + r + 1)
             ww = w[ys, xs].ravel()
-            Iw = I[:, ys, xs].reshape(3, -1)
+            Iw = guide[:, ys, xs].reshape(3, -1)
             pw = p[ys, xs].ravel()
             mI = (Iw * ww).sum(1) / ww.sum()
             mp = (pw * ww).sum() / ww.sum()
@@ -41,7 +46,7 @@ def naive_guided(I: np.ndarray, p: np.ndarray, r: int, eps: float, w: np.ndarray
     for y in range(H):
         for x in range(W):
             ys, xs = slice(max(0, y - r), y + r + 1), slice(max(0, x - r), x + r + 1)
-            q[y, x] = (A[:, ys, xs].mean((1, 2)) * I[:, y, x]).sum() + Bc[ys, xs].mean()
+            q[y, x] = (A[:, ys, xs].mean((1, 2)) * guide[:, y, x]).sum() + Bc[ys, xs].mean()
     return q
 
 
@@ -71,47 +76,47 @@ def test_box_sum_and_window_count_match_naive(r):
 @pytest.mark.parametrize("weighted", [False, True])
 def test_guided_filter_matches_naive(weighted):
     g = torch.Generator().manual_seed(1)
-    I = torch.rand(3, 11, 13, generator=g, dtype=torch.float64)
+    guide = torch.rand(3, 11, 13, generator=g, dtype=torch.float64)
     p = torch.rand(11, 13, generator=g, dtype=torch.float64)
     w = (0.2 + torch.rand(11, 13, generator=g, dtype=torch.float64)) if weighted else None
-    q = guided_filter(I, p, 2, 1e-3, weight=w)
-    ref = naive_guided(I.numpy(), p.numpy(), 2, 1e-3, None if w is None else w.numpy())
+    q = guided_filter(guide, p, 2, 1e-3, weight=w)
+    ref = naive_guided(guide.numpy(), p.numpy(), 2, 1e-3, None if w is None else w.numpy())
     assert np.allclose(q.numpy(), ref, atol=1e-9)
 
 
 def test_guided_filter_strips_do_not_change_result():
     g = torch.Generator().manual_seed(2)
-    I = torch.rand(3, 64, 40, generator=g)
+    guide = torch.rand(3, 64, 40, generator=g)
     p = torch.rand(64, 40, generator=g)
     w = torch.rand(64, 40, generator=g) + 0.1
-    full = guided_filter(I, p, 3, 1e-4, weight=w, strip_rows=1000)
+    full = guided_filter(guide, p, 3, 1e-4, weight=w, strip_rows=1000)
     for rows in (1, 5, 17):
-        assert torch.allclose(guided_filter(I, p, 3, 1e-4, weight=w, strip_rows=rows), full, atol=1e-6)
+        assert torch.allclose(guided_filter(guide, p, 3, 1e-4, weight=w, strip_rows=rows), full, atol=1e-6)
 
 
 def test_guided_filter_reproduces_linear_alpha():
     # if alpha is an exact linear function of the colour, the filter returns it (eps -> small)
     g = torch.Generator().manual_seed(3)
-    I = torch.rand(3, 30, 30, generator=g, dtype=torch.float64)
-    p = 0.2 * I[0] + 0.5 * I[1] - 0.1 * I[2] + 0.1
-    assert torch.allclose(guided_filter(I, p, 4, 1e-9), p, atol=1e-5)
+    guide = torch.rand(3, 30, 30, generator=g, dtype=torch.float64)
+    p = 0.2 * guide[0] + 0.5 * guide[1] - 0.1 * guide[2] + 0.1
+    assert torch.allclose(guided_filter(guide, p, 4, 1e-9), p, atol=1e-5)
 
 
 def test_fast_guided_filter_scale_one_is_the_filter_and_linear_alpha_is_kept():
     g = torch.Generator().manual_seed(4)
-    I = torch.rand(3, 60, 90, generator=g, dtype=torch.float64)
+    guide = torch.rand(3, 60, 90, generator=g, dtype=torch.float64)
     p = torch.rand(60, 90, generator=g, dtype=torch.float64)
     w = torch.rand(60, 90, generator=g, dtype=torch.float64) + 0.1
-    assert torch.equal(fast_guided_filter(I, p, 5, 1e-4, 1, weight=w), guided_filter(I, p, 5, 1e-4, weight=w))
+    assert torch.equal(fast_guided_filter(guide, p, 5, 1e-4, 1, weight=w), guided_filter(guide, p, 5, 1e-4, weight=w))
     # an alpha that is one linear function of the colour everywhere: fitted at low resolution (area
     # averages keep the relation), applied at full resolution, it comes back unchanged
-    lin = 0.2 * I[0] + 0.5 * I[1] - 0.1 * I[2] + 0.1
-    copies = (I.clone(), lin.clone())
-    out = fast_guided_filter(I, lin, 8, 1e-9, 3.0)
+    lin = 0.2 * guide[0] + 0.5 * guide[1] - 0.1 * guide[2] + 0.1
+    copies = (guide.clone(), lin.clone())
+    out = fast_guided_filter(guide, lin, 8, 1e-9, 3.0)
     assert torch.allclose(out, lin, atol=1e-4)
-    assert torch.equal(I, copies[0]) and torch.equal(lin, copies[1])
+    assert torch.equal(guide, copies[0]) and torch.equal(lin, copies[1])
     with pytest.raises(ValueError, match="scale"):
-        fast_guided_filter(I, lin, 8, 1e-4, 0.5)
+        fast_guided_filter(guide, lin, 8, 1e-4, 0.5)
 
 
 def test_refine_scale_choices():
@@ -137,7 +142,7 @@ def test_known_pixels_exact_and_inputs_untouched():
     tri = confidence_trimap(coarse)[0]
     copies = [t.clone() for t in (img, coarse, tri)]
     out = refine_alpha(img, coarse, tri)
-    for t, c in zip((img, coarse, tri), copies):
+    for t, c in zip((img, coarse, tri), copies, strict=True):
         assert torch.equal(t, c)
     assert out.shape == coarse.shape and out.dtype == coarse.dtype
     known = tri != 0.5
@@ -227,13 +232,13 @@ def test_bad_inputs():
 
 
 def test_guided_filter_rejects_non_float_inputs():
-    I, p = torch.rand(3, 8, 8), torch.rand(8, 8)
+    guide, p = torch.rand(3, 8, 8), torch.rand(8, 8)
     with pytest.raises(TypeError, match="guide"):
-        guided_filter((I * 255).byte(), p, 2, 1e-4)
+        guided_filter((guide * 255).byte(), p, 2, 1e-4)
     with pytest.raises(TypeError, match="src"):
-        guided_filter(I, p.numpy(), 2, 1e-4)
+        guided_filter(guide, p.numpy(), 2, 1e-4)
     with pytest.raises(TypeError, match="weight"):
-        guided_filter(I, p, 2, 1e-4, weight=torch.ones(8, 8, dtype=torch.int64))
+        guided_filter(guide, p, 2, 1e-4, weight=torch.ones(8, 8, dtype=torch.int64))
 
 
 @pytest.mark.parametrize("shape", [(0, 16, 16), (1, 0, 16), (1, 16, 0)])
@@ -263,10 +268,14 @@ def test_auto_trimap_band_radius_for_hard_masks():
 
 
 def _interpolate_reference(guide, src, radius, eps, scale, weight):
-    """The fast guided filter as the scale-3.75 default wrote it: coefficients upsampled by torch's bilinear interpolate."""
+    """The fast guided filter as the scale-3.75 default wrote it: coefficients upsampled by torch's bilinear
+    interpolate."""
     H, W = src.shape
     size = (max(1, round(H / scale)), max(1, round(W / scale)))
-    area = lambda x: F.interpolate(x.float(), size=size, mode="area")  # noqa: E731
+
+    def area(x):
+        return F.interpolate(x.float(), size=size, mode="area")
+
     I_low = area(guide[None])[0].double() - 0.5
     w_low = area(weight[None, None])[0, 0].double()
     p_low = area((src * weight)[None, None])[0, 0].double() / w_low
@@ -278,24 +287,25 @@ def _interpolate_reference(guide, src, radius, eps, scale, weight):
 @pytest.mark.parametrize("scale", [2.0, 3.75, 7.3])
 def test_fast_guided_filter_strips_and_bilinear_match_interpolate(scale):
     g = torch.Generator().manual_seed(5)
-    I = torch.rand(3, 103, 157, generator=g)
+    guide = torch.rand(3, 103, 157, generator=g)
     p = torch.rand(103, 157, generator=g)
     w = torch.rand(103, 157, generator=g) + 0.1
-    copies = [t.clone() for t in (I, p, w)]
-    out = fast_guided_filter(I, p, 9, 1e-4, scale, weight=w)
+    copies = [t.clone() for t in (guide, p, w)]
+    out = fast_guided_filter(guide, p, 9, 1e-4, scale, weight=w)
     # the row-strip bilinear upsampling is torch's bilinear interpolate, to float rounding
-    assert torch.allclose(out, _interpolate_reference(I, p, 9, 1e-4, scale, w), atol=2e-6)
+    assert torch.allclose(out, _interpolate_reference(guide, p, 9, 1e-4, scale, w), atol=2e-6)
     for kw in ({}, {"fit_sigma": 1.0, "apply_sigma": 0.8}):
-        whole = fast_guided_filter(I, p, 9, 1e-4, scale, weight=w, **kw)
-        assert torch.allclose(whole, fast_guided_filter(I, p, 9, 1e-4, scale, weight=w, strip_rows=7, **kw), atol=1e-6)
-    for t, c in zip((I, p, w), copies):
+        whole = fast_guided_filter(guide, p, 9, 1e-4, scale, weight=w, **kw)
+        strips = fast_guided_filter(guide, p, 9, 1e-4, scale, weight=w, strip_rows=7, **kw)
+        assert torch.allclose(whole, strips, atol=1e-6)
+    for t, c in zip((guide, p, w), copies, strict=True):
         assert torch.equal(t, c)
     with pytest.raises(ValueError, match="fit_sigma"):
-        fast_guided_filter(I, p, 9, 1e-4, scale, fit_sigma=-1)
+        fast_guided_filter(guide, p, 9, 1e-4, scale, fit_sigma=-1)
     with pytest.raises(ValueError, match="apply_sigma"):
-        fast_guided_filter(I, p, 9, 1e-4, scale, apply_sigma=float("nan"))
+        fast_guided_filter(guide, p, 9, 1e-4, scale, apply_sigma=float("nan"))
     with pytest.raises(ValueError, match="strip_rows"):
-        fast_guided_filter(I, p, 9, 1e-4, scale, strip_rows=0)
+        fast_guided_filter(guide, p, 9, 1e-4, scale, strip_rows=0)
 
 
 def test_gaussian_blur_rows_equal_the_whole_image():
@@ -353,7 +363,7 @@ def test_default_keeps_dtype_sure_pixels_and_inputs_in_float64():
     known = tri != 0.5
     assert torch.equal(out[known], tri[known])
     assert float(out.min()) >= 0 and float(out.max()) <= 1
-    for t, c in zip((img, coarse, tri), copies):
+    for t, c in zip((img, coarse, tri), copies, strict=True):
         assert torch.equal(t, c)
     # strips change the result by float rounding only
     assert torch.allclose(out, refine_alpha(img, coarse, tri, strip_rows=11), atol=1e-6)

@@ -10,8 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ben_core.matting.temporal import (AlphaStabilizer, StabilizerOptions, TemporalDependencyError, make_stabilizer,
-                                       stabilize_alpha)
+from ben_core.matting.temporal import (
+    AlphaStabilizer,
+    StabilizerOptions,
+    TemporalDependencyError,
+    make_stabilizer,
+    stabilize_alpha,
+)
 
 try:
     import cv2  # optional: the motion compensation (flow="dis", what flow="auto" picks when it is there)
@@ -417,12 +422,13 @@ def test_reset_starts_a_new_clip_and_sizes_must_match():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"strength": 1.0}, "strength"), ({"strength": -0.1}, "strength"), ({"motion_low": 0.1, "motion_high": 0.05}, "motion_low"),
+    ({"strength": 1.0}, "strength"), ({"strength": -0.1}, "strength"),
+    ({"motion_low": 0.1, "motion_high": 0.05}, "motion_low"),
     ({"window": 4}, "window"), ({"analysis_size": 8}, "analysis_size"), ({"flow": "farneback"}, "flow"),
     ({"flow_tolerance": 0}, "flow_tolerance"), ({"cut_fraction": 0}, "cut_fraction"), ({"lookahead": 0}, "lookahead"),
     ({"sure_background": 0.9, "sure_foreground": 0.1}, "sure_background"), ({"confidence_ramp": 0}, "confidence_ramp"),
     ({"subject_reach": -1}, "subject_reach"), ({"subject_reach": 2.5}, "subject_reach"),
-({"alpha_low": 0.5, "alpha_high": 0.5}, "alpha_low"),
+    ({"alpha_low": 0.5, "alpha_high": 0.5}, "alpha_low"),
     ({"mode": "both"}, "mode"),
 ])
 def test_bad_options_name_the_setting(kwargs, match):

@@ -3,10 +3,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from ben_core.matting.trimap import (PAPER_DEFAULTS, auto_trimap, band_trimap, confidence_trimap, default_band_radius,
-                             default_min_unknown, make_trimap, snap_trimap, threshold_sequence)
 from helpers import naive_confidence_trimap
+
+from ben_core.matting.trimap import (
+    PAPER_DEFAULTS,
+    auto_trimap,
+    band_trimap,
+    confidence_trimap,
+    default_band_radius,
+    default_min_unknown,
+    make_trimap,
+    snap_trimap,
+    threshold_sequence,
+)
 
 
 def check_equal(probs, **kw):
@@ -212,7 +221,7 @@ def test_empty_maps_and_numpy_min_unknown():
     probs = torch.rand(2, 9, 11, generator=torch.Generator().manual_seed(12))
     a = confidence_trimap(probs, min_unknown=np.int64(40))
     b = confidence_trimap(probs, min_unknown=40)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def _soft_disc(h=64, w=64):
@@ -246,13 +255,14 @@ def test_snap_trimap_levels():
 
 def test_min_unknown_fraction_equals_the_pixel_count_rule():
     """``min_unknown_fraction`` f means N_min = round(f * H * W); the paper's default is 60,000 px at 1024^2."""
-    assert default_min_unknown(1024, 1024) == 60000 == default_min_unknown(1024, 1024, PAPER_DEFAULTS["min_unknown_fraction"])
+    paper_fraction = PAPER_DEFAULTS["min_unknown_fraction"]
+    assert default_min_unknown(1024, 1024) == 60000 == default_min_unknown(1024, 1024, paper_fraction)
     g = torch.Generator().manual_seed(3)
     probs = torch.rand(2, 37, 53, generator=g)
     for f in (0.0, 0.1, 0.5, 1.0):
         a = confidence_trimap(probs, min_unknown_fraction=f)
         b = confidence_trimap(probs, min_unknown=round(f * 37 * 53))
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     with pytest.raises(ValueError, match="min_unknown_fraction"):
         confidence_trimap(probs, min_unknown_fraction=1.5)
     with pytest.raises(TypeError, match="not both"):

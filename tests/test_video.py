@@ -24,7 +24,8 @@ class DiskPredictor:
         self.calls = []
 
     def predict_chunk(self, chunk, deferred=False):
-        assert isinstance(chunk, torch.Tensor) and chunk.dtype == torch.uint8 and chunk.dim() == 4 and chunk.shape[-1] == 3
+        assert isinstance(chunk, torch.Tensor) and chunk.dtype == torch.uint8
+        assert chunk.dim() == 4 and chunk.shape[-1] == 3
         self.calls.append(chunk.shape[0])
         b, h, w, _ = chunk.shape
         yy, xx = np.mgrid[0:h, 0:w]
@@ -202,7 +203,8 @@ def test_bidirectional_stabiliser_writes_every_frame_in_order(tmp_path):
 
     src = make_clip(tmp_path / "clip.mp4", audio=False)
     ring = {}
-    for label, temporal in (("causal", "causal"), ("bidirectional", AlphaStabilizer(mode="bidirectional", lookahead=3))):
+    modes = (("causal", "causal"), ("bidirectional", AlphaStabilizer(mode="bidirectional", lookahead=3)))
+    for label, temporal in modes:
         dst = tmp_path / "mask.mov"
         info = video.remove_background_video(FlickerPredictor(), src, dst, mask_only=True, batch_size=2,
                                              temporal=temporal)

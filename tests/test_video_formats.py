@@ -14,11 +14,11 @@ from PIL import Image
 
 av = pytest.importorskip("av")
 
-from ben_core import video  # noqa: E402
-from ben_core.io import video_writers  # noqa: E402
-from ben_core.callbacks import Cancelled  # noqa: E402
-
 from test_video import DiskPredictor, make_clip  # noqa: E402
+
+from ben_core import video  # noqa: E402
+from ben_core.callbacks import Cancelled  # noqa: E402
+from ben_core.io import video_writers  # noqa: E402
 
 FPS = Fraction(12)
 

@@ -9,10 +9,11 @@ import torch.nn.functional as F
 
 transformers = pytest.importorskip("transformers")
 
+from helpers import tiny_vitmatte  # noqa: E402
+
 from ben_core.matting.refine import refine_alpha  # noqa: E402
 from ben_core.matting.trimap import band_trimap  # noqa: E402
 from ben_core.matting.vitmatte import VitMatteUnavailableError, load_vitmatte, vitmatte_refine, vitmatte_tiles  # noqa: E402
-from helpers import tiny_vitmatte  # noqa: E402
 
 
 def _inputs(H=150, W=230, B=2, seed=0):

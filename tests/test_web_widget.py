@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import load_pack, naive_confidence_trimap
 
 from ben_core.matting import trimap as trimap_mod
-from helpers import load_pack, naive_confidence_trimap
 
 pytestmark = pytest.mark.browser
 
@@ -281,7 +281,8 @@ def widget_value(page, name):
 
 
 def colors(page):
-    return page.evaluate("() => ({fg: Array.from(core.COLORS.fg), bg: Array.from(core.COLORS.bg), unknown: Array.from(core.COLORS.unknown)})")
+    return page.evaluate("() => ({fg: Array.from(core.COLORS.fg), bg: Array.from(core.COLORS.bg), "
+                         "unknown: Array.from(core.COLORS.unknown)})")
 
 
 # ----------------------------------------------------------------------------- tests
@@ -313,8 +314,8 @@ def test_renders_three_regions_and_unknown_count(page):
     page.evaluate("""() => { const o = document.querySelector('[data-role=opacity]');
                              o.value = '0.5'; o.dispatchEvent(new Event('input')); }""")
     px = page.evaluate(PIXELS_JS, [FG_PT, MID_PT, BG_PT])
-    for (img, key), got_px in zip(((IMG_LEFT, "fg"), (IMG_MID, "unknown"), (IMG_RIGHT, "bg")), px):
-        want = [int(np.floor(a * 0.5 + b * 0.5 + 0.5)) for a, b in zip(img, col[key])]
+    for (img, key), got_px in zip(((IMG_LEFT, "fg"), (IMG_MID, "unknown"), (IMG_RIGHT, "bg")), px, strict=True):
+        want = [int(np.floor(a * 0.5 + b * 0.5 + 0.5)) for a, b in zip(img, col[key], strict=True)]
         assert np.abs(np.subtract(got_px[:3], want)).max() <= tol, (key, got_px, want)
 
     set_mode(page, "image")
@@ -410,8 +411,9 @@ def test_callbacks_are_chained_and_removed_node_is_inert(page):
     assert page.evaluate("node.ben2TrimapPreview") is None
     assert page.evaluate("document.querySelector('input[data-param=t_low]')") is None  # element gone
     # node widget callbacks are restored to the originals (which still work)
-    assert page.evaluate("""() => { const w = node.widgets.find((w) => w.name === 't_low');
-                                    w.value = 0.2; w.callback(0.2); return w.callback.toString(); }""").startswith("(v)")
+    callback_src = page.evaluate("""() => { const w = node.widgets.find((w) => w.name === 't_low');
+                                    w.value = 0.2; w.callback(0.2); return w.callback.toString(); }""")
+    assert callback_src.startswith("(v)")
     assert ["t_low", 0.2] in page.evaluate("node.widgetCallbackLog")
 
 
@@ -624,7 +626,8 @@ def test_recompute_matches_python_reference(page):
 
 
 def test_min_unknown_uses_python_round(page):
-    for frac, w, h in [(0.5, 3, 1), (0.5, 5, 1), (0.5, 7, 1), (0.25, 2, 1), (60000 / 1024**2, 512, 512), (0.0572, 511, 383)]:
+    for frac, w, h in [(0.5, 3, 1), (0.5, 5, 1), (0.5, 7, 1), (0.25, 2, 1), (60000 / 1024**2, 512, 512),
+                       (0.0572, 511, 383)]:
         assert page.evaluate("([f, w, h]) => core.minUnknownCount(f, w, h)", [frac, w, h]) == round(frac * w * h)
 
 

@@ -290,7 +290,9 @@ def install_comfy(monkeypatch, device="cpu", interrupt_after=None, dynamic=False
     mm.is_device_type = lambda d, t: getattr(d, "type", None) == t
     mm.is_device_cpu = lambda d: mm.is_device_type(d, "cpu")
     mm.module_size = lambda m: sum(_nbytes(t) for t in m.state_dict().values())
-    gpu = (lambda d: torch.device(d).type != "cpu")
+    def gpu(d):
+        return torch.device(d).type != "cpu"
+
     mm.should_use_fp16 = lambda device=None, **kw: (fp16_ok or gpu)(device)
     mm.should_use_bf16 = lambda device=None, **kw: (bf16_ok or gpu)(device)
     if newer:

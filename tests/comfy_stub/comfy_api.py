@@ -5,8 +5,8 @@ constructor signatures, the same ``GET_NODE_INFO_V1`` format, the same Schema fi
 ``Input(advanced=...)`` and an ``io.BackgroundRemoval`` type.
 
 Compared with the real 0.3.64 on the pack's first five nodes (2026-12-01; Remove Video Background's
-/object_info was read from a real 0.3.64 the same day: the widget order the tests assume): identical input types, options,
-defaults, ``advanced`` flags, input order, outputs, names and tooltips; the real one also sends
+/object_info was read from a real 0.3.64 the same day: the widget order the tests assume): identical input types,
+options, defaults, ``advanced`` flags, input order, outputs, names and tooltips; the real one also sends
 ``multiline``/``multiselect: false``, ``api_node``, ``python_module`` and an output node's hidden inputs.
 """
 from __future__ import annotations
@@ -30,7 +30,8 @@ def make_comfy_api(newer: bool = False) -> dict[str, types.ModuleType]:
                      **newer_kwargs):
             if newer_kwargs and (not newer or set(newer_kwargs) - {"advanced", "raw_link"}):
                 raise TypeError(f"Input.__init__() got an unexpected keyword argument {sorted(newer_kwargs)[0]!r}")
-            self.id, self.display_name, self.optional, self.tooltip, self.lazy = id, display_name, optional, tooltip, lazy
+            self.id, self.display_name, self.optional = id, display_name, optional
+            self.tooltip, self.lazy = tooltip, lazy
             self.extra_dict = extra_dict if extra_dict is not None else {}
             self.advanced = newer_kwargs.get("advanced")
 

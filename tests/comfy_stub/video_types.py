@@ -269,7 +269,7 @@ class LaterVideoFromFile(VideoFromFile):
     edits; a trim is still only reported through ``get_active_trim_window()``)."""
 
     def has_pending_frame_edits(self) -> bool:
-        return getattr(self, "_VideoFromFile__crop") is not None
+        return self._VideoFromFile__crop is not None
 
 
 def _h264_options(crf, preset) -> dict:

@@ -1,7 +1,8 @@
-"""Manual end-to-end check of the trimap widget in a REAL ComfyUI (not collected by pytest).
+r"""Manual end-to-end check of the trimap widget in a REAL ComfyUI (not collected by pytest).
 
 Start ComfyUI with this pack in custom_nodes and the frontend build under test, e.g.
-    python main.py --cpu --listen 127.0.0.1 --port 8199 --front-end-root <unzipped wheel>/comfyui_frontend_package/static
+    python main.py --cpu --listen 127.0.0.1 --port 8199 \
+        --front-end-root <unzipped wheel>/comfyui_frontend_package/static
 then run
     python tests/web/real_comfyui_check.py http://127.0.0.1:8199 [screenshot.png] [--vue-nodes]
 
@@ -95,13 +96,15 @@ def main(url: str, shot: str | None, vue_nodes: bool = False) -> int:
                                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         page = b.new_page(viewport={"width": 1400, "height": 900})
         logs = []
-        page.on("console", lambda m: logs.append(f"{m.type}: {m.text} @ {m.location.get('url', '')}:{m.location.get('lineNumber', '')}"))
+        page.on("console", lambda m: logs.append(f"{m.type}: {m.text} @ "
+                                                 f"{m.location.get('url', '')}:{m.location.get('lineNumber', '')}"))
         page.on("pageerror", lambda e: logs.append(f"pageerror: {e} {getattr(e, 'stack', '')}"))
         net = []  # (status, url) of every response: the widget's module imports and its /view fetches
         page.on("response", lambda r: net.append((r.status, r.url)))
         page.on("requestfailed", lambda r: net.append(("FAILED " + str(r.failure), r.url)))
         page.goto(url)
-        page.wait_for_function("window.comfyAPI?.app?.app?.graph && window.comfyAPI.app.app.extensions?.some((e) => e.name === 'BEN2.TrimapPreview')",
+        page.wait_for_function("window.comfyAPI?.app?.app?.graph && "
+                               "window.comfyAPI.app.app.extensions?.some((e) => e.name === 'BEN2.TrimapPreview')",
                                timeout=90000)
         page.wait_for_timeout(2000)
         # first-start dialogs (template browser etc.) cover the canvas: close them
@@ -157,8 +160,10 @@ def main(url: str, shot: str | None, vue_nodes: bool = False) -> int:
             print("Vue node's inputs show:", shown)
             ok &= any(v and float(v) == s2["tLowWidget"] for v in shown if v.replace(".", "", 1).isdigit())
         wf = page.evaluate("""() => { const app = window.comfyAPI.app.app;
-            const ser = app.graph.serialize(); return ser.nodes.find((n) => n.type === 'BEN2_ShowTrimap').widgets_values; }""")
-        prompt = page.evaluate("""async () => { const app = window.comfyAPI.app.app; const p = await app.graphToPrompt();
+            const ser = app.graph.serialize();
+            return ser.nodes.find((n) => n.type === 'BEN2_ShowTrimap').widgets_values; }""")
+        prompt = page.evaluate("""async () => { const app = window.comfyAPI.app.app;
+            const p = await app.graphToPrompt();
             return p.output[String(window.showNode.id)].inputs; }""")
         print("workflow widgets_values:", wf)
         print("API prompt inputs:", {k: v for k, v in prompt.items() if not isinstance(v, list)})
@@ -189,7 +194,8 @@ def main(url: str, shot: str | None, vue_nodes: bool = False) -> int:
         th = page.evaluate("""() => [window.showNode.widgets.find((w) => w.name === 't_high').value,
                                      Number(document.querySelector('input[data-param=t_high]').value),
                                      window.showNode.ben2TrimapPreview.values.t_high]""")
-        print("after editing the node's t_high in the UI (widget, preview slider, preview value):", th, "clicked:", clicked)
+        print("after editing the node's t_high in the UI (widget, preview slider, preview value):", th,
+              "clicked:", clicked)
         ok &= clicked and th[0] != 0.9 and th[0] == th[2]
 
         # undo brings the edits back, node widget and preview alike (the frontend reloads the graph: new nodes)
@@ -204,7 +210,8 @@ def main(url: str, shot: str | None, vue_nodes: bool = False) -> int:
                 page.keyboard.press("Control+z")
                 page.wait_for_timeout(400)
                 undone += 1
-            u = page.evaluate("""() => { const n = window.comfyAPI.app.app.graph._nodes.find((m) => m.type === 'BEN2_ShowTrimap');
+            u = page.evaluate("""() => {
+                const n = window.comfyAPI.app.app.graph._nodes.find((m) => m.type === 'BEN2_ShowTrimap');
                 return [n.widgets.find((w) => w.name === 't_low').value, n.ben2TrimapPreview?.values.t_low ?? null,
                         Number(n.ben2TrimapPreview?.root.querySelector('input[data-param=t_low]').value)]; }""")
             print("after undo (node widget, preview value, preview slider):", u)
@@ -220,7 +227,8 @@ def main(url: str, shot: str | None, vue_nodes: bool = False) -> int:
             ok &= redo == [s2["tLowWidget"], th[0], s2["tLowWidget"]]
 
         # second run must use the slider's value
-        page.evaluate("window.showNode.ben2TrimapPreview.root.dataset.ready = '0'; window.comfyAPI.app.app.queuePrompt(0, 1)")
+        page.evaluate("window.showNode.ben2TrimapPreview.root.dataset.ready = '0'; "
+                      "window.comfyAPI.app.app.queuePrompt(0, 1)")
         page.wait_for_function("window.showNode.ben2TrimapPreview.root.dataset.ready === '1'", timeout=120000)
         s3 = page.evaluate(STATE)
         print("after run 2: payload t_low =", s3["payloadTLow"], " info:", s3["info"].replace("\n", " | "))
@@ -229,21 +237,23 @@ def main(url: str, shot: str | None, vue_nodes: bool = False) -> int:
         page.evaluate("""() => { const n = window.showNode; window.__el = n.ben2TrimapPreview.root;
                                  window.comfyAPI.app.app.graph.remove(n); }""")
         page.wait_for_timeout(300)
-        gone = page.evaluate("() => [window.showNode.ben2TrimapPreview === undefined, document.body.contains(window.__el)]")
+        gone = page.evaluate("() => [window.showNode.ben2TrimapPreview === undefined, "
+                             "document.body.contains(window.__el)]")
         print("after remove: preview disposed, element still in document:", gone)
         ok &= gone[0] and not gone[1]
-        bad = [l for l in logs if l.startswith(("error", "pageerror"))]
-        errs = [l for l in bad if "BEN2" in l or "trimap" in l.lower()]
+        bad = [line for line in logs if line.startswith(("error", "pageerror"))]
+        errs = [line for line in bad if "BEN2" in line or "trimap" in line.lower()]
         print("widget-related console errors / page errors:", errs)
         # network errors of a backend older/newer than the frontend (e.g. 1.53 polling /api/jobs) are not ours
         network = ("Failed to load resource", "Failed to fetch", "[Jobs API]")
-        late = [l for l in logs[startup_logs:] if l.startswith(("error", "pageerror")) and not any(x in l for x in network)]
+        late = [line for line in logs[startup_logs:]
+                if line.startswith(("error", "pageerror")) and not any(x in line for x in network)]
         print("console errors / page errors after the node was created:", late)
         ok &= not late
         print("other console errors / page errors (frontend start-up or backend, not ours):", len(bad) - len(errs))
-        for l in bad:
-            if l not in errs:
-                print("   ", l.splitlines()[0][:200])
+        for line in bad:
+            if line not in errs:
+                print("   ", line.splitlines()[0][:200])
         ok &= not errs
         mods = [(st, u) for st, u in net
                 if "/scripts/app.js" in u or "/scripts/api.js" in u or "/extensions/ComfyUI-BEN2/" in u]
