@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 import torch
 
-__all__ = ["PRECISIONS", "accumulator_dtype", "cpu_native_bf16", "device_native_bf16", "mps_available",
+__all__ = ["PRECISIONS", "same_device", "accumulator_dtype", "cpu_native_bf16", "device_native_bf16", "mps_available",
            "resolve_device", "resolve_precision"]
 
 #: Precision names users pick from, and the torch dtype each means.
@@ -25,6 +25,23 @@ def accumulator_dtype(device) -> torch.dtype:
 def mps_available() -> bool:
     """Whether Apple's MPS backend is usable in this PyTorch build."""
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def same_device(a: Optional[torch.device], b: Optional[torch.device]) -> bool:
+    """Whether two devices are the same one (``cuda`` and ``cuda:<current>`` are, ``cpu`` and ``cpu:0`` are);
+    False if either is None."""
+    if a is None or b is None:
+        return False
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return (a.index or 0) == (b.index or 0)
+
+    def index(d: torch.device) -> int:
+        return d.index if d.index is not None else torch.cuda.current_device()
+
+    return index(a) == index(b)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -38,6 +38,7 @@ from typing import Callable, Iterator, List, Optional, Tuple, Union
 import torch
 
 from .callbacks import Cancelled, check_stop, current_stop, report, stop_scope
+from .devices import same_device
 from .io.batches import Chunk, ImageBatch
 from .io.inputs import resize, to_float_rgb
 from .model.ben2 import IMAGENET_MEAN, IMAGENET_STD, BENBase
@@ -53,16 +54,6 @@ PredictionCancelled = Cancelled
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
-def _same_device(a: torch.device, b: torch.device) -> bool:
-    if a.type != b.type:
-        return False
-    if a.type == "cpu":
-        return True
-
-    def index(d: torch.device) -> int:
-        return d.index if d.index is not None else (torch.cuda.current_device() if d.type == "cuda" else 0)
-
-    return index(a) == index(b)
 
 
 class BENPredictor:
@@ -114,7 +105,7 @@ class BENPredictor:
         device = torch.device(device)
         if param is not None and param.device.type == "meta":
             raise ValueError("the model's weights are on the meta device (not loaded); load them first")
-        if param is not None and not _same_device(param.device, device):
+        if param is not None and not same_device(param.device, device):
             model.to(device)
         if param is not None and param.dtype in _HALF_DTYPES and dtype in _HALF_DTYPES and param.dtype != dtype:
             # autocast to one half type over weights of the other fails inside BENBase (torch.cat /

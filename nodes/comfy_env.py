@@ -39,7 +39,7 @@ except ImportError as _exc:  # ComfyUI older than the V3 node API
     raise ImportError("the BEN2 nodes need ComfyUI 0.3.64 or newer (comfy_api.latest, the V3 node API); update "
                       "ComfyUI") from _exc
 
-from ..ben_core.devices import resolve_device
+from ..ben_core.devices import resolve_device, same_device
 from ..ben_core.io.files import atomic_output
 from ..ben_core.model.weights import SUPPORTED_EXTENSIONS
 
@@ -422,17 +422,6 @@ def weights_device(module: torch.nn.Module) -> Optional[torch.device]:
     return first
 
 
-def same_device(a: Optional[torch.device], b: Optional[torch.device]) -> bool:
-    """Whether two devices are the same one (``cuda`` and ``cuda:<current>`` are); False if either is None."""
-    if a is None or b is None:
-        return False
-    a, b = torch.device(a), torch.device(b)
-    if a.type != b.type:
-        return False
-    if a.type != "cuda":
-        return (a.index or 0) == (b.index or 0)
-    index = lambda d: d.index if d.index is not None else torch.cuda.current_device()
-    return index(a) == index(b)
 
 
 def reserve(nbytes: int, device: torch.device) -> None:

@@ -14,7 +14,6 @@ import torch
 
 from ..ben_core.io.inputs import resize
 
-
 #: Values an IMAGE may reach before it is refused: resampling filters (Lanczos, bicubic) overshoot 0..1 a
 #: little and those images are fine (clamped when read); anything beyond is another convention (0..255).
 IMAGE_RANGE_SLACK = (-0.5, 1.5)

@@ -64,7 +64,7 @@ def find_or_download(model_name: str, download: bool) -> str:
                     "huggingface.co/PramaLLC/BEN2, or put" if model_name == OFFICIAL_FILENAME else "Put")
             raise FileNotFoundError(
                 f"BEN model {model_name!r} is not in {comfy_env.model_folders()}. {hint} the checkpoint "
-                "(BEN2_Base.pth or model.safetensors) into one of these folders and refresh (press 'r').")
+                "(BEN2_Base.pth or model.safetensors) into one of these folders and refresh (press 'r').") from None
     from ..ben_core.model.weights import download_official_weights
 
     target = comfy_env.download_folder()
@@ -81,7 +81,8 @@ class BEN2LoadModel(io.ComfyNode):
             **catalogue.LOAD_MODEL.schema_names(),
             category=widgets.CATEGORY,
             description=("Loads a BEN2 background-removal network from ComfyUI/models/BEN (also folders declared as "
-                         "'BEN' in the extra-paths yaml your ComfyUI reads: extra_model_paths.yaml, or extra_paths.yaml on "
+                         "'BEN' in the extra-paths yaml your ComfyUI reads: extra_model_paths.yaml, or "
+                         "extra_paths.yaml on "
                          "the newer cores that read it). The network is "
                          "loaded once and shared by every node and run that asks for the same file, device and "
                          "precision, and ComfyUI may offload it when other models need the VRAM. Its second output "

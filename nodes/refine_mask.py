@@ -11,9 +11,9 @@ masks from any node get refined edges.
 from __future__ import annotations
 
 from ..ben_core import memory
-from ..ben_core.pipeline import CutoutOptions, CutoutPipeline, Refinement
 from ..ben_core.matting.refine import DEFAULT_EPS, METHODS
 from ..ben_core.matting.trimap import TRIMAP_SOURCES, snap_trimap
+from ..ben_core.pipeline import CutoutOptions, CutoutPipeline, Refinement
 from . import catalogue, comfy_env, image_mask, model_cache, widgets
 from .comfy_env import io
 
@@ -23,7 +23,8 @@ def _trimap_inputs() -> list:
     return [
         io.Combo.Input("trimap_source", options=list(TRIMAP_SOURCES), default="auto",
                        tooltip="Only used when no trimap is connected. confidence: BEN paper trimap of the mask; band: "
-                               "unknown band of band_radius px around the mask edge (for hard masks); auto (best measured): "
+                               "unknown band of band_radius px around the mask edge (for hard masks); "
+                               "auto (best measured): "
                                "every pixel a soft mask (BEN2) is unsure of, 0.03 < mask < 0.97; band for hard 0/1 "
                                "masks (SAM, painted...)."),
         comfy_env.advanced(io.Int.Input(
@@ -134,7 +135,8 @@ class BEN2RefineMask(io.ComfyNode):
                                        "here)."),
                 comfy_env.advanced(io.Int.Input(
                     "radius", default=0, min=0, max=256,
-                    tooltip="Guided-filter window radius in image pixels; 0 = automatic (measured best: 3x3 windows at the "
+                    tooltip="Guided-filter window radius in image pixels; 0 = automatic (measured best: 3x3 "
+                            "windows at the "
                             "resolution the colour models are fitted at, i.e. a radius of about image side / the "
                             "mask's working size in image pixels). Not used by vitmatte.")),
                 comfy_env.advanced(io.Float.Input(

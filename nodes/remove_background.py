@@ -1,9 +1,9 @@
 """Remove Background node: BEN_MODEL + IMAGE -> cut-out IMAGE + soft MASK (1 = foreground)."""
 from __future__ import annotations
 
+from ..ben_core.matting.temporal import make_stabilizer
 from ..ben_core.model.ben2 import BENBase
 from ..ben_core.pipeline import CutoutOptions, CutoutPipeline
-from ..ben_core.matting.temporal import make_stabilizer
 from . import catalogue, comfy_env, image_mask, widgets
 from .comfy_env import io
 

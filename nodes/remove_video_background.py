@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 
 from ..ben_core import video as ben_video
-from ..ben_core.model.ben2 import BENBase
 from ..ben_core.io.video_writers import check_format
+from ..ben_core.model.ben2 import BENBase
 from . import catalogue, comfy_env, widgets
 from .comfy_env import io
 from .video_input import stream_source

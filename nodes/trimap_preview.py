@@ -17,8 +17,8 @@ import zlib
 import numpy as np
 import torch
 
-from ..ben_core.matting.compose import to_uint8
 from ..ben_core.io.inputs import resize
+from ..ben_core.matting.compose import to_uint8
 
 PREVIEW_MAX_SIDE = 512
 PREVIEW_MAX_IMAGES = 8

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 from ..ben_core.matting.compose import parse_colour
-from ..ben_core.model.ben2 import BENBase
 from ..ben_core.matting.temporal import MODES as TEMPORAL_MODES
+from ..ben_core.model.ben2 import BENBase
 from .comfy_env import advanced, io
 
 CATEGORY = "image/BEN2"

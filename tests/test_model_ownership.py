@@ -7,13 +7,13 @@ import json
 
 import pytest
 import torch
+from helpers import DATA_DIR, synth_sd
 from torch import nn
 
 from ben_core.model.ben2 import UNUSED_KEYS, BENBase, checkpoint_filter_fn
 from ben_core.model.decoder import MultiheadProjections
 from ben_core.model.state_keys import keep_official_keys
 from ben_core.model.swin import WindowAttention
-from helpers import DATA_DIR, synth_sd
 
 
 def small() -> BENBase:

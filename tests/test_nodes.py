@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from comfy_stub import InterruptProcessingException, install_comfy, make_folder_paths
 from helpers import PACK_NAME, load_pack, tiny_vitmatte
 
@@ -749,9 +748,8 @@ def test_refine_mask_working_size_sets_the_fit_scale():
 
 @pytest.mark.slow
 def test_load_ben_and_remove_background_with_synthetic_checkpoint(tmp_path, monkeypatch):
-    from safetensors.torch import save_file
-
     from helpers import synth_sd
+    from safetensors.torch import save_file
 
     models = tmp_path / "models"
     (models / "BEN").mkdir(parents=True)
@@ -783,7 +781,8 @@ def test_show_trimap_default_minimum_is_the_papers(comfy_temp):
     probs = soft_disc(256, 256)
     (tri, _), ui = show(torch.rand(1, 256, 256, 3), probs)  # every widget at its default
     p = ui["ben2_trimap"][0]
-    ref, lo2, hi2 = importlib.import_module(f"{PACK}.ben_core.matting.trimap").confidence_trimap(probs)  # paper defaults
+    trimap = importlib.import_module(f"{PACK}.ben_core.matting.trimap")
+    ref, lo2, hi2 = trimap.confidence_trimap(probs)  # paper defaults
     assert torch.equal(tri, ref) and (p["final_t_low"], p["final_t_high"]) == (float(lo2[0]), float(hi2[0]))
 
 
@@ -821,9 +820,9 @@ def test_vitmatte_node_is_experimental_and_matches_refine_mask(monkeypatch):
     img, mask = edge_scene()
     got = outputs(rm.BEN2RefineMaskViTMatte.execute(img, mask, "band", 4, False, "RGBA", "#FFFFFF"))
     want = refine(img, mask, "vitmatte", 0, 0.0, "band", 4, False, "RGBA", "#FFFFFF")
-    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
     sized = refine(img, mask, "vitmatte", 0, 0.0, "band", 4, False, "RGBA", "#FFFFFF", mask_working_size="1024")
-    assert all(torch.equal(a, b) for a, b in zip(sized, want))  # not used by vitmatte (as radius and eps)
+    assert all(torch.equal(a, b) for a, b in zip(sized, want, strict=True))  # not used by vitmatte (as radius and eps)
 
 
 def test_vitmatte_is_loaded_once_and_handed_to_comfy_model_management(monkeypatch):
@@ -993,9 +992,8 @@ def test_core_remove_background_bad_image_is_named():
 # ------------------------------------------------------------------- model management, 2026 cores
 
 def _synthetic_checkpoint(tmp_path) -> Path:
-    from safetensors.torch import save_file
-
     from helpers import synth_sd
+    from safetensors.torch import save_file
 
     path = tmp_path / "synth.safetensors"
     save_file(synth_sd(0), str(path))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from test_nodes import NODE_IDS, ROOT, load_pack
 
 WORKFLOWS = sorted((ROOT / "example_workflows").glob("*.json"))
@@ -115,10 +114,11 @@ def test_example_workflow_matches_the_nodes(path):
             info = _info(cls)
             saved = [(o["name"], o["type"]) for o in n["outputs"]]
             # a workflow saved before an output was added lists fewer (Load BEN's bg_removal_model, 0.2.0)
-            assert saved and saved == list(zip(info["output_name"], info["output"]))[:len(saved)], n["type"]
+            declared = list(zip(info["output_name"], info["output"], strict=True))
+            assert saved and saved == declared[:len(saved)], n["type"]
             widgets = _widget_inputs(cls)
             assert len(n["widgets_values"]) == len(widgets), n["type"]
-            for (name, entry), value in zip(widgets, n["widgets_values"]):
+            for (name, entry), value in zip(widgets, n["widgets_values"], strict=True):
                 _check_widget_value(n["type"], name, entry, value)
         else:
             assert n["type"] in CORE_NODES, f"unexpected node type {n['type']}"
@@ -175,7 +175,7 @@ def test_outputs_of_0_1_0_keep_their_slots():
     pack = load_pack()
     for node_id, old in OUTPUTS_0_1_0.items():
         info = _info(pack.NODE_CLASS_MAPPINGS[node_id])
-        assert list(zip(info["output_name"], info["output"]))[:len(old)] == old, node_id
+        assert list(zip(info["output_name"], info["output"], strict=True))[:len(old)] == old, node_id
 
 
 def _registry_check(root):

@@ -29,9 +29,23 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .jobs import (EXIT_FAILED, EXIT_MODEL, EXIT_OK, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Report, UsageError,
-                   background_arg, cut_out, load_predictor, model_options, output_format, positive_int,
-                   resolve_checkpoint, run_program)
+from .jobs import (
+    EXIT_FAILED,
+    EXIT_MODEL,
+    EXIT_OK,
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    Report,
+    UsageError,
+    background_arg,
+    cut_out,
+    load_predictor,
+    model_options,
+    output_format,
+    positive_int,
+    resolve_checkpoint,
+    run_program,
+)
 
 __all__ = ["BEN2Stage", "Plan", "plan", "run", "main"]
 
@@ -132,7 +146,7 @@ def plan(in_uri: str, out_uri: str, fmt, *, recursive: bool = False, skip_existi
         raise UsageError(f"no image files found in {in_uri}")
     names = [output_name(p, root, fmt.suffix) for p in inputs]
     seen: Dict[str, str] = {}
-    for src, name in zip(inputs, names):
+    for src, name in zip(inputs, names, strict=True):
         if name.lower() in seen:
             raise UsageError(f"{seen[name.lower()]} and {src} would both be written to {name}: rename one of them "
                              "or process them in separate runs")
@@ -150,7 +164,7 @@ def plan(in_uri: str, out_uri: str, fmt, *, recursive: bool = False, skip_existi
         from ..io.writers import is_complete_image
 
         infos = out_fs.get_file_info(outputs)
-        for i, (out, info) in enumerate(zip(outputs, infos)):
+        for i, (out, info) in enumerate(zip(outputs, infos, strict=True)):
             if info.type == pafs.FileType.File and info.size > 0 and (not _is_local(out_fs) or is_complete_image(out)):
                 skipped.append(i)
     return Plan(in_uri, out_uri, root, inputs, outputs, skipped, warnings)
@@ -168,11 +182,13 @@ class BEN2Stage:
     contents). Batch out: ``"input"``, ``"output"``, ``"status"`` ("ok" / "failed"), ``"error"``,
     ``"seconds"``. Constructor: ``in_uri`` / ``out_uri`` as given to :func:`plan`, ``root`` the input root
     the relative names are taken from, ``checkpoint`` a path every node can read (None: the official
-    weights from the Hugging Face cache, downloaded once per node), then the CLI's options (``working_size`` None: BEN2's native size).
+    weights from the Hugging Face cache, downloaded once per node), then the CLI's options (``working_size``
+    None: BEN2's native size).
     """
 
     def __init__(self, out_uri: str, root: str, checkpoint: Optional[str] = None, *, device: str = "auto",
-                 dtype: str = "auto", working_size: Optional[int] = None, batch_size: int = 1, refine_foreground: bool = False,
+                 dtype: str = "auto", working_size: Optional[int] = None, batch_size: int = 1,
+                 refine_foreground: bool = False,
                  background: Optional[Tuple[float, float, float]] = None, image_format: str = "png",
                  mask_only: bool = False):
         from ..devices import resolve_device, resolve_precision
@@ -207,7 +223,7 @@ class BEN2Stage:
 
         rows = []
         decoded = []
-        for path, data in zip(batch["path"], batch["bytes"]):
+        for path, data in zip(batch["path"], batch["bytes"], strict=True):
             path = str(path)
             out = posixpath.join(self.out_base, output_name(path, self.root, self.fmt.suffix))
             t0 = time.perf_counter()
@@ -220,7 +236,7 @@ class BEN2Stage:
             t0 = time.perf_counter()
             results = cut_out(self.pipeline, [f.pixels for _, _, f, _ in decoded])
             share = (time.perf_counter() - t0) / len(decoded)
-            for (path, out, file, read_s), result in zip(decoded, results):
+            for (path, out, file, read_s), result in zip(decoded, results, strict=True):
                 t1 = time.perf_counter()
                 try:
                     if isinstance(result, Exception):

@@ -242,7 +242,7 @@ class VideoFileWriter(_AudioCarrier):
         if any(self.pad):
             widths = ((0, 0), (0, self.pad[0]), (0, self.pad[1])) + ((0, 0),) * (frames.ndim - 3)
             frames = np.pad(frames, widths, mode="edge")
-        for arr, t in zip(frames, pts):
+        for arr, t in zip(frames, pts, strict=True):
             vf = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format=self.pix)
             vf = vf.reformat(format=self.video.codec_context.pix_fmt, dst_colorspace=swscale_matrix(self.colour))
             vf.pts, vf.time_base = t, time_base
