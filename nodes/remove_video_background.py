@@ -93,10 +93,11 @@ class BEN2RemoveVideoBackground(io.ComfyNode):
             raise ValueError(f"video_format must be one of {NODE_FORMATS}, got {video_format!r}")
         bg = None if matte_only else widgets.background(output_mode, background_colour)
         try:  # the format's rule is ben_core's; the fix is said in this node's widgets
-            check_format(video_format, "matte" if matte_only else ("rgb" if bg is not None else "rgba"))
+            check_format(video_format, "matte" if matte_only else ("rgb" if bg is not None else "rgba"),
+                         fix="set output_mode to RGB (over background_colour), or video_format to webm or mov "
+                             "(both keep the alpha)")
         except ValueError as e:
-            raise ValueError(f"video_format {video_format}: {e}. In this node: set output_mode to RGB (over "
-                             "background_colour), or video_format to webm or mov (both keep the alpha)") from None
+            raise ValueError(f"video_format {video_format}: {e}") from None
         widgets.check_network_settings(ben_model, batch_size, working_size)
         temporal = widgets.temporal_setting(temporal_stabilize, temporal_mode)
         if not hasattr(video, "get_stream_source"):

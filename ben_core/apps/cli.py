@@ -200,9 +200,10 @@ def video_format(args) -> str:
         fmt = "webm" if args.background is None else "mp4"
     mode = "matte" if args.mask_only else ("rgba" if args.background is None else "rgb")
     try:
-        check_format(fmt, mode)
+        check_format(fmt, mode, fix="add --background '#RRGGBB' ('#00FF00' for a green screen) or --mask-only, or "
+                                    "choose --video-format webm, mov or png (they keep the alpha)")
     except ValueError as e:
-        raise UsageError(f"--video-format {fmt}: {e} (--background '#00FF00' for a green screen)") from None
+        raise UsageError(f"--video-format {fmt}: {e}") from None
     return fmt
 
 

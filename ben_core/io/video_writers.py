@@ -81,14 +81,16 @@ def format_for_path(dst: Path, video_format: Optional[str]) -> str:
     return video_format
 
 
-def check_format(fmt: str, mode: str) -> None:
-    """ValueError (naming the fix) if ``fmt`` cannot hold frames of ``mode``."""
+def check_format(fmt: str, mode: str, fix: str | None = None) -> None:
+    """ValueError naming the fix if ``fmt`` cannot hold frames of ``mode`` (the one place of the rule that MP4
+    has no alpha). ``fix``: the remedy in the caller's own words (its options or widgets); default: the
+    library's (another format, or a background colour)."""
     if mode not in FRAME_MODES:
         raise ValueError(f"frame mode must be one of {FRAME_MODES}, got {mode!r}")
     if fmt == "mp4" and mode == "rgba":
-        raise ValueError("MP4 cannot store transparency: use .mov (ProRes 4444, what Resolve, Premiere and After "
-                         "Effects import), .webm (VP9 with alpha) or a PNG sequence, or give a background colour "
-                         "to composite over")
+        raise ValueError("MP4 cannot store transparency: " + (fix or (
+            "use .mov (ProRes 4444, what Resolve, Premiere and After Effects import), .webm (VP9 with alpha) or a "
+            "PNG sequence, or give a background colour to composite over")))
 
 
 #: (matrix, primaries, transfer) tags (FFmpeg's AVCOL_* numbers) and the swscale matrix for each family.
