@@ -142,10 +142,13 @@ class CutoutPipeline:
         self._cut_chunk(chunk, alpha, trimap, should_stop, out, 0)
         return out.result()
 
-    def _predictor(self):
+    def _predict(self, chunk: Chunk, should_stop: ShouldStop, deferred: bool = False):
+        """The predictor's ``predict_chunk``, with ``should_stop`` made current: the predictor checks it inside
+        a long forward too (:func:`ben_core.callbacks.stop_scope`)."""
         if self.predictor is None:
             raise ValueError("this pipeline has no predictor: pass the alpha (or build it with a BENPredictor)")
-        return self.predictor
+        with stop_scope(should_stop):
+            return self.predictor.predict_chunk(chunk, deferred=deferred)
 
     def _cut_chunk(self, chunk: Chunk, alpha: Optional[Maps], trimap: Optional[Maps], should_stop: ShouldStop,
                    out: "_Outputs", start: int, predicted: bool = False) -> None:
@@ -153,8 +156,7 @@ class CutoutPipeline:
         the given ``alpha`` came from this pipeline's predictor (steadied video frames, a redone chunk)."""
         check = None
         if alpha is None:
-            with stop_scope(should_stop):  # the predictor checks it inside a long forward too
-                alpha, check = self._predictor().predict_chunk(chunk, deferred=True)
+            alpha, check = self._predict(chunk, should_stop, deferred=True)
             predicted = True
         n = len(chunk)
         for i in range(n):
@@ -246,8 +248,7 @@ class CutoutPipeline:
             check_stop(should_stop, start, total)
             a = _slice(alpha, start, end, self.device)
             if a is None:
-                with stop_scope(should_stop):
-                    a = self._predictor().predict_chunk(chunk)
+                a = self._predict(chunk, should_stop)
             parts.append(stabilizer.update(to_float_rgb(_stacked(chunk)), _stacked(a)).to(device))
             report(progress, end, total)
         if end_of_clip:

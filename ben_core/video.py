@@ -112,12 +112,12 @@ def remove_background_video(
         if total is None and inp.duration:  # Matroska/WebM headers often give only the container's duration
             total = max(int(round(inp.duration / 1_000_000 * float(rate))), 1)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        job = _VideoJob(av, name, dst, fmt, mode, pipeline, stabilizer, batch_size, should_stop)
+        job = _VideoJob(av, name, dst, fmt, mode, vin, ain, rate, pipeline, stabilizer, batch_size, should_stop)
         for frames in frame_batches(inp, vin, ain, rate, batch_size, job.on_audio):
-            job.feed(frames, vin, ain, rate)
+            job.feed(frames)
             if progress is not None:
                 progress(job.frames_done, total)
-        info = job.finish(rate)
+        info = job.finish()
         job = None
         if progress is not None and total != info.frames:  # the header's estimate was off: end at 100 %
             progress(info.frames, info.frames)
@@ -132,11 +132,13 @@ def remove_background_video(
 
 class _VideoJob:
     """One clip on its way through: the writer (opened by the first frame), audio that came before it, the
-    frames held until the stabiliser's steady alpha for them comes out (bidirectional), the count."""
+    frames held until the stabiliser's steady alpha for them comes out (bidirectional), the count.
+    ``vin`` / ``ain``: the input's video and audio (or None) streams, ``rate`` its frame rate."""
 
-    def __init__(self, av, name: str, dst: Path, fmt: str, mode: str, pipeline, stabilizer, batch_size: int,
-                 should_stop):
+    def __init__(self, av, name: str, dst: Path, fmt: str, mode: str, vin, ain, rate: Fraction, pipeline,
+                 stabilizer, batch_size: int, should_stop):
         self.av, self.name, self.dst, self.fmt, self.mode = av, name, dst, fmt, mode
+        self.vin, self.ain, self.rate = vin, ain, rate
         self.pipeline, self.stabilizer = pipeline, stabilizer
         self.batch_size, self.should_stop = batch_size, should_stop
         self.writer = None
@@ -155,21 +157,21 @@ class _VideoJob:
         else:
             self.writer.mux_audio(packet)
 
-    def _open(self, first, vin, ain, rate: Fraction) -> None:
+    def _open(self, first) -> None:
         """The first frame decides the output: size, orientation, colour matrix."""
         colour = video_writers.colour_family(first)
         self.matrix = video_writers.swscale_matrix(colour)
         self.turns = rotation_turns(first)
         self.size = (first.height, first.width)
         h, w = self.size[::-1] if self.turns % 2 else self.size
-        self.writer = video_writers.open_writer(self.av, self.dst, self.fmt, self.mode, w, h, rate, vin.time_base,
-                                                ain, colour)
+        self.writer = video_writers.open_writer(self.av, self.dst, self.fmt, self.mode, w, h, self.rate,
+                                                self.vin.time_base, self.ain, colour)
         self.time_base = first.time_base
         for packet in self.early_audio:
             self.writer.mux_audio(packet)
         self.early_audio.clear()
 
-    def feed(self, frames: list, vin, ain, rate: Fraction) -> None:
+    def feed(self, frames: list) -> None:
         """Cut out and encode one decoded batch (or hold it for the stabiliser)."""
         sizes = {(f.height, f.width) for f in frames} | ({self.size} if self.size is not None else set())
         if len(sizes) > 1:
@@ -177,7 +179,7 @@ class _VideoJob:
             raise ValueError(f"{self.name}: frame size changed mid-stream ({w0}x{h0} and {w1}x{h1}); split the "
                              "clip where it changes")
         if self.writer is None:
-            self._open(frames[0], vin, ain, rate)
+            self._open(frames[0])
         rgb = np.stack([f.to_ndarray(format="rgb24", src_colorspace=self.matrix) for f in frames])
         if self.turns:
             rgb = np.ascontiguousarray(np.rot90(rgb, self.turns, axes=(1, 2)))
@@ -203,7 +205,7 @@ class _VideoJob:
             del self.held[:len(part)]
             self._write(np.stack([f for f, _ in part]), alphas[i:i + len(part)], [p for _, p in part])
 
-    def finish(self, rate: Fraction) -> VideoInfo:
+    def finish(self) -> VideoInfo:
         """Write what the stabiliser still holds and put the output under its final name."""
         if self.writer is None:
             raise ValueError(f"{self.name}: no decodable video frames")
@@ -212,7 +214,7 @@ class _VideoJob:
         audio, (out_w, out_h) = self.writer.audio_description, self.writer.size
         self.writer.commit()
         self.writer = None
-        return VideoInfo(frames=self.frames_done, fps=Fraction(rate), width=out_w, height=out_h, audio=audio,
+        return VideoInfo(frames=self.frames_done, fps=Fraction(self.rate), width=out_w, height=out_h, audio=audio,
                          path=self.dst, format=self.fmt, rotation=self.turns * 90)
 
     def abort(self) -> None:

@@ -182,12 +182,13 @@ def check_outputs(jobs: Sequence[Job], outputs: Sequence[Path]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# processing
+# output naming
 # --------------------------------------------------------------------------------------------------
 
 
-def _image_out_path(outdir: Path, job: Job, fmt) -> Path:
-    return outdir / job.rel.parent / (job.rel.name + fmt.suffix)
+def _out_path(outdir: Path, job: Job, suffix: str) -> Path:
+    """``job``'s output under ``outdir``: its relative name plus ``suffix`` ("" for a PNG sequence's folder)."""
+    return outdir / job.rel.parent / (job.rel.name + suffix)
 
 
 def video_format(args) -> str:
@@ -205,11 +206,6 @@ def video_format(args) -> str:
     except ValueError as e:
         raise UsageError(f"--video-format {fmt}: {e}") from None
     return fmt
-
-
-def _video_out_path(outdir: Path, job: Job, fmt: str) -> Path:
-    suffix = "" if fmt == "png" else "." + fmt  # a PNG sequence is a folder named after the input
-    return outdir / job.rel.parent / (job.rel.name + suffix)
 
 
 def _is_done(path: Path, kind: str) -> bool:
@@ -431,8 +427,8 @@ def _plan(args) -> _Plan:
         raise UsageError(f"-o {args.output}: exists and is not a folder")
     jobs = plan_jobs(found)
     video_fmt = video_format(args) if any(job.kind == "video" for job in jobs) else None
-    outputs = [_video_out_path(outdir, job, video_fmt) if job.kind == "video" else _image_out_path(outdir, job, fmt)
-               for job in jobs]
+    video_suffix = None if video_fmt is None else ("" if video_fmt == "png" else "." + video_fmt)  # png: a folder
+    outputs = [_out_path(outdir, job, video_suffix if job.kind == "video" else fmt.suffix) for job in jobs]
     check_outputs(jobs, outputs)
     created = not outdir.exists()
     problem = check_writable_folder(outdir)

@@ -232,13 +232,12 @@ class Progress:
     def __init__(self, total: int, enabled: bool = True, unit: str = "file"):
         from tqdm import tqdm
 
-        self.total, self.done, self.enabled = total, 0, enabled
+        self.enabled = enabled
         self._bar = tqdm(total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, disable=not enabled)
         self._saved: list = []
 
     def update(self, n: int = 1, label: str = "") -> None:
         """Count ``n`` units done; ``label`` (the file's name) is shown beside the bar."""
-        self.done += n
         if label and self.enabled:
             self._bar.set_postfix_str(label[:40], refresh=False)
         self._bar.update(n)
