@@ -130,3 +130,20 @@ def tiny_vitmatte(seed: int = 0, layers: int = 2):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return VitMatteForImageMatting(config).eval()
+
+
+def small_model(seed: int = 0):
+    """A narrow, shallow ``BENBase`` (same code paths) with deterministic random weights."""
+    from ben_core.model import BENBase
+
+    g = torch.Generator().manual_seed(seed)
+    m = BENBase(embed_dim=32, depths=(1, 2, 1, 2), num_heads=(1, 2, 2, 4)).eval()
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if p.dim() > 1:
+                p.normal_(0, 1.0 / np.sqrt(p[0].numel()), generator=g)
+            elif name.endswith("weight"):
+                p.fill_(1.0)
+            else:
+                p.normal_(0, 0.05, generator=g)
+    return m

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import DATA_DIR, synth_sd
+from helpers import DATA_DIR, small_model, synth_sd
 
 from ben_core.model import BENBase, swin
 from ben_core.model import ops as ops_module
@@ -170,19 +170,6 @@ def test_bad_input_gets_clear_error(bad, exc, words):
 
 
 # ----------------------------------------------------------------------------- small-config model
-def small_model(seed: int = 0) -> BENBase:
-    """A narrow, shallow BENBase (same code paths) with deterministic random weights."""
-    g = torch.Generator().manual_seed(seed)
-    m = BENBase(embed_dim=32, depths=(1, 2, 1, 2), num_heads=(1, 2, 2, 4)).eval()
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if p.dim() > 1:
-                p.normal_(0, 1.0 / np.sqrt(p[0].numel()), generator=g)
-            elif name.endswith("weight"):
-                p.fill_(1.0)
-            else:
-                p.normal_(0, 0.05, generator=g)
-    return m
 
 
 def test_no_attention_matrix_is_materialised():

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .decoder import MCLM, MCRM, ConvNormGELU
 from .layout import from_nhwc, quadrants, stitch, to_nhwc
-from .ops import conv3x3_then_box_down, instance_norm_gelu_, nearest_up2_conv3x3, upsample_norm_gelu_conv
+from .ops import conv3x3_then_box_down, exporting, instance_norm_gelu_, nearest_up2_conv3x3, upsample_norm_gelu_conv
 from .swin import SwinTransformer
 
 __all__ = ["BENBase", "checkpoint_filter_fn", "IMAGENET_MEAN", "IMAGENET_STD", "UNUSED_KEYS"]
@@ -194,9 +194,9 @@ class BENBase(nn.Module):
         y = y.add_(conv3x3_then_box_down(x, sw, sb, 4))
         y = instance_norm_gelu_(nearest_up2_conv3x3(y, self.upsample1[0].weight, self.upsample1[0].bias))
         y = y.add_(conv3x3_then_box_down(x, sw, sb, 2))
-        if y.requires_grad:
-            # Autograd path (weights or only the input recording grad): the banded recompute below
-            # works in place and is for inference only.
+        if y.requires_grad or exporting():
+            # Autograd path (weights or only the input recording grad) and the export path: the banded
+            # recompute below works in place, for eager inference only.
             y = instance_norm_gelu_(nearest_up2_conv3x3(y, self.upsample2[0].weight, self.upsample2[0].bias))
             return self.output(y).contiguous()
         return upsample_norm_gelu_conv(y, self.upsample2[0], self.output[0])

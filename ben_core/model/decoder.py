@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layout import from_nhwc, quadrants, stitch, to_nhwc
-from .ops import attention, gelu_, instance_norm_gelu_
+from .ops import attention, gelu_, instance_norm_gelu_, tracing_for_export
 from .state_keys import keep_official_keys
 
 __all__ = ["ConvNormGELU", "PackedProjection", "MultiheadProjections", "MCLM", "MCRM", "sine_position_encoding"]
@@ -202,19 +202,22 @@ class MCLM(nn.Module):
         self._pos_cache: Dict[tuple, Tuple[Tensor, Tensor]] = {}
 
     def _positions(self, h: int, w: int, device, dtype) -> Tuple[Tensor, Tensor]:
-        """``(global [h*w, C], pooled [L_pool, C])`` encodings, cached per (h, w, device, dtype)."""
+        """``(global [h*w, C], pooled [L_pool, C])`` encodings, cached per (h, w, device, dtype) (read but not
+        filled while a graph is traced: the cache must never hold a tracer's tensors)."""
         key = (h, w, device, dtype)
-        if key not in self._pos_cache:
-            npf = self.d_model // 2
-            glob = sine_position_encoding(h, w, npf, device, dtype)
-            pooled = torch.cat([
-                sine_position_encoding(_pool_size(h, r), _pool_size(w, r), npf, device, dtype)
-                for r in self.pool_ratios
-            ])
+        if key in self._pos_cache:
+            return self._pos_cache[key]
+        npf = self.d_model // 2
+        glob = sine_position_encoding(h, w, npf, device, dtype)
+        pooled = torch.cat([
+            sine_position_encoding(_pool_size(h, r), _pool_size(w, r), npf, device, dtype)
+            for r in self.pool_ratios
+        ])
+        if not tracing_for_export():
             if len(self._pos_cache) > 8:
                 self._pos_cache.clear()
             self._pos_cache[key] = (glob, pooled)
-        return self._pos_cache[key]
+        return glob, pooled
 
     def forward(self, x: Tensor) -> Tensor:
         """Args:

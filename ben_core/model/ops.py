@@ -8,7 +8,9 @@ traffic, peak memory and time. The architecture files
 """
 from __future__ import annotations
 
-from typing import Tuple
+import threading
+from contextlib import contextmanager
+from typing import Iterator, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -16,17 +18,47 @@ from torch import Tensor, nn
 
 from ..devices import accumulator_dtype
 
-__all__ = ["gelu_", "attention", "channel_stats", "instance_norm_gelu_", "conv3x3_then_box_down",
-           "nearest_up2_conv3x3", "upsample_norm_gelu_conv"]
+__all__ = ["exporting", "export_path", "tracing_for_export", "gelu_", "attention", "channel_stats",
+           "instance_norm_gelu_", "conv3x3_then_box_down", "nearest_up2_conv3x3", "upsample_norm_gelu_conv"]
+
+
+_EXPORT_PATH = threading.local()
+
+
+def exporting() -> bool:
+    """True while ``torch.export`` traces the network, or inside :func:`export_path`.
+
+    On that path every kernel here is one plain op per step of its arithmetic, out of place, without
+    Python-side chunking that depends on the batch size, so a graph exporter sees static sizes for a given
+    working size and a symbolic batch; the network's caches are read but never filled while tracing.
+    """
+    return getattr(_EXPORT_PATH, "depth", 0) > 0 or tracing_for_export()
+
+
+def tracing_for_export() -> bool:
+    """True while ``torch.export`` traces (``torch.compiler.is_exporting``; False on a torch without it)."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return is_exporting is not None and is_exporting()
+
+
+@contextmanager
+def export_path() -> Iterator[None]:
+    """Run the network's export path eagerly (this thread): what :mod:`ben_core.model.export` traces, and
+    what the tests compare with the fast kernels."""
+    _EXPORT_PATH.depth = getattr(_EXPORT_PATH, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _EXPORT_PATH.depth -= 1
 
 
 def gelu_(x: Tensor) -> Tensor:
     """Exact (erf) GELU applied in place on a temporary ``x`` (any shape/dtype); returns ``x``.
 
     Avoids allocating a second buffer of ``x``'s size. When autograd records ``x``, returns
-    ``F.gelu(x)`` instead (the backward pass needs the un-activated input).
+    ``F.gelu(x)`` instead (the backward pass needs the un-activated input), as on the export path.
     """
-    if torch.is_grad_enabled() and x.requires_grad:
+    if (torch.is_grad_enabled() and x.requires_grad) or exporting():
         return F.gelu(x)
     return torch.ops.aten.gelu_(x)
 
@@ -49,7 +81,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     lq, lk = q.shape[-2], k.shape[-2]
     if (q.device.type != "cpu" or q.dtype != torch.bfloat16 or lq * lk < _BLOCKED_MIN_SCORES
             or (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
-            or torch.compiler.is_compiling()):  # a compiler fuses SDPA itself; the loop would unroll 64 blocks
+            or torch.compiler.is_compiling() or exporting()):  # compilers fuse SDPA; the loop would unroll
         return F.scaled_dot_product_attention(q, k, v)
     with torch.autocast("cpu", enabled=False):  # autocast would run the softmax in float32
         k_t = k.to(q.dtype).transpose(-1, -2)
@@ -74,7 +106,7 @@ def channel_stats(x: Tensor, chunk_elems: int = 1 << 23) -> Tuple[Tensor, Tensor
     b, c, h, w = x.shape
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     cpu_channels_last = (x.device.type == "cpu" and not x.is_contiguous()
-                         and x.is_contiguous(memory_format=torch.channels_last))
+                         and x.is_contiguous(memory_format=torch.channels_last) and not exporting())
     if not cpu_channels_last:
         var, mean = torch.var_mean(x.to(acc_dtype), dim=(2, 3), keepdim=True, correction=0)
         return var, mean
@@ -107,6 +139,8 @@ def instance_norm_gelu_(x: Tensor, eps: float = 1e-5) -> Tensor:
         return F.gelu(F.instance_norm(x, eps=eps))
     var, mean = channel_stats(x)
     rstd = torch.rsqrt(var + eps)
+    if exporting():
+        return F.gelu((x - mean.to(x.dtype)) * rstd.to(x.dtype))
     x.sub_(mean.to(x.dtype)).mul_(rstd.to(x.dtype))
     return gelu_(x)
 
@@ -128,11 +162,7 @@ def conv3x3_then_box_down(x: Tensor, weight: Tensor, bias: Tensor, factor: int) 
     """
     if factor not in (2, 4):
         raise ValueError(f"factor must be 2 or 4, got {factor}")
-    k = weight.new_zeros(weight.shape[0], weight.shape[1], 4, 4)
-    for dy in (0, 1):
-        for dx in (0, 1):
-            k[:, :, dy:dy + 3, dx:dx + 3] += weight
-    k.mul_(0.25)
+    k = sum(F.pad(weight, (dx, 1 - dx, dy, 1 - dy)) for dy in (0, 1) for dx in (0, 1)) * 0.25
     return F.conv2d(x, k, bias, stride=factor, padding=1 if factor == 2 else 0)
 
 
@@ -180,10 +210,15 @@ def nearest_up2_conv3x3(x: Tensor, weight: Tensor, bias: Tensor, band_rows: int 
         x: ``[B, Cin, h, w]``; weight ``[Cout, Cin, 3, 3]``; bias ``[Cout]``.
 
     Returns:
-        ``[B, Cout, 2h, 2w]`` (channels-last memory).
+        ``[B, Cout, 2h, 2w]`` (channels-last memory; on the export path, the phases interleaved by
+        stacking instead of strided writes).
     """
     b, _, h, w = x.shape
     kernels = _subpixel_kernels(weight)
+    if exporting():
+        phase = {(a, c): p for a, c, p in _subpixel_band(x, kernels, bias, 0, h)}
+        rows = [torch.stack((phase[a, 0], phase[a, 1]), dim=-1).flatten(-2) for a in (0, 1)]  # [B, Co, h, 2w]
+        return torch.stack(rows, dim=-2).flatten(-3, -2)
     out = None
     for i0 in range(0, h, band_rows):
         i1 = min(i0 + band_rows, h)

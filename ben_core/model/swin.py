@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .ops import gelu_
+from .ops import exporting, gelu_, tracing_for_export
 from .state_keys import keep_official_keys
 
 __all__ = ["SwinTransformer"]
@@ -100,6 +100,12 @@ class WindowLayout:
         gather: int64 ``[nW*B*N]``, source row in ``[B*H*W]`` of every window slot.
         pad_slots: int64, the window slots that hold zero padding.
         dest: int64 ``[nW*B*N]``, destination row of every slot (``B*H*W`` for padding).
+        source_slot: int64 ``[H*W]``, the slot of every row (``dest``'s inverse on the real tokens); one-image
+            layouts only (None for a batch).
+
+    The export path builds the layout of one image (``batch=1``) and applies it to every image of a batch
+    along dimension 1 (:meth:`to_windows_per_image`, :meth:`from_windows_per_image`): gathers only, so the
+    batch stays a symbolic dimension of the graph.
     """
 
     def __init__(self, hw: Tuple[int, int], window_size: int, shift: int, batch: int,
@@ -152,6 +158,11 @@ class WindowLayout:
         self.pad_slots = torch.nonzero(~flat_valid).flatten().to(target)
         # Destination row of every slot; pad slots go to a scratch row past the end.
         self.dest = torch.where(flat_valid, gather, torch.full_like(gather, batch * h * w)).to(target)
+        self.source_slot = None
+        if batch == 1:  # only the export path reads it
+            source_slot = torch.empty(h * w, dtype=torch.int64, device=device)
+            source_slot[gather[flat_valid]] = torch.nonzero(flat_valid).flatten()
+            self.source_slot = source_slot.to(target)
 
     def to_windows(self, x: Tensor) -> Tensor:
         """``[B*H*W, C]`` -> ``[nW*B*N, C]`` in layout order (pad slots are zeros)."""
@@ -171,6 +182,18 @@ class WindowLayout:
             out.index_put_((self.dest[first:first + part.shape[0]],), part)
             first += part.shape[0]
         return out[:rows]
+
+    def to_windows_per_image(self, x: Tensor) -> Tensor:
+        """Export path of a one-image layout: ``[B, H*W, C]`` -> ``[B, nW*N, C]`` (pad slots are zeros)."""
+        win = x.index_select(1, self.gather)
+        if self.pad_slots.numel():
+            win = win.index_fill(1, self.pad_slots, 0)
+        return win
+
+    def from_windows_per_image(self, parts: Sequence[Tensor]) -> Tensor:
+        """Export path of a one-image layout: ``[B, rows_g*N, C]`` blocks of consecutive window groups ->
+        ``[B, H*W, C]`` in row-major token order."""
+        return torch.cat(list(parts), dim=1).index_select(1, self.source_slot)
 
 
 class Mlp(nn.Module):
@@ -250,14 +273,16 @@ class WindowAttention(nn.Module):
         """Attend within each window.
 
         Args:
-            windows: ``[nW*B*N, C]`` tokens in ``layout`` order (``N = ws*ws``).
+            windows: ``[nW*B*N, C]`` tokens in ``layout`` order (``N = ws*ws``); on the export path
+                ``[B, nW*N, C]`` of a one-image layout.
             layout: the :class:`WindowLayout` that produced them (window groups, shift masks).
 
         Returns:
-            list of ``[rows_g*N, C]`` outputs of the consecutive window groups (together the
-            ``[nW*B*N, C]`` result before the output projection ``proj``).
+            list of ``[rows_g*N, C]`` (export path: ``[B, rows_g*N, C]``) outputs of the consecutive window
+            groups (together the result before the output projection ``proj``).
         """
         c, nh, n = self.dim, self.num_heads, self.window_size * self.window_size
+        lead = windows.shape[:-2]  # () or, on the export path, (B,)
         bias = self.relative_position_bias()  # [nH, N, N]; cast to the q/k/v dtype below
         masked = None
         # Windows are processed in pieces of at most ~8M q/k/v elements to bound temporaries.
@@ -266,7 +291,7 @@ class WindowAttention(nn.Module):
         for first, count, mask_id in layout.groups:
             for start in range(first, first + count, step):
                 stop = min(start + step, first + count)
-                qkv = self.qkv(windows[start * n:stop * n]).view(-1, n, 3, nh, c // nh)
+                qkv = self.qkv(windows[..., start * n:stop * n, :]).reshape(-1, n, 3, nh, c // nh)
                 # Strided views [windows, nH, N, d]; SDPA reads them without copies.
                 q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
                 if bias.dtype != q.dtype:
@@ -278,7 +303,7 @@ class WindowAttention(nn.Module):
                         masked = bias.unsqueeze(0) + layout.shift_masks.to(bias.dtype).unsqueeze(1)
                     mask = masked[mask_id]
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(0))
-                outs.append(out.transpose(1, 2).reshape(-1, c))  # [windows*N, C], a view
+                outs.append(out.transpose(1, 2).reshape(*lead, -1, c))  # [windows*N, C]: a view on the fast path
         return outs
 
 
@@ -314,6 +339,10 @@ class SwinBlock(nn.Module):
             ``[B, H*W, C]``.
         """
         b, n, c = x.shape
+        if exporting():
+            win = self.attn(layout.to_windows_per_image(self.norm1(x)), layout)
+            x = x + self.attn.proj(layout.from_windows_per_image(win))
+            return x + self.mlp(self.norm2(x))
         win = layout.to_windows(self.norm1(x).view(b * n, c))
         win = self.attn(win, layout)
         # proj is per token, so it commutes with the reordering; run it on unpadded tokens.
@@ -369,9 +398,17 @@ class SwinStage(nn.Module):
         self._layouts: dict = {}
 
     def layouts(self, hw: Tuple[int, int], batch: int, device, dtype) -> Tuple["WindowLayout", "WindowLayout"]:
-        """The ``(plain, shifted)`` :class:`WindowLayout` pair for ``hw`` and ``batch`` (cached, at most 8)."""
+        """The ``(plain, shifted)`` :class:`WindowLayout` pair for ``hw`` and ``batch`` (cached, at most 8).
+
+        A layout is index bookkeeping that a tracer cannot follow (``nonzero``): while ``torch.export``
+        traces, the pair must already be cached (one eager forward on the export path at that size builds it).
+        """
         key = (tuple(hw), batch, torch.device(device), dtype)
         pair = self._layouts.get(key)
+        if pair is None and tracing_for_export():
+            raise RuntimeError(
+                f"no window layout for a {hw[0]}x{hw[1]} token map was built before tracing; run one forward under "
+                "ben_core.model.ops.export_path() at this working size first (ben_core.model.export does)")
         if pair is None:
             if len(self._layouts) >= 8:
                 self._layouts.clear()
@@ -389,7 +426,10 @@ class SwinStage(nn.Module):
             merged sequence (or ``stage_out`` itself in the last stage).
         """
         h, w = hw
-        plain, shifted = self.layouts(hw, x.shape[0], x.device, x.dtype)
+        if exporting():  # one image's layout for any batch; shift masks are cast where they are used
+            plain, shifted = self.layouts(hw, 1, x.device, torch.float32)
+        else:
+            plain, shifted = self.layouts(hw, x.shape[0], x.device, x.dtype)
         for blk in self.blocks:
             x = blk(x, shifted if blk.shift_size else plain)
         if self.downsample is None:
