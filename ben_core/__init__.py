@@ -32,6 +32,7 @@ _EXPORTS = {
     "download_official_weights": ".model.weights",
     "find_cached_weights": ".model.weights",
     "WeightsNotFoundError": ".model.weights",
+    "export_onnx": ".model.export",
     "BENPredictor": ".predictor",
     "CutoutPipeline": ".pipeline",
     "CutoutOptions": ".pipeline",
