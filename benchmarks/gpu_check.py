@@ -27,6 +27,9 @@ alone; the synthetic weights and the stored conformance vectors come from ``test
 
 7. the video stabiliser (``ben_core.matting.temporal``, causal and bidirectional) on 1080p frames on the device
    (the optical flow itself runs on the host): ms per frame, beside the Remove Background path's.
+8. onnxruntime (where the machine has it, with onnx and onnxscript): the ONNX export (fp32 and fp16) run by
+   its TensorRT and CUDA providers at batch 1, ms per image and max |Δalpha| against torch fp32, beside the
+   eager rows; a row saying why when the packages or providers are missing (nothing is installed).
 
 ``--device cpu --quick`` runs every section small on the CPU (512², batch 1, bf16, no compile rows)
 so the script is tested where there is no GPU; CPU figures are not GPU figures.
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import inspect
 import json
 import os
@@ -462,6 +466,18 @@ def report(result: dict) -> str:
         for r in st:
             lines.append(f"| {r['mode']} | {r['frames']} × {r['size']} | {r['flow']} | {r['ms_per_frame']:.1f} |")
         lines.append("")
+    ox = result.get("onnxruntime")
+    if ox:
+        lines += ["## onnxruntime (the ONNX export, batch 1, synthetic weights)", "",
+                  "| provider | dtype | ms / image | first call (s) | max abs Δalpha vs torch fp32 | mean abs Δ |",
+                  "|---|---|---|---|---|---|"]
+        for r in ox:
+            if "skipped" in r:
+                lines.append(f"| {r['provider']} | {r['dtype']} | skipped: {r['skipped']} | | | |")
+            else:
+                lines.append(f"| {r['provider']} | {r['dtype']} | {r['ms_per_image']:.2f} | {r['first_call_s']:.1f} "
+                             f"| {r['max_abs_diff']:.2e} | {r['mean_abs_diff']:.2e} |")
+        lines.append("")
     dv = result.get("dynamic_vram")
     if dv:
         from benchmarks import dynamic_vram_check
@@ -471,6 +487,57 @@ def report(result: dict) -> str:
         lines += ["## Errors", ""] + [f"- {e}" for e in result["errors"]] + [""]
     lines.append(f"total {result['seconds']:.0f} s")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ 8. onnxruntime
+
+def bench_onnxruntime(model: BENBase, device: torch.device, size: int, iters: int, warmup: int, out: Path,
+                      log) -> list:
+    """The exported file in onnxruntime's GPU providers (rows of ms / image and max |Δalpha| vs torch fp32)."""
+    try:
+        import onnxruntime as ort
+
+        from ben_core.model.export import INPUT_NAME, export_onnx
+    except ImportError as e:
+        return [{"provider": "-", "dtype": "-", "skipped": f"not installed here ({e})"}]
+    wanted = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in ort.get_available_providers()]
+    if device.type == "cpu":
+        wanted = ["CPUExecutionProvider"]
+    if not wanted:
+        return [{"provider": "-", "dtype": "-", "skipped": f"no GPU provider (have {ort.get_available_providers()})"}]
+    cpu_model = copy.deepcopy(model).cpu().float()  # the export runs on the CPU in fp32
+    image = synthetic_images(1, size, size)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        ref = torch.sigmoid(cpu_model((image - mean) / std)).numpy()
+    rows = []
+    for dtype in ("fp32", "fp16"):
+        path = out / f"ben2-{size}-{dtype}.onnx"
+        t = time.perf_counter()
+        try:
+            export_onnx(cpu_model, path, working_size=size, dtype=dtype, force=True)
+        except ImportError as e:
+            return [{"provider": "-", "dtype": dtype, "skipped": f"cannot export here ({e})"}]
+        log(f"  exported {dtype} in {time.perf_counter() - t:.0f} s")
+        for provider in wanted:
+            session = ort.InferenceSession(str(path), providers=[provider])
+            feed = {INPUT_NAME: image.numpy()}
+            t = time.perf_counter()
+            alpha = session.run(None, feed)[0]  # the first call builds TensorRT's engine
+            first = time.perf_counter() - t
+            for _ in range(warmup):
+                session.run(None, feed)
+            times = []
+            for _ in range(iters):
+                t = time.perf_counter()
+                session.run(None, feed)
+                times.append(time.perf_counter() - t)
+            rows.append({"provider": provider, "dtype": dtype, "first_call_s": first,
+                         "ms_per_image": 1e3 * statistics.median(times), "max_abs_diff": float(abs(alpha - ref).max()),
+                         "mean_abs_diff": float(abs(alpha - ref).mean())})
+        path.unlink()
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -586,6 +653,16 @@ def main(argv=None) -> int:
         rows.append({"mode": "compile / cudagraphs", "dtype": "-", "batch": "-",
                      "skipped": "--quick on the CPU (inductor takes minutes here; "
                                 "tests/test_predictor.py checks parity)"})
+
+    log("8. onnxruntime")
+    if quick and device.type == "cpu":
+        result["onnxruntime"] = [{"provider": "-", "dtype": "-", "skipped": "--quick on the CPU (an export takes a "
+                                  "minute here; tests/test_onnx.py checks the files)"}]
+    elif time.perf_counter() - t_start > args.budget_s:
+        result["onnxruntime"] = [{"provider": "-", "dtype": "-", "skipped": "time budget"}]
+    else:
+        result["onnxruntime"] = section("onnxruntime", lambda: bench_onnxruntime(model, device, size, iters, warmup,
+                                                                                 out, log))
 
     if args.upstream:
         log("5. upstream BEN2.py")

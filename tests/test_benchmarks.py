@@ -210,3 +210,23 @@ def test_bench_forward_ops_prints_the_floor_and_the_operator_groups(capsys):
     from ben_core.model import ops
 
     assert ops._BLOCKED_MIN_SCORES == 1 << 24  # the benchmark put the threshold back
+
+
+def test_gpu_check_onnxruntime_section_on_the_cpu(tmp_path):
+    """Section 8 of the device check (skipped by --quick) on the CPU provider with a narrow network: the
+    export, a session per provider, the timing and the agreement with torch, and its table."""
+    import torch
+    from helpers import small_model
+
+    from benchmarks import gpu_check
+
+    rows = gpu_check.bench_onnxruntime(small_model(), torch.device("cpu"), 512, iters=1, warmup=0, out=tmp_path,
+                                       log=lambda msg: None)
+    assert [(r["provider"], r["dtype"]) for r in rows] == [("CPUExecutionProvider", "fp32"),
+                                                           ("CPUExecutionProvider", "fp16")]
+    assert rows[0]["max_abs_diff"] <= 1e-4 and rows[1]["mean_abs_diff"] <= 0.01
+    assert all(r["ms_per_image"] > 0 for r in rows) and list(tmp_path.iterdir()) == []
+    md = gpu_check.report({"environment": {"date": "d", "device_name": "cpu", "torch": "t", "cuda": None,
+                                           "python": "p", "command": "c"}, "onnxruntime": rows, "errors": [],
+                           "seconds": 1.0})
+    assert "## onnxruntime" in md and "| CPUExecutionProvider | fp16 |" in md

@@ -8,8 +8,8 @@
 * Every command of ``python -m ben_core`` / ``ben2`` / ``python -m ben_core eval`` /
   ``python -m ben_core distributed`` (or its 0.3 spelling ``python -m ben_core.distributed``) /
   ``python -m benchmarks.<name>`` in a code block or span parses with that program's own parser; a code span
-  that starts with a flag names options that exist; the option tables of docs/cli.md, docs/batch-jobs.md and
-  docs/evaluation.md list exactly their parser's options.
+  that starts with a flag names options that exist; the option tables of docs/cli.md, docs/batch-jobs.md,
+  docs/evaluation.md and docs/onnx.md list exactly their parser's options.
 * The node tables of docs/nodes.md list exactly each node's inputs (and defaults, and outputs), read from
   ``define_schema`` with the ComfyUI stand-in; the README's node table lists every node; ``BEN2_*`` ids,
   ``ben_core.*`` names and repository paths written in code spans exist.
@@ -46,7 +46,10 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 #: Top-level entries of the repository that a path in a code span may start with.
 REPO_DIRS = ("ben_core", "nodes", "web", "docs", "tests", "benchmarks", "example_workflows", ".ci")
 #: A doc page's option table -> the program whose parser it lists.
-OPTION_TABLES = {"cli.md": "ben_core", "batch-jobs.md": "ben_core distributed", "evaluation.md": "ben_core eval"}
+OPTION_TABLES = {"cli.md": "ben_core", "batch-jobs.md": "ben_core distributed", "evaluation.md": "ben_core eval",
+                 "onnx.md": "ben_core export-onnx"}
+#: The programs ``python -m ben_core <first argument>`` dispatches to (ben_core/__main__.py).
+SUBCOMMANDS = ("eval", "distributed", "export-onnx")
 
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
 MARKER = re.compile(r"<!--\s*runnable(?::(.*?))?\s*-->\s*$")
@@ -148,12 +151,13 @@ class _Captured(Exception):
 
 @lru_cache(maxsize=None)
 def parser_for(program: str) -> argparse.ArgumentParser | None:
-    """The argument parser of ``program`` (``ben_core``, ``ben_core eval``, ``ben_core distributed``,
-    ``benchmarks.<name>``), or None when there is no such program. A benchmark without ``build_parser``
+    """The argument parser of ``program`` (``ben_core``, ``ben_core <subcommand>``, ``benchmarks.<name>``),
+    or None when there is no such program. A benchmark without ``build_parser``
     is asked for its parser by calling its ``main([])`` with ``parse_args`` intercepted, so nothing runs."""
     builders = {"ben_core": "ben_core.apps.cli", "ben_core eval": "ben_core.apps.evaluate",
                 "ben_core distributed": "ben_core.apps.distributed",
-                "ben_core.distributed": "ben_core.apps.distributed"}
+                "ben_core.distributed": "ben_core.apps.distributed",
+                "ben_core export-onnx": "ben_core.apps.export_onnx"}
     if program in builders:
         return importlib.import_module(builders[program]).build_parser()
     if not re.fullmatch(r"benchmarks\.\w+", program) or not (REPO / (program.replace(".", "/") + ".py")).is_file():
@@ -185,7 +189,7 @@ def options(parser: argparse.ArgumentParser) -> set[str]:
 
 
 def all_options() -> set[str]:
-    programs = ["ben_core", "ben_core eval", "ben_core distributed"]
+    programs = ["ben_core"] + [f"ben_core {sub}" for sub in SUBCOMMANDS]
     programs += [f"benchmarks.{p.stem}" for p in sorted((REPO / "benchmarks").glob("*.py")) if p.stem != "__init__"]
     found = set()
     for prog in programs:
@@ -221,7 +225,7 @@ def invocation(tokens: list[str]) -> tuple[str, list[str]] | None:
             break
         if re.fullmatch(r"python3?", Path(tok).name) and tokens[i + 1:i + 2] == ["-m"] and len(tokens) > i + 2:
             module, args = tokens[i + 2], tokens[i + 3:]
-            if module == "ben_core" and args[:1] in (["eval"], ["distributed"]):
+            if module == "ben_core" and args[:1] and args[0] in SUBCOMMANDS:
                 return f"ben_core {args[0]}", args[1:]
             if "<" in module:  # a placeholder such as benchmarks.<name>
                 return None
@@ -230,7 +234,7 @@ def invocation(tokens: list[str]) -> tuple[str, list[str]] | None:
             return None
     else:
         return None
-    if args[:1] in (["eval"], ["distributed"]):
+    if args[:1] and args[0] in SUBCOMMANDS:
         return f"ben_core {args[0]}", args[1:]
     return "ben_core", args
 
@@ -429,6 +433,7 @@ def test_docs_exist_and_the_readme_is_short():
     assert (REPO / "README.md").stat().st_size <= 12 * 1024
     assert {p.name for p in DOCS} >= {"nodes.md", "cli.md", "python-api.md", "video.md", "batch-jobs.md",
                                        "evaluation.md", "performance.md", "publishing.md", "open-weights.md",
+                                       "onnx.md",
                                        "comfyui-versions.md"}
 
 
