@@ -492,7 +492,7 @@ def report(result: dict) -> str:
 # ------------------------------------------------------------------------------------------ 8. onnxruntime
 
 def bench_onnxruntime(model: BENBase, device: torch.device, size: int, iters: int, warmup: int, out: Path,
-                      log) -> list:
+                      log, dtypes=("fp32", "fp16")) -> list:
     """The exported file in onnxruntime's GPU providers (rows of ms / image and max |Δalpha| vs torch fp32)."""
     try:
         import onnxruntime as ort
@@ -506,13 +506,13 @@ def bench_onnxruntime(model: BENBase, device: torch.device, size: int, iters: in
     if not wanted:
         return [{"provider": "-", "dtype": "-", "skipped": f"no GPU provider (have {ort.get_available_providers()})"}]
     cpu_model = copy.deepcopy(model).cpu().float()  # the export runs on the CPU in fp32
-    image = synthetic_images(1, size, size)
+    image = synthetic_images(1, size, size).permute(0, 3, 1, 2).contiguous()  # the file's [B, 3, S, S]
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     with torch.no_grad():
         ref = torch.sigmoid(cpu_model((image - mean) / std)).numpy()
     rows = []
-    for dtype in ("fp32", "fp16"):
+    for dtype in dtypes:
         path = out / f"ben2-{size}-{dtype}.onnx"
         t = time.perf_counter()
         try:

@@ -149,9 +149,9 @@ def export_onnx(net: BENBase, path: Union[str, "os.PathLike[str]"], *, working_s
     _require_onnx()
 
     with torch.no_grad(), export_path():
-        # One eager forward on the export path builds the index bookkeeping the tracer reads (window layouts).
         net.eval()
-        net(torch.zeros(1, 3, working_size, working_size))
+        # the backbone sees the quadrants and the global view at half the working size
+        net.backbone.build_export_layouts((working_size // 2, working_size // 2), torch.device("cpu"))
         graph = AlphaGraph(net if dtype == "fp32" else _copy(net), DTYPES[dtype], target).eval()
         # A batch of 2 as the example: torch.export specialises a dimension of size 1.
         example = torch.zeros(2, 3, working_size, working_size)

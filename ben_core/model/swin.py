@@ -407,8 +407,8 @@ class SwinStage(nn.Module):
         pair = self._layouts.get(key)
         if pair is None and tracing_for_export():
             raise RuntimeError(
-                f"no window layout for a {hw[0]}x{hw[1]} token map was built before tracing; run one forward under "
-                "ben_core.model.ops.export_path() at this working size first (ben_core.model.export does)")
+                f"no window layout for a {hw[0]}x{hw[1]} token map was built before tracing; call the backbone's "
+                "build_export_layouts for this input size first (ben_core.model.export does)")
         if pair is None:
             if len(self._layouts) >= 8:
                 self._layouts.clear()
@@ -486,6 +486,15 @@ class SwinTransformer(nn.Module):
         ])
         for i, dim in enumerate(self.num_features):
             self.add_module(f"norm{i}", nn.LayerNorm(dim))
+
+    def build_export_layouts(self, hw: Tuple[int, int], device) -> None:
+        """Build (and cache) every stage's one-image window layouts for an ``hw`` input, as the export path reads
+        them: what a tracer cannot build itself (see :meth:`SwinStage.layouts`)."""
+        p = self.patch_embed.patch_size
+        h, w = -(-hw[0] // p), -(-hw[1] // p)
+        for stage in self.layers:
+            stage.layouts((h, w), 1, device, torch.float32)
+            h, w = (h + 1) // 2, (w + 1) // 2
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """Args:
