@@ -96,16 +96,13 @@ def verify(path: Path, net, working_size: int, dtype: str, target: str) -> tuple
 
 
 def _body(args, log) -> int:
-    from ..model.export import export_onnx
+    from ..model.export import check_request, export_onnx
 
-    out = Path(args.output).expanduser()
-    if out.is_dir():
-        raise UsageError(f"-o {args.output} is a folder; give the file to write, e.g. {out / 'ben2.onnx'}")
-    if out.exists() and not args.force:
-        raise UsageError(f"-o {args.output} exists; pass --force to replace it, or choose another name")
-    if args.target == "rembg" and args.working_size != 1024:
-        raise UsageError(f"--for rembg needs --working-size 1024 (rembg always feeds 1024 x 1024), "
-                         f"not {args.working_size}")
+    try:
+        out = check_request(args.output, working_size=args.working_size, dtype=args.dtype, target=args.target,
+                            force=args.force)
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from None
     if args.verify:
         try:
             import onnxruntime  # noqa: F401

@@ -29,8 +29,8 @@ from ..io.files import atomic_output
 from .ben2 import IMAGENET_MEAN, IMAGENET_STD, BENBase
 from .ops import export_path
 
-__all__ = ["AlphaGraph", "export_onnx", "input_offset", "METADATA_KEYS", "TARGETS", "DTYPES", "INPUT_NAME",
-           "OUTPUT_NAME", "ONNX_MISSING"]
+__all__ = ["AlphaGraph", "export_onnx", "check_request", "input_offset", "METADATA_KEYS", "TARGETS", "DTYPES",
+           "INPUT_NAME", "OUTPUT_NAME", "ONNX_MISSING"]
 
 INPUT_NAME, OUTPUT_NAME = "image", "alpha"
 #: What the input is prepared for: ben_core's contract (0..1) or rembg's ``ben_custom`` session (0..1 - 0.5).
@@ -108,6 +108,29 @@ def _require_onnx() -> None:
         raise ImportError(f"{ONNX_MISSING} ({e})") from None
 
 
+def check_request(path: Union[str, "os.PathLike[str]"], *, working_size: int, dtype: str, target: str,
+                  force: bool) -> Path:
+    """What :func:`export_onnx` refuses before any work (the command line asks before loading the weights):
+    a size, dtype or target not offered (ValueError), rembg at a size other than 1024 (ValueError), ``path``
+    a folder (IsADirectoryError) or an existing file without ``force`` (FileExistsError). Returns ``path``
+    expanded."""
+    if working_size not in BENBase.working_sizes:
+        raise ValueError(f"working size must be one of {', '.join(map(str, sorted(BENBase.working_sizes)))}, "
+                         f"got {working_size!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    input_offset(target)
+    if target == "rembg" and working_size != 1024:
+        raise ValueError(f"rembg's ben_custom session always feeds 1024 x 1024: --for rembg needs --working-size "
+                         f"1024, not {working_size}")
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the file to write, e.g. {path / 'ben2.onnx'}")
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists; pass force=True (--force) to replace it, or choose another name")
+    return path
+
+
 def export_onnx(net: BENBase, path: Union[str, "os.PathLike[str]"], *, working_size: int = BENBase.native_size,
                 dtype: str = "fp32", target: str = "ben_core", force: bool = False,
                 opset: Optional[int] = None) -> Path:
@@ -128,20 +151,7 @@ def export_onnx(net: BENBase, path: Union[str, "os.PathLike[str]"], *, working_s
         ``path``. Raises ValueError for a size, dtype or target not offered, FileExistsError when ``path``
         exists without ``force``, ImportError naming the packages when onnx/onnxscript are missing.
     """
-    if working_size not in BENBase.working_sizes:
-        raise ValueError(f"working size must be one of {', '.join(map(str, sorted(BENBase.working_sizes)))}, "
-                         f"got {working_size!r}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    input_offset(target)
-    if target == "rembg" and working_size != 1024:
-        raise ValueError(f"rembg's ben_custom session always feeds 1024 x 1024; export --for rembg at working "
-                         f"size 1024, not {working_size}")
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder; give the file to write, e.g. {path / 'ben2.onnx'}")
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} exists; pass force=True (--force) to replace it, or choose another name")
+    path = check_request(path, working_size=working_size, dtype=dtype, target=target, force=force)
     param = next(net.parameters())
     if param.device.type != "cpu" or param.dtype != torch.float32:
         raise ValueError(f"export from the float32 network on the CPU (load_ben(checkpoint)), not "
